@@ -1,0 +1,52 @@
+"""tformer: readable, fast, inspectable Transformers from one set of blocks.
+
+>>> import tformer
+>>> model = tformer.build_model(tformer.ModelConfig.preset("tiny-decoder"))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tformer.checkpoint import CheckpointError
+from tformer.config import ModelConfig, preset_names
+from tformer.models import (
+    DecoderOnlyLM,
+    EncoderDecoder,
+    EncoderModel,
+    ModelOutput,
+    TformerModel,
+    build_model,
+)
+from tformer.tokenizer import Tokenizer
+
+__version__ = "0.1.0"
+
+
+def load_model(path: str | Path) -> TformerModel:
+    """Load a model saved with `save_pretrained` (a directory with config.json + model.safetensors)."""
+    return TformerModel.from_pretrained(path)
+
+
+def load(path: str | Path) -> tuple[TformerModel, Tokenizer | None]:
+    """Load a checkpoint directory: the model and, if one was saved with it, its tokenizer."""
+    model = load_model(path)
+    has_tokenizer = (Path(path) / "tokenizer.json").is_file()
+    return model, Tokenizer.load(path) if has_tokenizer else None
+
+
+__all__ = [
+    "CheckpointError",
+    "DecoderOnlyLM",
+    "EncoderDecoder",
+    "EncoderModel",
+    "ModelConfig",
+    "ModelOutput",
+    "TformerModel",
+    "Tokenizer",
+    "__version__",
+    "build_model",
+    "load",
+    "load_model",
+    "preset_names",
+]

@@ -1,0 +1,120 @@
+"""The library's own checkpoint directory: `config.json` + `model.safetensors` (+ tokenizer).
+
+Writes are atomic: everything goes into a temporary sibling directory that replaces the target
+only once complete, so an interrupted save never leaves a half-written checkpoint. Loading
+checks every tensor's name, shape and dtype against the model and says what does not fit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tformer.config import ModelConfig
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, corrupted or does not fit the model."""
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory that becomes `target` only if the block completes.
+
+    The temporary directory is a sibling of `target` (same filesystem, so the final rename is
+    atomic); an existing `target` is replaced; on error nothing at `target` changes.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old-{tmp.name.rsplit('-', 1)[-1]}")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict with tied (storage-sharing) tensors stored once, under their first name."""
+    seen: set[tuple[int, int]] = set()
+    unique = {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key not in seen:
+            seen.add(key)
+            unique[name] = tensor.detach().contiguous()
+    return unique
+
+
+def write_weights(model: nn.Module, config: ModelConfig, directory: Path) -> None:
+    """Write config.json and model.safetensors into an existing directory."""
+    (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    save_file(unique_state_dict(model), str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+
+
+def read_config(directory: str | Path) -> ModelConfig:
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a tformer checkpoint: no {CONFIG_FILE} in it")
+    try:
+        return ModelConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: invalid model config: {error}") from error
+
+
+def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(directory) / WEIGHTS_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory} has no {WEIGHTS_FILE}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(
+            f"{path} is corrupted or truncated ({error}); re-save or re-download it"
+        ) from error
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `weights` into `model` after checking names, shapes and dtypes of every tensor."""
+    expected = unique_state_dict(model)
+    problems = []
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(unexpected)}")
+    for name in sorted(set(expected) & set(weights)):
+        want, got = expected[name], weights[name]
+        if want.shape != got.shape:
+            problems.append(
+                f"{name}: shape {tuple(got.shape)} in file, model expects {tuple(want.shape)}"
+            )
+        elif want.dtype != got.dtype:
+            problems.append(f"{name}: dtype {got.dtype} in file, model has {want.dtype}")
+    if problems:
+        raise CheckpointError(
+            f"{source} does not fit this model ({len(problems)} problem(s)); was it saved from a "
+            "model with a different config?\n  " + "\n  ".join(problems)
+        )
+    # strict=False only because tied aliases are stored once; every stored name was checked above.
+    model.load_state_dict(weights, strict=False)

@@ -1,0 +1,242 @@
+"""ModelConfig: one frozen, validated description of every architecture tformer builds.
+
+BERT, GPT-2, Llama and the 2017 Transformer differ only in the values below (norm placement,
+activation, positional scheme, head counts, tying), so one dataclass describes them all and
+every invalid combination is rejected here, before any tensor is allocated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+ARCHS = ("decoder", "encoder", "encoder-decoder")
+POSITIONALS = ("sinusoidal", "learned", "rotary", "none")
+NORMS = ("layernorm", "rmsnorm")
+NORM_POSITIONS = ("post", "pre")
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu")
+POOLINGS = ("cls", "mean")
+HEADS_BY_ARCH = {
+    "decoder": ("lm",),
+    "encoder": ("masked-lm", "sequence-classification", "token-classification", "embedding"),
+    "encoder-decoder": ("lm",),
+}
+DEFAULT_HEAD = {"decoder": "lm", "encoder": "masked-lm", "encoder-decoder": "lm"}
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(allowed)}")
+
+
+def _positive(name: str, value: int | float) -> None:
+    if not value > 0:
+        raise ValueError(f"{name}={value!r} must be positive")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of a Transformer; `arch` selects the family.
+
+    Defaults are the 2017 paper's base model (Vaswani et al., Table 3, row "base") except
+    `arch`, which defaults to a decoder-only LM.
+    """
+
+    arch: str = "decoder"
+    vocab_size: int = 32000
+    d_model: int = 512
+    n_heads: int = 8
+    n_kv_heads: int | None = None  # < n_heads: grouped-query attention; None: = n_heads
+    head_dim: int | None = None  # None: d_model // n_heads
+    n_layers: int = 6  # decoder-only / encoder-only depth; default for the two below
+    n_encoder_layers: int | None = None
+    n_decoder_layers: int | None = None
+    d_ff: int = 2048
+    max_seq_len: int = 512
+    positional: str = "sinusoidal"
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"
+    norm_eps: float = 1e-5
+    norm_position: str = "post"  # "post": the 2017 paper / BERT; "pre": GPT-2 / Llama
+    final_norm: bool | None = None  # norm after the last block; None: True for pre-norm
+    embedding_norm: bool = False  # norm right after embeddings (BERT, BART)
+    activation: str = "relu"
+    dropout: float = 0.1
+    attention_dropout: float | None = None  # None: = dropout
+    bias: bool = True  # biases in attention and feed-forward projections
+    tie_embeddings: bool = True  # output projection shares the token-embedding matrix
+    scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (paper 3.4)
+    type_vocab_size: int = 0  # BERT segment embeddings; 0 disables them
+    head: str | None = None  # task head; None: the arch's default (see HEADS_BY_ARCH)
+    n_labels: int = 2  # classes for classification heads
+    pooling: str = "cls"  # how sequence-classification reduces tokens
+    pooler: bool = False  # BERT's dense+tanh pooler before sequence classification
+    init_std: float = 0.02
+    pad_id: int | None = 0
+    bos_id: int | None = None
+    eos_id: int | None = None
+    mask_id: int | None = None
+    decoder_start_id: int | None = None  # first decoder input of seq2seq; None: bos_id
+
+    def __post_init__(self) -> None:
+        _choice("arch", self.arch, ARCHS)
+        _choice("positional", self.positional, POSITIONALS)
+        _choice("norm", self.norm, NORMS)
+        _choice("norm_position", self.norm_position, NORM_POSITIONS)
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("pooling", self.pooling, POOLINGS)
+        if self.head is not None:
+            _choice(f"head (for arch={self.arch!r})", self.head, HEADS_BY_ARCH[self.arch])
+        for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_seq_len"):
+            _positive(name, getattr(self, name))
+        for name in ("n_kv_heads", "head_dim", "n_encoder_layers", "n_decoder_layers"):
+            value = getattr(self, name)
+            if value is not None:
+                _positive(name, value)
+        _positive("norm_eps", self.norm_eps)
+        _positive("rope_theta", self.rope_theta)
+        _positive("n_labels", self.n_labels)
+        for name in ("dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"{name}={value!r} must be in [0, 1)")
+        if self.head_dim is None and self.d_model % self.n_heads:
+            divisors = [h for h in range(1, self.d_model + 1) if self.d_model % h == 0]
+            nearest = min(divisors, key=lambda h: abs(h - self.n_heads))
+            raise ValueError(
+                f"n_heads={self.n_heads} must divide d_model={self.d_model}; "
+                f"try n_heads={nearest} (or set head_dim explicitly)"
+            )
+        if self.n_heads % self.kv_heads:
+            raise ValueError(
+                f"n_heads={self.n_heads} must be divisible by n_kv_heads={self.n_kv_heads} "
+                "(each key/value head serves a whole group of query heads)"
+            )
+        if self.positional == "rotary" and self.attention_head_dim % 2:
+            raise ValueError(
+                f"positional='rotary' needs an even head size, got head_dim="
+                f"{self.attention_head_dim} (d_model={self.d_model} / n_heads={self.n_heads})"
+            )
+        if self.type_vocab_size < 0:
+            raise ValueError(f"type_vocab_size={self.type_vocab_size} must be >= 0")
+        for name in ("pad_id", "bos_id", "eos_id", "mask_id", "decoder_start_id"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < self.vocab_size:
+                raise ValueError(f"{name}={value} must be a token id in [0, {self.vocab_size})")
+
+    # ---- derived values -------------------------------------------------------------
+    @property
+    def kv_heads(self) -> int:
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+
+    @property
+    def attention_head_dim(self) -> int:
+        return self.d_model // self.n_heads if self.head_dim is None else self.head_dim
+
+    @property
+    def task_head(self) -> str:
+        return DEFAULT_HEAD[self.arch] if self.head is None else self.head
+
+    @property
+    def encoder_layers(self) -> int:
+        return self.n_layers if self.n_encoder_layers is None else self.n_encoder_layers
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.n_layers if self.n_decoder_layers is None else self.n_decoder_layers
+
+    @property
+    def use_final_norm(self) -> bool:
+        return self.norm_position == "pre" if self.final_norm is None else self.final_norm
+
+    @property
+    def attn_dropout(self) -> float:
+        return self.dropout if self.attention_dropout is None else self.attention_dropout
+
+    @property
+    def start_id(self) -> int | None:
+        return self.bos_id if self.decoder_start_id is None else self.decoder_start_id
+
+    # ---- (de)serialisation ----------------------------------------------------------
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with `changes` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown ModelConfig field(s) {', '.join(unknown)}; known fields: "
+                f"{', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON (`.json`) or TOML (`.toml`), chosen by the file's suffix."""
+        path = Path(path)
+        if path.suffix == ".toml":
+            path.write_text(_to_toml({"model": self.to_dict()}))
+        else:
+            path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelConfig:
+        """Read a JSON file, or a TOML file whose `[model]` table (or top level) holds fields."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no config file at {path}")
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text())
+            data = data.get("model", data)
+        else:
+            data = json.loads(path.read_text())
+        return cls.from_dict(data)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        """A named preset from `src/tformer/presets/` (e.g. "transformer-base", "gpt-mini", "tiny-decoder")."""
+        available = preset_names()
+        if name not in available:
+            raise ValueError(f"unknown preset {name!r}; available: {', '.join(available)}")
+        with resources.as_file(_presets_dir() / f"{name}.toml") as file:
+            config = cls.load(file)
+        return config.replace(**overrides) if overrides else config
+
+
+def _presets_dir() -> Any:
+    return resources.files("tformer.presets")
+
+
+def preset_names() -> list[str]:
+    """Names of the model presets shipped in `src/tformer/presets/`."""
+    return sorted(
+        p.name[: -len(".toml")] for p in _presets_dir().iterdir() if p.name.endswith(".toml")
+    )
+
+
+def _to_toml(tables: dict[str, dict[str, Any]]) -> str:
+    """TOML for one level of tables holding scalars (None values are omitted: TOML has no null)."""
+    lines: list[str] = []
+    for table, values in tables.items():
+        lines.append(f"[{table}]")
+        for key, value in values.items():
+            if value is None:
+                continue
+            # JSON scalars (strings, numbers) are valid TOML scalars; booleans are lower-case.
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"

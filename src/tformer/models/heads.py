@@ -1,0 +1,125 @@
+"""Output projection and task heads: what turns the final hidden states into predictions.
+
+Every head maps (B, T, d_model) hidden states (and the padding mask) to its output and knows
+its own loss, so models differ only in which head the config names.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from tformer.config import ModelConfig
+from tformer.modules.embedding import TokenEmbedding
+from tformer.modules.feedforward import _ACTIVATIONS
+from tformer.modules.norm import make_norm
+
+IGNORE_INDEX = -100  # label value that contributes no loss (padding, unmasked MLM positions)
+
+
+def token_cross_entropy(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Mean cross-entropy over positions whose label is not IGNORE_INDEX.
+
+    logits (..., C), labels (...). Computed in float32 so bf16 logits do not lose precision.
+    """
+    return F.cross_entropy(
+        logits.flatten(0, -2).float(),
+        labels.flatten(),
+        ignore_index=IGNORE_INDEX,
+        label_smoothing=label_smoothing,
+    )
+
+
+def mean_pool(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Average of the token vectors, padding excluded: (B, T, D) -> (B, D)."""
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+
+
+class LMHead(nn.Module):
+    """Output projection to vocabulary logits (paper 3.4: shares the embedding matrix if tied)."""
+
+    def __init__(self, config: ModelConfig, tokens: TokenEmbedding, *, bias: bool = False) -> None:
+        super().__init__()
+        self.proj = nn.Linear(config.d_model, config.vocab_size, bias=bias)
+        if config.tie_embeddings:
+            self.proj.weight = tokens.weight
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, T, d_model) -> (B, T, vocab)."""
+        return self.proj(hidden)
+
+    def loss(self, logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        return token_cross_entropy(logits, labels, label_smoothing)
+
+
+class MaskedLMHead(LMHead):
+    """BERT's MLM head: dense + activation + norm, then the (tied) projection with a bias."""
+
+    def __init__(self, config: ModelConfig, tokens: TokenEmbedding) -> None:
+        super().__init__(config, tokens, bias=True)
+        self.transform = nn.Linear(config.d_model, config.d_model)
+        self.act = _ACTIVATIONS[
+            "gelu" if config.activation in ("swiglu", "geglu") else config.activation
+        ]
+        self.norm = make_norm(config.norm, config.d_model, config.norm_eps)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return self.proj(self.norm(self.act(self.transform(hidden))))
+
+
+class TokenClassificationHead(nn.Module):
+    """One label per token (tagging): (B, T, d_model) -> (B, T, n_labels)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(config.d_model, config.n_labels)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        return self.classifier(self.dropout(hidden))
+
+    def loss(self, logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        return token_cross_entropy(logits, labels, label_smoothing)
+
+
+class SequenceClassificationHead(TokenClassificationHead):
+    """One label per sequence from the [CLS] vector or the mean of the tokens.
+
+    With `pooler`, BERT's dense + tanh layer transforms the pooled vector first.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config)
+        self.pooling = config.pooling
+        self.pooler = nn.Linear(config.d_model, config.d_model) if config.pooler else None
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, T, d_model) -> (B, n_labels)."""
+        pooled = hidden[:, 0] if self.pooling == "cls" else mean_pool(hidden, attention_mask)
+        if self.pooler is not None:
+            pooled = torch.tanh(self.pooler(pooled))
+        return self.classifier(self.dropout(pooled))
+
+
+class EmbeddingHead(nn.Module):
+    """Sentence embedding: mean of the token vectors (padding excluded), L2-normalised, so
+    the dot product of two embeddings is their cosine similarity (Sentence-BERT)."""
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """(B, T, d_model) -> (B, d_model)."""
+        return F.normalize(mean_pool(hidden, attention_mask), dim=-1)
+
+
+def make_encoder_head(config: ModelConfig, tokens: TokenEmbedding) -> nn.Module:
+    """The head named by `config.task_head` for an encoder-only model."""
+    heads = {
+        "masked-lm": lambda: MaskedLMHead(config, tokens),
+        "sequence-classification": lambda: SequenceClassificationHead(config),
+        "token-classification": lambda: TokenClassificationHead(config),
+        "embedding": EmbeddingHead,
+    }
+    return heads[config.task_head]()

@@ -1,0 +1,238 @@
+"""Multi-head attention (paper section 3.2): self, causal and cross; grouped-query heads.
+
+This module is also the one place where masks are made (`build_attention_mask`): padding,
+causal and cross-attention masks all come from it, so "which key may a query see" is decided
+once for the whole library.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from tformer.modules.position import apply_rotary
+
+
+@dataclass
+class AttentionMask:
+    """Which keys each query may attend to.
+
+    `allowed` is (B or 1, 1, T_query, T_key) bool, True where attention is allowed, or None
+    when every key is allowed. `is_causal` marks the pure causal case with T_query == T_key
+    and no padding: then `allowed` is None and SDPA's fused causal kernel is used.
+    """
+
+    allowed: Tensor | None
+    is_causal: bool = False
+    _bias: dict[torch.dtype, Tensor] = field(default_factory=dict, repr=False)
+
+    def bias(self, dtype: torch.dtype) -> Tensor | None:
+        """Additive form: 0 where allowed, the dtype's lowest finite value where not.
+
+        A finite value rather than -inf keeps a row whose keys are all masked (a fully padded
+        sequence) finite: softmax spreads it uniformly instead of producing NaN. Made once per
+        dtype, so bf16 attention under autocast gets a bf16 mask.
+        """
+        if self.allowed is None:
+            return None
+        if dtype not in self._bias:
+            zeros = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
+            self._bias[dtype] = zeros.masked_fill(~self.allowed, torch.finfo(dtype).min)
+        return self._bias[dtype]
+
+    def dense(self, query_len: int, key_len: int, device: torch.device) -> Tensor | None:
+        """`allowed` with the implicit causal triangle made explicit (for the math path)."""
+        if self.is_causal:
+            return torch.ones(query_len, key_len, dtype=torch.bool, device=device).tril()[
+                None, None
+            ]
+        return self.allowed
+
+
+def build_attention_mask(
+    query_len: int,
+    key_len: int,
+    *,
+    causal: bool,
+    key_padding_mask: Tensor | None = None,
+    device: torch.device | None = None,
+) -> AttentionMask:
+    """The one mask function: padding, causal and cross-attention masks.
+
+    Args:
+        query_len: number of new query positions T_query.
+        key_len: number of key positions T_key. With a KV cache the queries are the *last*
+            `query_len` of the `key_len` positions, so query i sits at position
+            key_len - query_len + i and causally sees keys 0 .. that position.
+        causal: forbid attending to later positions (decoder self-attention).
+        key_padding_mask: (B, T_key), 1/True for real tokens, 0/False for padding. Padding keys
+            are never attended to; cross-attention passes the source padding mask here.
+    """
+    if key_padding_mask is not None and key_padding_mask.shape[-1] != key_len:
+        raise ValueError(
+            f"attention_mask covers {key_padding_mask.shape[-1]} positions but there are "
+            f"{key_len} keys (cached + new); pass a mask for every position"
+        )
+    if key_padding_mask is None:
+        if not causal or query_len == 1:
+            return AttentionMask(allowed=None)
+        if query_len == key_len:
+            return AttentionMask(allowed=None, is_causal=True)
+    device = key_padding_mask.device if key_padding_mask is not None else device
+    allowed = torch.ones(1, 1, query_len, key_len, dtype=torch.bool, device=device)
+    if causal:
+        query_pos = torch.arange(key_len - query_len, key_len, device=device)
+        allowed = allowed & (torch.arange(key_len, device=device) <= query_pos[:, None])
+    if key_padding_mask is not None:
+        allowed = allowed & key_padding_mask.bool()[:, None, None, :]
+    return AttentionMask(allowed=allowed)
+
+
+class LayerKVCache:
+    """Keys and values one attention layer has already computed, (B, H_kv, T_past, head_dim).
+
+    Self-attention appends the new positions each step; cross-attention stores the projected
+    encoder output once and reuses it for every decoding step.
+    """
+
+    def __init__(self) -> None:
+        self.key: Tensor | None = None
+        self.value: Tensor | None = None
+
+    @property
+    def seq_len(self) -> int:
+        return 0 if self.key is None else self.key.shape[2]
+
+    def update(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Append the new positions; return keys and values of all positions so far."""
+        if self.key is None or self.value is None:
+            self.key, self.value = key, value
+        else:
+            self.key = torch.cat((self.key, key), dim=2)
+            self.value = torch.cat((self.value, value), dim=2)
+        return self.key, self.value
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index` (beam search reorders hypotheses every step)."""
+        if self.key is not None and self.value is not None:
+            self.key, self.value = self.key[index], self.value[index]
+
+
+class KVCache:
+    """One `LayerKVCache` per decoder layer for self-attention and one for cross-attention."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.self_attn = [LayerKVCache() for _ in range(n_layers)]
+        self.cross_attn = [LayerKVCache() for _ in range(n_layers)]
+
+    @property
+    def seq_len(self) -> int:
+        """Positions already processed (the offset of the next token)."""
+        return self.self_attn[0].seq_len
+
+    def reorder(self, index: Tensor) -> None:
+        for layer in (*self.self_attn, *self.cross_attn):
+            layer.reorder(index)
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = softmax(Q K^T / sqrt(d_k)) V.
+
+    With `n_kv_heads < n_heads` each key/value head serves n_heads / n_kv_heads query heads
+    (grouped-query attention, Ainslie et al., 2023). Two computations give the same result:
+    `F.scaled_dot_product_attention` (fused, the default) and an explicit math path that can
+    return the attention weights, chosen per call by `need_weights` or for good by
+    `implementation = "math"`.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        n_kv_heads: int,
+        head_dim: int,
+        *,
+        bias: bool,
+        dropout: float,
+        cross: bool = False,
+    ) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.cross = cross
+        self.dropout = dropout
+        self.implementation = "sdpa"
+        self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias)
+        self.k_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
+        self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
+        self.out_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
+
+    def _split_heads(self, x: Tensor, n_heads: int) -> Tensor:
+        """(B, T, n_heads * head_dim) -> (B, n_heads, T, head_dim)."""
+        batch, length, _ = x.shape
+        return x.view(batch, length, n_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        mask: AttentionMask,
+        context: Tensor | None = None,
+        rotation: tuple[Tensor, Tensor] | None = None,
+        cache: LayerKVCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Attend from `x` (B, T, d_model) to itself, or to `context` (B, S, d_model) if cross.
+
+        Returns the output (B, T, d_model) and, if `need_weights`, the attention weights
+        (B, n_heads, T, T_key).
+        """
+        q = self._split_heads(self.q_proj(x), self.n_heads)  # (B, H, T, hd)
+        if self.cross and cache is not None and cache.key is not None and cache.value is not None:
+            k, v = cache.key, cache.value  # encoder keys/values were projected on step one
+        else:
+            source = context if self.cross else x
+            if source is None:
+                raise ValueError("cross-attention needs the encoder output as `context`")
+            k = self._split_heads(self.k_proj(source), self.n_kv_heads)  # (B, H_kv, S, hd)
+            v = self._split_heads(self.v_proj(source), self.n_kv_heads)
+            if rotation is not None:
+                k = apply_rotary(k, *rotation)
+            if cache is not None:
+                k, v = cache.update(k, v)  # (B, H_kv, T_past + T, hd)
+        if rotation is not None:
+            q = apply_rotary(q, *rotation)
+
+        dropout_p = self.dropout if self.training else 0.0
+        if need_weights or self.implementation == "math":
+            out, weights = self._math_attention(q, k, v, mask, dropout_p)
+        else:
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask.bias(q.dtype),
+                dropout_p=dropout_p,
+                is_causal=mask.is_causal,
+                enable_gqa=self.n_kv_heads != self.n_heads,
+            )
+            weights = None
+        out = out.transpose(1, 2).flatten(2)  # (B, T, H * hd)
+        return self.out_proj(out), (weights if need_weights else None)
+
+    def _math_attention(
+        self, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, dropout_p: float
+    ) -> tuple[Tensor, Tensor]:
+        """softmax(Q K^T / sqrt(d_k) + mask) V, written out so the weights can be returned."""
+        groups = self.n_heads // self.n_kv_heads
+        if groups > 1:  # (B, H_kv, S, hd) -> (B, H, S, hd): each kv head serves `groups` heads
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
+        allowed = mask.dense(q.shape[2], k.shape[2], q.device)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        weights = scores.float().softmax(dim=-1).to(q.dtype)
+        return F.dropout(weights, dropout_p) @ v, weights

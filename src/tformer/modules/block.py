@@ -1,0 +1,118 @@
+"""Transformer blocks: the only place the sub-layers are wired together (paper Figure 1).
+
+Each sub-layer (self-attention, cross-attention, feed-forward) sits in a residual branch with
+a norm, either after the addition ("post", the 2017 paper and BERT: LayerNorm(x + Sublayer(x)),
+section 5.4) or before the sub-layer ("pre", GPT-2 and Llama: x + Sublayer(Norm(x))).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from tformer.config import ModelConfig
+from tformer.modules.attention import AttentionMask, LayerKVCache, MultiHeadAttention
+from tformer.modules.feedforward import make_feedforward
+from tformer.modules.norm import make_norm
+
+
+@dataclass
+class BlockOutput:
+    hidden: Tensor  # (B, T, d_model)
+    self_weights: Tensor | None = None  # (B, H, T, T_key) when asked for
+    cross_weights: Tensor | None = None  # (B, H, T, S) when asked for
+
+
+def _attention(config: ModelConfig, *, cross: bool) -> MultiHeadAttention:
+    return MultiHeadAttention(
+        config.d_model,
+        config.n_heads,
+        config.kv_heads,
+        config.attention_head_dim,
+        bias=config.bias,
+        dropout=config.attn_dropout,
+        cross=cross,
+    )
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention, optional cross-attention, feed-forward; each residual and normalised."""
+
+    def __init__(self, config: ModelConfig, *, cross_attention: bool) -> None:
+        super().__init__()
+        self.pre_norm = config.norm_position == "pre"
+        self.self_attn = _attention(config, cross=False)
+        self.self_attn_norm = make_norm(config.norm, config.d_model, config.norm_eps)
+        self.cross_attn = _attention(config, cross=True) if cross_attention else None
+        self.cross_attn_norm = (
+            make_norm(config.norm, config.d_model, config.norm_eps) if cross_attention else None
+        )
+        self.ffn = make_feedforward(
+            config.d_model, config.d_ff, config.activation, bias=config.bias, dropout=config.dropout
+        )
+        self.ffn_norm = make_norm(config.norm, config.d_model, config.norm_eps)
+        self.dropout = nn.Dropout(config.dropout)  # on each sub-layer's output (section 5.4)
+
+    def _residual(
+        self, x: Tensor, norm: nn.Module, sublayer: Callable[[Tensor], tuple[Tensor, Tensor | None]]
+    ) -> tuple[Tensor, Tensor | None]:
+        if self.pre_norm:
+            out, weights = sublayer(norm(x))
+            return x + self.dropout(out), weights
+        out, weights = sublayer(x)
+        return norm(x + self.dropout(out)), weights
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        mask: AttentionMask,
+        rotation: tuple[Tensor, Tensor] | None = None,
+        context: Tensor | None = None,
+        context_mask: AttentionMask | None = None,
+        cache: tuple[LayerKVCache, LayerKVCache] | None = None,
+        need_weights: bool = False,
+    ) -> BlockOutput:
+        """x: (B, T, d_model); context: encoder output (B, S, d_model) for cross-attention."""
+        self_cache, cross_cache = cache if cache is not None else (None, None)
+        x, self_weights = self._residual(
+            x,
+            self.self_attn_norm,
+            lambda h: self.self_attn(
+                h, mask=mask, rotation=rotation, cache=self_cache, need_weights=need_weights
+            ),
+        )
+        cross_weights = None
+        if self.cross_attn is not None and self.cross_attn_norm is not None:
+            cross_attn = self.cross_attn
+            x, cross_weights = self._residual(
+                x,
+                self.cross_attn_norm,
+                lambda h: cross_attn(
+                    h,
+                    mask=context_mask if context_mask is not None else AttentionMask(None),
+                    context=context,
+                    cache=cross_cache,
+                    need_weights=need_weights,
+                ),
+            )
+        x, _ = self._residual(x, self.ffn_norm, lambda h: (self.ffn(h), None))
+        return BlockOutput(x, self_weights, cross_weights)
+
+
+class EncoderBlock(TransformerBlock):
+    """Bidirectional self-attention + feed-forward (Figure 1, left)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__(config, cross_attention=False)
+
+
+class DecoderBlock(TransformerBlock):
+    """Masked self-attention [+ cross-attention over the encoder output] + feed-forward
+    (Figure 1, right; without cross-attention it is the GPT block). Causality comes from the
+    mask the stack passes in."""
+
+    def __init__(self, config: ModelConfig, *, cross_attention: bool = False) -> None:
+        super().__init__(config, cross_attention=cross_attention)

@@ -1,0 +1,56 @@
+"""Position-wise feed-forward networks (paper section 3.3) and their gated variants."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+_ACTIVATIONS = {
+    "relu": F.relu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "silu": F.silu,
+}
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = W2 act(W1 x + b1) + b2, applied to each position separately (eq. 2)."""
+
+    def __init__(
+        self, d_model: int, d_ff: int, activation: str, *, bias: bool, dropout: float
+    ) -> None:
+        super().__init__()
+        self.up = nn.Linear(d_model, d_ff, bias=bias)
+        self.down = nn.Linear(d_ff, d_model, bias=bias)
+        self.act = _ACTIVATIONS[activation]
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, d_model) -> (B, T, d_ff) -> (B, T, d_model)."""
+        return self.down(self.dropout(self.act(self.up(x))))
+
+
+class GatedFeedForward(nn.Module):
+    """GLU-variant FFN (Shazeer, 2020): down(act(gate(x)) * up(x)); SwiGLU uses SiLU (Llama)."""
+
+    def __init__(
+        self, d_model: int, d_ff: int, activation: str, *, bias: bool, dropout: float
+    ) -> None:
+        super().__init__()
+        self.gate = nn.Linear(d_model, d_ff, bias=bias)
+        self.up = nn.Linear(d_model, d_ff, bias=bias)
+        self.down = nn.Linear(d_ff, d_model, bias=bias)
+        self.act = F.silu if activation == "swiglu" else F.gelu
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, d_model) -> (B, T, d_ff) -> (B, T, d_model)."""
+        return self.down(self.dropout(self.act(self.gate(x)) * self.up(x)))
+
+
+def make_feedforward(
+    d_model: int, d_ff: int, activation: str, *, bias: bool, dropout: float
+) -> nn.Module:
+    """A gated FFN for "swiglu"/"geglu", the plain two-layer FFN otherwise."""
+    cls = GatedFeedForward if activation in ("swiglu", "geglu") else FeedForward
+    return cls(d_model, d_ff, activation, bias=bias, dropout=dropout)

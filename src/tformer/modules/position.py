@@ -1,0 +1,106 @@
+"""Positional encodings behind one interface.
+
+Every encoding is a module with two methods; a model calls both and need not know which
+scheme it has:
+
+* `add(x, position_ids)` adds absolute position information to the embeddings
+  (sinusoidal, learned) or returns `x` unchanged (rotary, none);
+* `rotation(position_ids)` returns the (cos, sin) tables that attention applies to queries
+  and keys (rotary) or None.
+
+`position_ids` are explicit (B, T) integers rather than implied by the sequence index so that
+left-padded batches and KV-cached decoding put every token at its true position.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+
+class PositionalEncoding(nn.Module):
+    """Base class: no position information (subclasses override one method)."""
+
+    def add(self, x: Tensor, position_ids: Tensor) -> Tensor:
+        return x
+
+    def rotation(self, position_ids: Tensor) -> tuple[Tensor, Tensor] | None:
+        return None
+
+
+def sinusoidal_table(max_seq_len: int, d_model: int) -> Tensor:
+    """The paper's encodings (section 3.5), (max_seq_len, d_model):
+
+    PE(pos, 2i) = sin(pos / 10000^(2i/d_model)),  PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
+    """
+    position = torch.arange(max_seq_len, dtype=torch.float64).unsqueeze(1)
+    inv_freq = torch.exp(
+        torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model)
+    )
+    table = torch.zeros(max_seq_len, d_model, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq[: d_model // 2])
+    return table.float()
+
+
+class SinusoidalPositions(PositionalEncoding):
+    """Fixed sinusoids; not trained, so stored as a non-persistent buffer."""
+
+    def __init__(self, max_seq_len: int, d_model: int) -> None:
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(max_seq_len, d_model), persistent=False)
+
+    def add(self, x: Tensor, position_ids: Tensor) -> Tensor:
+        return x + self.table[position_ids].to(x.dtype)
+
+
+class LearnedPositions(PositionalEncoding):
+    """One trained vector per position (BERT, GPT-2)."""
+
+    def __init__(self, max_seq_len: int, d_model: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(max_seq_len, d_model))
+
+    def add(self, x: Tensor, position_ids: Tensor) -> Tensor:
+        return x + nn.functional.embedding(position_ids, self.weight)
+
+
+class RotaryPositions(PositionalEncoding):
+    """Rotary position embedding (Su et al., 2021), applied to queries and keys in attention.
+
+    Dimension pairs are (i, i + head_dim/2) -- the "rotate half" layout of GPT-NeoX and
+    Hugging Face Llama -- so converted Hugging Face checkpoints need no weight permutation.
+    """
+
+    def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def rotation(self, position_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, T) -> cos, sin of shape (B, 1, T, head_dim), broadcastable over heads."""
+        angles = position_ids.unsqueeze(-1).float() * self.inv_freq  # (B, T, head_dim/2)
+        angles = torch.cat((angles, angles), dim=-1).unsqueeze(1)
+        return angles.cos(), angles.sin()
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate (B, H, T, head_dim) queries or keys by their positions' angles."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return (x * cos + rotated * sin).to(x.dtype)
+
+
+def make_positional(
+    kind: str, *, max_seq_len: int, d_model: int, head_dim: int, theta: float
+) -> PositionalEncoding:
+    """The encoding named by `ModelConfig.positional`."""
+    if kind == "sinusoidal":
+        return SinusoidalPositions(max_seq_len, d_model)
+    if kind == "learned":
+        return LearnedPositions(max_seq_len, d_model)
+    if kind == "rotary":
+        return RotaryPositions(head_dim, theta)
+    return PositionalEncoding()

@@ -1,0 +1,17 @@
+"""Shared test settings: deterministic seeds, one thread per test worker (pytest -n 2)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two xdist workers on two cores: one intra-op thread each avoids oversubscription.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
