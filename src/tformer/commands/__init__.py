@@ -1,0 +1,6 @@
+"""One module per `tformer` subcommand.
+
+Each module defines `register(subparsers)`, which adds its parser and sets `handler` to a
+function taking the parsed arguments. Handlers stay thin: they parse, call one library function
+and print. `tformer.cli` finds the modules here, so adding a command never edits a shared list.
+"""
