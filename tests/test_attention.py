@@ -1,0 +1,108 @@
+"""Attention: the fused (SDPA) and explicit paths agree, weights are proper distributions over
+the allowed keys, grouped-query attention equals multi-head attention with repeated K/V heads,
+and the one mask function builds padding, causal and cached-causal masks correctly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tformer.modules.attention import MultiHeadAttention, build_attention_mask
+
+D_MODEL = 32
+
+
+def _attention(n_heads: int = 4, n_kv_heads: int = 4, *, cross: bool = False) -> MultiHeadAttention:
+    return MultiHeadAttention(
+        D_MODEL, n_heads, n_kv_heads, D_MODEL // n_heads, bias=True, dropout=0.0, cross=cross
+    ).eval()
+
+
+def _padding(lengths: list[int], total: int) -> torch.Tensor:
+    return (torch.arange(total)[None, :] < torch.tensor(lengths)[:, None]).long()
+
+
+@pytest.mark.parametrize("n_kv_heads", [4, 2, 1])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_sdpa_path_equals_math_path(n_kv_heads: int, causal: bool, padded: bool) -> None:
+    attention = _attention(4, n_kv_heads)
+    x = torch.randn(3, 8, D_MODEL)
+    padding = _padding([8, 5, 2], 8) if padded else None
+    mask = build_attention_mask(8, 8, causal=causal, key_padding_mask=padding)
+    fused, no_weights = attention(x, mask=mask)
+    explicit, weights = attention(x, mask=mask, need_weights=True)
+    assert no_weights is None and weights is not None
+    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_weights_sum_to_one_and_are_zero_on_masked_keys() -> None:
+    attention = _attention()
+    padding = _padding([8, 5, 3], 8)
+    mask = build_attention_mask(8, 8, causal=True, key_padding_mask=padding)
+    _, weights = attention(torch.randn(3, 8, D_MODEL), mask=mask, need_weights=True)
+    assert weights is not None and weights.shape == (3, 4, 8, 8)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(3, 4, 8))
+    future = torch.ones(8, 8, dtype=torch.bool).triu(1)
+    assert weights[:, :, future].abs().max() == 0
+    for row, length in enumerate([8, 5, 3]):
+        assert torch.all(weights[row, :, :, length:] == 0)
+
+
+def test_grouped_query_attention_equals_mha_with_repeated_kv_heads() -> None:
+    gqa = _attention(n_heads=4, n_kv_heads=2)
+    mha = _attention(n_heads=4, n_kv_heads=4)
+    head_dim = D_MODEL // 4
+    with torch.no_grad():
+        mha.q_proj.load_state_dict(gqa.q_proj.state_dict())
+        mha.out_proj.load_state_dict(gqa.out_proj.state_dict())
+        for ours, theirs in ((gqa.k_proj, mha.k_proj), (gqa.v_proj, mha.v_proj)):
+            # kv head g serves query heads 2g and 2g+1: repeat each head's rows twice.
+            weight = ours.weight.view(2, head_dim, D_MODEL).repeat_interleave(2, dim=0)
+            theirs.weight.copy_(weight.reshape(D_MODEL, D_MODEL))
+            theirs.bias.copy_(ours.bias.view(2, head_dim).repeat_interleave(2, dim=0).flatten())
+    x = torch.randn(2, 6, D_MODEL)
+    mask = build_attention_mask(6, 6, causal=True)
+    torch.testing.assert_close(gqa(x, mask=mask)[0], mha(x, mask=mask)[0], atol=1e-6, rtol=1e-5)
+
+
+def test_cross_attention_ignores_padded_source_positions() -> None:
+    attention = _attention(cross=True)
+    target, source = torch.randn(2, 5, D_MODEL), torch.randn(2, 7, D_MODEL)
+    padding = _padding([7, 4], 7)
+    mask = build_attention_mask(5, 7, causal=False, key_padding_mask=padding)
+    out, _ = attention(target, mask=mask, context=source)
+    noisy_source = source.clone()
+    noisy_source[1, 4:] = 100.0  # garbage where row 1 is padding
+    noisy_out, _ = attention(target, mask=mask, context=noisy_source)
+    torch.testing.assert_close(out, noisy_out)
+
+
+def test_fully_padded_row_gives_finite_output() -> None:
+    attention = _attention()
+    padding = _padding([6, 0], 6)
+    mask = build_attention_mask(6, 6, causal=False, key_padding_mask=padding)
+    for need_weights in (False, True):
+        out, _ = attention(torch.randn(2, 6, D_MODEL), mask=mask, need_weights=need_weights)
+        assert torch.isfinite(out).all()
+
+
+def test_cached_causal_mask_lets_new_queries_see_all_earlier_keys() -> None:
+    # 2 new queries after 3 cached positions: query i sits at position 3 + i.
+    mask = build_attention_mask(2, 5, causal=True, device=torch.device("cpu"))
+    assert mask.allowed is not None
+    expected = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(mask.allowed[0, 0], expected)
+
+
+def test_unpadded_causal_mask_uses_the_fused_causal_kernel() -> None:
+    mask = build_attention_mask(4, 4, causal=True)
+    assert mask.is_causal and mask.allowed is None
+    dense = mask.dense(4, 4, torch.device("cpu"))
+    assert dense is not None
+    assert torch.equal(dense[0, 0], torch.ones(4, 4, dtype=torch.bool).tril())
+
+
+def test_mask_of_wrong_length_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="attention_mask covers 4 positions but there are 6 keys"):
+        build_attention_mask(6, 6, causal=True, key_padding_mask=torch.ones(1, 4))

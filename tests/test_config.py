@@ -1,0 +1,80 @@
+"""ModelConfig: presets load, round-trips are lossless, and every invalid value is named."""
+
+from __future__ import annotations
+
+import pytest
+
+from tformer import ModelConfig, preset_names
+
+
+def test_transformer_base_preset_is_the_2017_base_model() -> None:
+    config = ModelConfig.preset("transformer-base")
+    assert config.arch == "encoder-decoder"
+    assert (config.encoder_layers, config.decoder_layers) == (6, 6)
+    assert (config.d_model, config.n_heads, config.d_ff) == (512, 8, 2048)
+    assert (config.norm_position, config.activation, config.positional) == (
+        "post",
+        "relu",
+        "sinusoidal",
+    )
+    assert config.dropout == 0.1
+    assert config.tie_embeddings and config.scale_embeddings
+
+
+def test_every_family_has_a_tiny_preset() -> None:
+    names = preset_names()
+    for name in ("tiny-decoder", "tiny-encoder", "tiny-seq2seq", "gpt-mini", "bert-mini"):
+        assert name in names
+
+
+@pytest.mark.parametrize("suffix", [".json", ".toml"])
+def test_save_and_load_round_trip(tmp_path, suffix: str) -> None:
+    config = ModelConfig.preset("llama-mini", n_layers=3, bos_id=1)
+    path = tmp_path / f"config{suffix}"
+    config.save(path)
+    assert ModelConfig.load(path) == config
+
+
+def test_preset_overrides_are_validated() -> None:
+    with pytest.raises(ValueError, match="n_heads=5 must divide d_model=32"):
+        ModelConfig.preset("tiny-decoder", n_heads=5)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"d_model": 512, "n_heads": 7}, r"n_heads=7 must divide d_model=512; try n_heads=8"),
+        ({"n_heads": 8, "n_kv_heads": 3}, r"n_heads=8 must be divisible by n_kv_heads=3"),
+        ({"activation": "tanh"}, r"activation='tanh' is not supported; choose one of relu, gelu"),
+        ({"dropout": -0.1}, r"dropout=-0.1 must be in \[0, 1\)"),
+        ({"attention_dropout": 1.0}, r"attention_dropout=1.0 must be in \[0, 1\)"),
+        (
+            {"positional": "rotary", "d_model": 36, "n_heads": 4},
+            r"positional='rotary' needs an even head size, got head_dim=9",
+        ),
+        ({"arch": "rnn"}, r"arch='rnn' is not supported; choose one of decoder, encoder"),
+        ({"positional": "alibi"}, r"positional='alibi' is not supported"),
+        ({"norm": "batchnorm"}, r"norm='batchnorm' is not supported"),
+        ({"norm_position": "sandwich"}, r"norm_position='sandwich' is not supported"),
+        ({"vocab_size": 0}, r"vocab_size=0 must be positive"),
+        ({"n_layers": -2}, r"n_layers=-2 must be positive"),
+        ({"pad_id": 32000}, r"pad_id=32000 must be a token id in \[0, 32000\)"),
+        ({"head": "masked-lm"}, r"head \(for arch='decoder'\)='masked-lm' is not supported"),
+        ({"pooling": "max"}, r"pooling='max' is not supported; choose one of cls, mean"),
+    ],
+)
+def test_invalid_config_names_the_field_and_what_is_allowed(
+    changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(**changes)
+
+
+def test_unknown_field_is_rejected_with_the_known_fields() -> None:
+    with pytest.raises(ValueError, match=r"unknown ModelConfig field\(s\) dmodel; known fields"):
+        ModelConfig.from_dict({"dmodel": 128})
+
+
+def test_unknown_preset_lists_the_available_ones() -> None:
+    with pytest.raises(ValueError, match=r"unknown preset 'gpt-9'; available: .*tiny-decoder"):
+        ModelConfig.preset("gpt-9")
