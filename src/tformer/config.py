@@ -75,10 +75,12 @@ class ModelConfig:
     attention_dropout: float | None = None  # None: = dropout
     bias: bool = True  # biases in attention and feed-forward projections
     tie_embeddings: bool = True  # output projection shares the token-embedding matrix
+    lm_head_bias: bool = False  # a bias on the LM output projection (BART's final_logits_bias)
     scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (paper 3.4)
     type_vocab_size: int = 0  # BERT segment embeddings; 0 disables them
     head: str | None = None  # task head; None: the arch's default (see HEADS_BY_ARCH)
     n_labels: int = 2  # classes for classification heads
+    labels: tuple[str, ...] | None = None  # class names of classification heads, by id
     pooling: str = "cls"  # how sequence-classification reduces tokens
     pooler: bool = False  # BERT's dense+tanh pooler before sequence classification
     init_std: float = 0.02
@@ -106,6 +108,13 @@ class ModelConfig:
         _positive("norm_eps", self.norm_eps)
         _positive("rope_theta", self.rope_theta)
         _positive("n_labels", self.n_labels)
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(self.labels))  # JSON gives a list
+            if len(self.labels) != self.n_labels:
+                raise ValueError(
+                    f"labels has {len(self.labels)} names but n_labels={self.n_labels}; "
+                    "give one name per class"
+                )
         for name in ("dropout", "attention_dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:

@@ -23,7 +23,7 @@ class DecoderOnlyLM(TformerModel):
         super().__init__(config)
         tokens = TokenEmbedding(config.vocab_size, config.d_model, scale=config.scale_embeddings)
         self.decoder = TransformerStack(config, tokens, n_layers=config.n_layers, causal=True)
-        self.lm_head = LMHead(config, tokens)
+        self.lm_head = LMHead(config, tokens, bias=config.lm_head_bias)
         init_weights(self, config, config.n_layers)
 
     def new_cache(self) -> KVCache:

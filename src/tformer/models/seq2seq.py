@@ -32,7 +32,7 @@ class EncoderDecoder(TformerModel):
         self.decoder = TransformerStack(
             config, tokens, n_layers=config.decoder_layers, causal=True, cross_attention=True
         )
-        self.lm_head = LMHead(config, tokens)
+        self.lm_head = LMHead(config, tokens, bias=config.lm_head_bias)
         init_weights(self, config, config.encoder_layers + config.decoder_layers)
 
     def new_cache(self) -> KVCache:
