@@ -135,8 +135,88 @@ class KVCache:
         return self.self_attn[0].seq_len
 
     def reorder(self, index: Tensor) -> None:
+        """Keep batch rows `index`; a repeated index expands the batch (one row per beam)."""
         for layer in (*self.self_attn, *self.cross_attn):
             layer.reorder(index)
+
+
+class StaticLayerKVCache(LayerKVCache):
+    """Preallocated keys and values (B, H_kv, capacity, head_dim), written in place.
+
+    Every decode step returns buffers of the same shape, so a compiled decode step
+    (`torch.compile`) sees one shape for the whole generation instead of one per length.
+    Slots not written yet hold zeros; the caller's attention mask must mark them padding.
+    """
+
+    def __init__(self, key: Tensor, value: Tensor, write_index: Tensor) -> None:
+        self.key, self.value = key, value
+        self.write_index = write_index  # (1,) long, shared by all layers of one KVCache
+
+    @property
+    def seq_len(self) -> int:
+        """Key slots before the new token: the stack builds a mask over `capacity` keys."""
+        return self.key.shape[2] - 1
+
+    def update(self, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+        """Write one new position (B, H_kv, 1, head_dim) at `write_index`; return the buffers."""
+        self.key.index_copy_(2, self.write_index, key)
+        self.value.index_copy_(2, self.write_index, value)
+        return self.key, self.value
+
+    def reorder(self, index: Tensor) -> None:
+        """Permute batch rows in place (the batch size of a static cache is fixed)."""
+        self.key.copy_(self.key[index])
+        self.value.copy_(self.value[index])
+
+
+class StaticKVCache(KVCache):
+    """A KVCache whose self-attention keys/values live in buffers of `capacity` slots.
+
+    Made from a filled dynamic cache after the prompt (prefill), it serves one-token decode
+    steps: before each step `claim_slot` picks the slot the new token is written to, and the
+    caller passes an attention mask with one entry per slot (1 for slots holding tokens,
+    including the new one). Cross-attention entries are fixed-size already and are shared
+    with the dynamic cache.
+    """
+
+    def __init__(self, cache: KVCache, capacity: int) -> None:
+        first = cache.self_attn[0].key
+        if first is None:
+            raise ValueError("fill the cache with the prompt before making it static")
+        self.filled = cache.seq_len
+        if self.filled > capacity:
+            raise ValueError(
+                f"a static KV cache of {capacity} slots cannot hold {self.filled} positions"
+            )
+        self.capacity = capacity
+        self.write_index = torch.zeros(1, dtype=torch.long, device=first.device)
+        self.self_attn = [self._allocate(layer) for layer in cache.self_attn]
+        self.cross_attn = cache.cross_attn
+
+    def _allocate(self, layer: LayerKVCache) -> StaticLayerKVCache:
+        assert layer.key is not None and layer.value is not None
+        batch, heads, _, head_dim = layer.key.shape
+        key = layer.key.new_zeros((batch, heads, self.capacity, head_dim))
+        value = torch.zeros_like(key)
+        key[:, :, : self.filled] = layer.key
+        value[:, :, : self.filled] = layer.value
+        return StaticLayerKVCache(key, value, self.write_index)
+
+    @property
+    def seq_len(self) -> int:
+        """`capacity - 1`: the stack's key offset for one new token over all the slots."""
+        return self.capacity - 1
+
+    def claim_slot(self) -> int:
+        """The slot the next decode step writes; a clear error once every slot is used."""
+        if self.filled >= self.capacity:
+            raise ValueError(
+                f"static KV cache is full ({self.capacity} slots); generate fewer tokens or "
+                "allocate a larger cache (at most max_seq_len)"
+            )
+        self.write_index.fill_(self.filled)
+        self.filled += 1
+        return self.filled - 1
 
 
 class MultiHeadAttention(nn.Module):

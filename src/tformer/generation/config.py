@@ -1,0 +1,71 @@
+"""GenerationConfig: every decoding option, validated once before any tensor is touched."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to pick new tokens.
+
+    Sampling options (temperature, top_k, top_p, min_p) only apply with `do_sample=True`;
+    repetition_penalty applies to greedy, sampling and beam search alike (as in the CTRL
+    paper, Keskar et al. 2019: logits of already-seen tokens are divided by the penalty when
+    positive and multiplied when negative). eos_token_ids None means "the model's eos_id".
+    """
+
+    max_new_tokens: int
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float = 1.0
+    eos_token_ids: tuple[int, ...] = ()
+    stop_strings: tuple[str, ...] = ()
+    seed: int | None = None
+    num_beams: int = 1
+    num_return_sequences: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+    use_cache: bool = True
+    static_cache: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        if not self.temperature > 0:
+            raise ValueError(
+                f"temperature={self.temperature} must be > 0; for deterministic output use "
+                "do_sample=False (greedy) instead of temperature 0"
+            )
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k={self.top_k} must be >= 1 (or None to disable)")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p} must be in (0, 1] (or None to disable)")
+        if self.min_p is not None and not 0 <= self.min_p <= 1:
+            raise ValueError(f"min_p={self.min_p} must be in [0, 1] (or None to disable)")
+        if not self.repetition_penalty > 0:
+            raise ValueError(
+                f"repetition_penalty={self.repetition_penalty} must be > 0 (1.0 disables it)"
+            )
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams={self.num_beams} must be >= 1 (1 means no beam search)")
+        if not 1 <= self.num_return_sequences <= self.num_beams:
+            raise ValueError(
+                f"num_return_sequences={self.num_return_sequences} must be between 1 and "
+                f"num_beams={self.num_beams}"
+            )
+        if self.num_beams > 1 and self.do_sample:
+            raise ValueError("beam search is deterministic: use num_beams=1 with do_sample=True")
+        if self.early_stopping not in (True, False, "never"):
+            raise ValueError(
+                f"early_stopping={self.early_stopping!r}; choose True, False or 'never'"
+            )
+        if self.static_cache and not self.use_cache:
+            raise ValueError("static_cache=True needs use_cache=True")
+
+    def replace(self, **changes: object) -> GenerationConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

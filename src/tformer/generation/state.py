@@ -1,0 +1,131 @@
+"""DecodingState: the sequences being decoded and the model calls that extend them.
+
+Both families decode the same way once set up: a decoder-only LM continues its (left-padded)
+prompt; an encoder-decoder encodes the source once and continues from the start token while
+attending to the encoder output. Everything else -- KV cache or recomputation, static cache,
+beam reordering -- is shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from tformer.models import DecoderOnlyLM, EncoderDecoder
+from tformer.modules.attention import KVCache, StaticKVCache
+
+
+def position_ids_from_mask(mask: Tensor) -> Tensor:
+    """(N, T) 1/0 padding mask -> (N, T) positions counting real tokens only.
+
+    Left padding shifts a prompt right; its first real token must still get position 0, or
+    learned/rotary positions differ from the same prompt decoded alone. Padding gets 0.
+    """
+    return (mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+
+
+class DecodingState:
+    """Token buffer (N, prompt + max_new_tokens), its padding mask, and the KV cache.
+
+    `prefill` runs the prompt and returns the next-token logits (N, V); `advance` appends one
+    token per row and returns the logits after it; `reorder` keeps/duplicates rows (beams).
+    """
+
+    def __init__(
+        self,
+        model: DecoderOnlyLM | EncoderDecoder,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        *,
+        max_new_tokens: int,
+        use_cache: bool = True,
+        static_cache: bool = False,
+        compile_step: bool = False,
+    ) -> None:
+        self.model = model
+        self.context: Tensor | None = None
+        self.context_mask: Tensor | None = None
+        prompt, prompt_mask = input_ids, attention_mask
+        if isinstance(model, EncoderDecoder):
+            self.context = model.encode(input_ids, attention_mask)  # (N, S, d_model)
+            self.context_mask = attention_mask
+            start = model.config.start_id
+            assert start is not None  # checked by the caller
+            prompt = input_ids.new_full((input_ids.shape[0], 1), start)
+            prompt_mask = torch.ones_like(prompt)
+        batch, self.prompt_len = prompt.shape
+        self.length = self.prompt_len
+        self.tokens = prompt.new_zeros((batch, self.prompt_len + max_new_tokens))
+        self.tokens[:, : self.prompt_len] = prompt
+        self.mask = torch.zeros_like(self.tokens)
+        self.mask[:, : self.prompt_len] = prompt_mask
+        self.padded = not bool(prompt_mask.all())
+        self.next_position = position_ids_from_mask(prompt_mask)[:, -1] + 1  # (N,)
+        self.cache: KVCache | None = model.new_cache() if use_cache else None
+        self.static_cache = static_cache
+        self._step: Callable[..., Tensor] = self._forward
+        if compile_step:
+            self._step = torch.compile(self._forward, dynamic=False)
+
+    @property
+    def generated(self) -> Tensor:
+        """(N, t) the tokens added so far."""
+        return self.tokens[:, self.prompt_len : self.length]
+
+    def _forward(
+        self, ids: Tensor, mask: Tensor | None, positions: Tensor, cache: KVCache | None
+    ) -> Tensor:
+        """ids (N, T) -> logits (N, V) at the last position."""
+        if self.context is None:
+            out = self.model(ids, attention_mask=mask, position_ids=positions, cache=cache)
+        else:
+            assert isinstance(self.model, EncoderDecoder)
+            out = self.model.decode(
+                ids,
+                self.context,
+                attention_mask=self.context_mask,
+                decoder_attention_mask=mask,
+                decoder_position_ids=positions,
+                cache=cache,
+            )
+        assert out.logits is not None
+        return out.logits[:, -1]
+
+    def _mask_so_far(self) -> Tensor | None:
+        """The padding mask of every position so far; None when nothing is padding."""
+        return self.mask[:, : self.length] if self.padded else None
+
+    def prefill(self) -> Tensor:
+        """Run the prompt; (N, V) logits for the first new token."""
+        mask = self.mask[:, : self.length]
+        ids = self.tokens[:, : self.length]
+        return self._forward(ids, self._mask_so_far(), position_ids_from_mask(mask), self.cache)
+
+    def advance(self, next_tokens: Tensor) -> Tensor:
+        """Append next_tokens (N,); (N, V) logits for the token after them."""
+        self.tokens[:, self.length] = next_tokens
+        self.mask[:, self.length] = 1
+        self.length += 1
+        positions = self.next_position[:, None]  # (N, 1)
+        self.next_position = self.next_position + 1
+        if self.cache is None:  # recompute everything: the no-cache baseline
+            mask = self.mask[:, : self.length]
+            ids = self.tokens[:, : self.length]
+            return self._forward(ids, self._mask_so_far(), position_ids_from_mask(mask), None)
+        if self.static_cache:
+            if not isinstance(self.cache, StaticKVCache):
+                self.cache = StaticKVCache(self.cache, self.tokens.shape[1])
+            self.cache.claim_slot()
+            return self._step(next_tokens[:, None], self.mask, positions, self.cache)
+        return self._forward(next_tokens[:, None], self._mask_so_far(), positions, self.cache)
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows `index` (N',) of every per-row tensor; repeats duplicate a row."""
+        self.tokens, self.mask = self.tokens[index], self.mask[index]
+        self.next_position = self.next_position[index]
+        if self.context is not None and self.context_mask is not None:
+            self.context, self.context_mask = self.context[index], self.context_mask[index]
+        if self.cache is not None:
+            self.cache.reorder(index)

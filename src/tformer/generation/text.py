@@ -1,0 +1,30 @@
+"""Streaming text: turn tokens arriving one at a time into printable pieces of text."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from tformer.tokenizer import Tokenizer
+
+
+def stream_text(tokenizer: Tokenizer, tokens: Iterable[int]) -> Iterator[str]:
+    """Yield the text each new token adds.
+
+    Decoding token by token is wrong for byte-level BPE (one character can span tokens) and
+    for tokenizers that merge spaces, so the whole output so far is decoded and only the new
+    suffix is yielded; text ending in an incomplete character (U+FFFD) is held back until the
+    next token completes it.
+    """
+    ids: list[int] = []
+    shown = 0
+    for token in tokens:
+        ids.append(token)
+        text = tokenizer.decode(ids)
+        if text.endswith("\ufffd"):
+            continue
+        if len(text) > shown:
+            yield text[shown:]
+            shown = len(text)
+    text = tokenizer.decode(ids)
+    if len(text) > shown:
+        yield text[shown:]
