@@ -1,0 +1,127 @@
+"""`prepare_corpus`: text / TSV / CSV / JSONL -> tokenizer + train and validation token files.
+
+The split is deterministic: a plain-text file is cut at a character offset (first part train,
+last `val_fraction` validation, the standard Tiny Shakespeare split); a table is split by a
+seeded permutation of its rows. The tokenizer is trained on the training part only, so no
+validation text leaks into the vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tformer.data.errors import DataError
+from tformer.data.records import read_records, read_text
+from tformer.data.tokens import open_token_file, write_token_file
+from tformer.tokenizer import Tokenizer
+
+TOKENIZER_KINDS = ("char", "bpe", "wordpiece")
+MANIFEST = "prepared.json"
+
+
+@dataclass
+class PreparedCorpus:
+    """A prepared directory: tokenizer.json, train.bin, val.bin (+ sidecars), prepared.json."""
+
+    directory: Path
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer.load(self.directory)
+
+    def tokens(self, split: str) -> np.memmap:
+        return open_token_file(self.directory / f"{split}.bin")
+
+
+def train_tokenizer(texts: list[str], kind: str, vocab_size: int | None) -> Tokenizer:
+    """A tokenizer of `kind` ("char", "bpe", "wordpiece") trained on `texts`."""
+    if kind not in TOKENIZER_KINDS:
+        raise ValueError(f"tokenizer={kind!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
+    if kind != "char" and vocab_size is None:
+        raise ValueError(f"tokenizer={kind!r} needs a vocab_size")
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "train.txt"
+        file.write_text("\n".join(texts), encoding="utf-8")
+        if kind == "char":
+            return Tokenizer.train_char([file])
+        if kind == "bpe":
+            return Tokenizer.train_bpe([file], vocab_size)  # type: ignore[arg-type]
+        return Tokenizer.train_wordpiece([file], vocab_size)  # type: ignore[arg-type]
+
+
+def encode_stream(tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
+    """Concatenated ids of `texts`, each document followed by EOS when the tokenizer has one."""
+    eos = tokenizer.token_id("eos")
+    pieces: list[int] = []
+    for ids in tokenizer.encode_batch(texts, add_special_tokens=False):
+        pieces.extend(ids)
+        if eos is not None and len(texts) > 1:
+            pieces.append(eos)
+    return np.asarray(pieces, dtype=np.int64)
+
+
+def split_text(path: Path, val_fraction: float) -> tuple[list[str], list[str]]:
+    """First (1 - val_fraction) of the characters train, the rest validation; each side is
+    cut into lines (kept with their newlines) so that encoding runs in parallel."""
+    text = read_text(path)
+    cut = int(len(text) * (1 - val_fraction))
+    return text[:cut].splitlines(keepends=True), text[cut:].splitlines(keepends=True)
+
+
+def split_rows(
+    path: Path, column: str, val_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
+    rows = [row[column] for _, row in read_records(path, [column])]
+    if len(rows) < 2:
+        raise DataError(path, f"{len(rows)} row(s); need at least 2 to split train/validation")
+    order = np.random.default_rng(seed).permutation(len(rows))
+    n_val = max(1, int(len(rows) * val_fraction))
+    return [rows[i] for i in order[n_val:]], [rows[i] for i in order[:n_val]]
+
+
+def prepare_corpus(
+    input_path: str | Path,
+    out_dir: str | Path,
+    *,
+    tokenizer: str = "char",
+    vocab_size: int | None = None,
+    val_fraction: float = 0.1,
+    text_column: str = "text",
+    seed: int = 0,
+) -> PreparedCorpus:
+    """Split `input_path`, train a tokenizer on the training part, write both token files."""
+    input_path, out_dir = Path(input_path), Path(out_dir)
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction={val_fraction} must be in (0, 1)")
+    if input_path.suffix.lower() in (".txt", ""):
+        train, val = split_text(input_path, val_fraction)
+    else:
+        train, val = split_rows(input_path, text_column, val_fraction, seed)
+    tok = train_tokenizer(train, tokenizer, vocab_size)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok.save(out_dir)
+    for split, texts in (("train", train), ("val", val)):
+        write_token_file(out_dir / f"{split}.bin", encode_stream(tok, texts), tok.vocab_size)
+    manifest = {
+        "source": str(input_path),
+        "tokenizer": tokenizer,
+        "vocab_size": tok.vocab_size,
+        "val_fraction": val_fraction,
+        "seed": seed,
+    }
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return PreparedCorpus(out_dir)
+
+
+def prepared_matches(out_dir: Path, **settings: object) -> bool:
+    """True if `out_dir` was prepared from the same source with the same settings (reuse it)."""
+    manifest = out_dir / MANIFEST
+    if not manifest.is_file():
+        return False
+    recorded = json.loads(manifest.read_text())
+    return all(recorded.get(k) == v for k, v in settings.items())

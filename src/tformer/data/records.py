@@ -1,0 +1,92 @@
+"""Reading text, CSV, TSV and JSONL files with errors that point at the offending line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from tformer.data.errors import DataError
+
+TABLE_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
+
+
+def read_text(path: str | Path) -> str:
+    """The whole file as UTF-8 text; a missing, empty or non-UTF-8 file is a DataError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise DataError(path, "file is empty")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise DataError(
+            path, f"not valid UTF-8 (byte {raw[error.start]:#04x}); re-encode the file", line
+        ) from error
+
+
+def read_records(path: str | Path, columns: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yield (line number, {column: value}) for each row of a CSV, TSV or JSONL file.
+
+    CSV/TSV files need a header row naming the columns; JSONL holds one object per line.
+    Every column in `columns` must be present (and non-empty for JSONL objects).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise DataError(
+            path, f"unknown table format {suffix!r}; use one of {', '.join(TABLE_FORMATS)}"
+        )
+    lines = read_text(path).splitlines()
+    if TABLE_FORMATS[suffix] is None:
+        yield from _jsonl_rows(path, lines, columns)
+    else:
+        yield from _delimited_rows(path, lines, columns, TABLE_FORMATS[suffix])
+
+
+def _jsonl_rows(
+    path: Path, lines: list[str], columns: Sequence[str]
+) -> Iterator[tuple[int, dict[str, str]]]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(path, f"invalid JSON ({error.msg})", number) from error
+        if not isinstance(row, dict):
+            raise DataError(path, "each line must be a JSON object", number)
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise DataError(
+                path, f"missing column(s) {', '.join(missing)}; found {', '.join(row)}", number
+            )
+        yield number, {c: str(row[c]) for c in columns}
+
+
+def _delimited_rows(
+    path: Path, lines: list[str], columns: Sequence[str], delimiter: str
+) -> Iterator[tuple[int, dict[str, str]]]:
+    # csv.QUOTE_NONE for TSV: tab-separated corpora (e.g. bible-en-es.tsv) contain bare quotes.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(lines, delimiter=delimiter, quoting=quoting)
+    header = next(reader)
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(
+            path, f"missing column(s) {', '.join(missing)}; header has {', '.join(header)}", 1
+        )
+    index = {c: header.index(c) for c in columns}
+    for row in reader:
+        number = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise DataError(
+                path, f"{len(row)} fields, the header has {len(header)} ({delimiter!r})", number
+            )
+        yield number, {c: row[i] for c, i in index.items()}

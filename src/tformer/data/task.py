@@ -1,0 +1,88 @@
+"""TaskData: what a training objective needs from its data, and the recipe-table plumbing.
+
+Each objective's builder (causal LM, MLM, seq2seq, classification, copy) turns the recipe's
+`[data]` table into a TaskData: datasets, a collator and the model-config values the data
+fixes (vocabulary size, special-token ids, number of labels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tformer.data.collate import Collate
+from tformer.data.errors import DataError
+from tformer.data.prepare import TOKENIZER_KINDS, train_tokenizer
+from tformer.tokenizer import Tokenizer
+
+T = TypeVar("T")
+
+
+@dataclass
+class TaskData:
+    """Datasets, collator and model-config values of one objective.
+
+    train_lengths: example lengths; when given, training batches are length-bucketed.
+    extras: task-specific objects for evaluation (label names, test pairs...).
+    """
+
+    task: str
+    train: Sequence
+    val: Sequence
+    collate: Collate
+    model_fields: dict[str, Any]
+    tokenizer: Tokenizer | None = None
+    train_lengths: list[int] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_options(cls: type[T], table: dict[str, Any], where: str) -> T:
+    """Build the options dataclass `cls` from a TOML table, rejecting unknown keys by name."""
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return cls(**table)
+
+
+def resolve_path(path: str | Path, base_dirs: Sequence[Path]) -> Path:
+    """`path` as given if absolute or found from the working directory, else the first
+    existing `base_dir / path`; a FileNotFoundError lists every place tried."""
+    path = Path(path)
+    candidates = (
+        [path] if path.is_absolute() else [Path.cwd() / path, *(b / path for b in base_dirs)]
+    )
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    tried = ", ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"data file {path} not found (tried {tried})")
+
+
+def check_length(ids: Sequence[int], limit: int, path: Path, line: int, truncate: bool) -> list:
+    """`ids` if it fits in `limit` tokens, truncated if `truncate`, else a DataError."""
+    if len(ids) <= limit:
+        return list(ids)
+    if truncate:
+        return list(ids[:limit])
+    raise DataError(
+        path,
+        f"sequence of {len(ids)} tokens is longer than the model allows ({limit}); "
+        "raise max_seq_len, shorten the text or set truncate = true",
+        line,
+    )
+
+
+def obtain_tokenizer(
+    kind_or_path: str, texts: list[str], vocab_size: int | None, base_dirs: Sequence[Path]
+) -> Tokenizer:
+    """Train a tokenizer of a known kind on `texts`, or load one from a path (a tokenizer.json
+    or a checkpoint directory: a pretrained encoder's, or a finished run's for evaluation)."""
+    if kind_or_path in TOKENIZER_KINDS:
+        return train_tokenizer(texts, kind_or_path, vocab_size)
+    return Tokenizer.load(resolve_path(kind_or_path, base_dirs))

@@ -1,0 +1,77 @@
+"""TrainConfig: the `[training]` table of a recipe, validated in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+SCHEDULES = ("cosine", "noam", "constant")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, evaluation and checkpointing settings.
+
+    batch_size is the global micro-batch (split over DDP processes); one optimizer step sees
+    batch_size * grad_accum_steps examples. lr is the peak learning rate, except for
+    schedule="noam", where the paper's lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
+    is multiplied by lr (so lr=1 is the paper's formula, section 5.3).
+    """
+
+    max_steps: int = 1000
+    batch_size: int = 32
+    grad_accum_steps: int = 1
+    lr: float = 1e-3
+    min_lr: float | None = None  # cosine floor; None: lr / 10
+    schedule: str = "cosine"
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    label_smoothing: float | None = None  # None: 0.1 for seq2seq (paper 5.4), else 0
+    precision: str = "auto"  # "auto": bf16 autocast on a GPU that supports it, else fp32
+    compile: bool = False
+    seed: int = 1337
+    eval_every: int = 250
+    eval_batches: int | None = 20  # None: the whole validation split
+    log_every: int = 10
+    save_every: int = 0  # 0: only at the end
+    keep_last: int = 2
+    early_stopping_patience: int = 0  # evaluations without improvement; 0 disables
+    max_time_s: float | None = None  # stop (and save) after this much training time
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule={self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be positive")
+        if self.schedule == "noam" and self.warmup_steps < 1:
+            raise ValueError("schedule='noam' needs warmup_steps >= 1")
+        if self.keep_last < 1:
+            raise ValueError(f"keep_last={self.keep_last} must be >= 1")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"[training]: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,73 @@
+"""Evaluate a trained run: loss / perplexity / accuracy, plus exact match or BLEU by task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tformer.checkpoint import CheckpointError
+from tformer.data import TaskData
+from tformer.models import TformerModel
+from tformer.training.checkpointing import BEST, latest_checkpoint
+from tformer.training.distributed import Distributed
+from tformer.training.evaluation import evaluate_batches
+from tformer.training.generation_metrics import corpus_bleu, exact_match
+from tformer.training.recipe import RECIPE_FILE, load_recipe
+from tformer.training.run import build_streams, load_data
+
+TOKENIZER_FROM_CHECKPOINT = ("seq2seq", "classification")
+
+
+def find_checkpoint(run_dir: Path) -> Path:
+    """The run's best checkpoint (lowest validation loss), else its latest."""
+    best = run_dir / BEST
+    return best if best.is_dir() else latest_checkpoint(run_dir)
+
+
+def task_metrics(model: TformerModel, data: TaskData, split: str, num_beams: int) -> dict[str, Any]:
+    """Decoding metrics: copy -> exact match; seq2seq -> sacreBLEU (with beam search)."""
+    pairs = data.extras["test"] if split == "test" else data.val
+    if data.task == "copy":
+        return {"exact_match": exact_match(model, pairs)}  # type: ignore[arg-type]
+    if data.task == "seq2seq":
+        references = data.extras["test_references"] if split == "test" else None
+        if references is None:
+            references = [data.tokenizer.decode(t) for _, t in pairs]  # type: ignore[union-attr]
+        longest = max(len(s) for s, _ in pairs)
+        score, _ = corpus_bleu(
+            model,  # type: ignore[arg-type]
+            data.tokenizer,  # type: ignore[arg-type]
+            [s for s, _ in pairs],
+            references,
+            num_beams=num_beams,
+            max_new_tokens=min(model.config.max_seq_len - 1, int(longest * 1.5) + 10),
+        )
+        return {"bleu": score}
+    return {}
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    split: str = "val",
+    num_beams: int = 4,
+) -> dict[str, Any]:
+    """Metrics of a run's checkpoint (default: best) on its validation (or test) split."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RECIPE_FILE).is_file():
+        raise CheckpointError(f"{run_dir} is not a training run: no {RECIPE_FILE} in it")
+    ckpt = Path(checkpoint) if checkpoint else find_checkpoint(run_dir)
+    recipe = load_recipe(run_dir / RECIPE_FILE)
+    if recipe.data.get("task") in TOKENIZER_FROM_CHECKPOINT:
+        recipe.data["tokenizer"] = str(ckpt.resolve())  # the vocabulary the model was trained with
+    data = load_data(recipe, run_dir, Distributed())
+    if split == "test" and not data.extras.get("test"):
+        raise ValueError(f"task={data.task!r} of {run_dir} has no test split; use --split val")
+    model = TformerModel.from_pretrained(ckpt)
+    _, val = build_streams(data, recipe.train_config(), Distributed())
+    metrics: dict[str, Any] = {"checkpoint": str(ckpt), "split": split}
+    if split == "val":
+        scores = evaluate_batches(model, val.epoch(), next(model.parameters()).device)
+        metrics |= {k: scores[k] for k in ("loss", "perplexity", "accuracy")}
+    return metrics | task_metrics(model, data, split, num_beams)

@@ -1,0 +1,119 @@
+"""Recipes: a TOML file with `[model]`, `[data]` and `[training]` tables, plus overrides.
+
+`[model]` holds ModelConfig fields or `preset = "name"` (and fields that change it); the data
+fills in what it determines (vocabulary size, special-token ids, number of labels).
+`--key value` overrides address `table.key` (`--training.lr 3e-4`) or a bare key that names
+a field of exactly one table (`--max_steps 100`). See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tformer.config import ModelConfig, _to_toml
+from tformer.training.config import TrainConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised only on Python 3.10
+    import tomli as tomllib
+
+TABLES = ("model", "data", "training")
+RECIPE_FILE = "recipe.toml"
+
+
+@dataclass
+class Recipe:
+    model: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None  # the file it was read from (relative data paths start there)
+
+    def table(self, name: str) -> dict[str, Any]:
+        return getattr(self, name)
+
+    def to_toml(self) -> str:
+        return _to_toml({name: self.table(name) for name in TABLES})
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.training)
+
+    def base_model_config(self) -> ModelConfig:
+        """The `[model]` table alone (preset + fields), before the data fills in its values."""
+        values = dict(self.model)
+        preset = values.pop("preset", None)
+        base = ModelConfig.preset(preset) if preset else ModelConfig()
+        return ModelConfig.from_dict({**base.to_dict(), **values})
+
+    def model_config(self, data_fields: dict[str, Any]) -> ModelConfig:
+        """The model config with the values the data determines; an explicit `[model]` value
+        that contradicts the data is an error rather than silently replaced."""
+        for key, value in data_fields.items():
+            if key in self.model and self.model[key] != value:
+                raise ValueError(
+                    f"[model] {key} = {self.model[key]!r} but the data needs {key} = {value!r}; "
+                    f"remove {key} from [model] (it is set from the data)"
+                )
+        return self.base_model_config().replace(**data_fields)
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no recipe at {path}")
+    try:
+        tables = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: invalid TOML: {error}") from error
+    unknown = sorted(set(tables) - set(TABLES))
+    if unknown:
+        raise ValueError(f"{path}: unknown table(s) {', '.join(unknown)}; use {', '.join(TABLES)}")
+    recipe = Recipe(**{name: dict(tables.get(name, {})) for name in TABLES}, source=path.resolve())
+    apply_overrides(recipe, overrides)
+    return recipe
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML value (number, boolean, quoted string, array); anything else is a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _known_keys(name: str) -> set[str]:
+    from dataclasses import fields
+
+    if name == "model":
+        return {f.name for f in fields(ModelConfig)} | {"preset"}
+    if name == "training":
+        return {f.name for f in fields(TrainConfig)}
+    return set()  # [data] keys depend on the task: only dotted overrides reach them
+
+
+def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> None:
+    """Apply `--table.key value` / `--key=value` pairs to the recipe's tables in place."""
+    items = list(overrides)
+    while items:
+        flag = items.pop(0)
+        if not flag.startswith("--"):
+            raise ValueError(f"override {flag!r} must look like --training.lr 3e-4")
+        key, _, value = flag[2:].partition("=")
+        if not value:
+            if not items:
+                raise ValueError(f"override {flag} has no value")
+            value = items.pop(0)
+        table, _, name = key.rpartition(".")
+        if not table:
+            owners = [t for t in TABLES if name in _known_keys(t) or name in recipe.table(t)]
+            if len(owners) != 1:
+                where = " and ".join(owners) or "no table"
+                raise ValueError(f"override --{name}: found in {where}; write --TABLE.{name}")
+            table = owners[0]
+        if table not in TABLES:
+            raise ValueError(f"override --{key}: unknown table {table!r}; use {', '.join(TABLES)}")
+        recipe.table(table)[name.replace("-", "_")] = _parse_value(value)

@@ -1,0 +1,223 @@
+"""Trainer: one loop for causal LM, masked LM, seq2seq and classification.
+
+The objectives differ only in their data: every batch is a dict of tensors the model takes as
+keyword arguments, `labels` included, and every model returns its own loss. So the loop is
+the same for all: forward under autocast, backward (accumulated over micro-batches), clip,
+step, schedule; evaluate, log and checkpoint on their cadences.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tformer.data.loader import BatchStream
+from tformer.models.base import TformerModel
+from tformer.tokenizer import Tokenizer
+from tformer.training import checkpointing as ckpt
+from tformer.training.config import TrainConfig
+from tformer.training.distributed import Distributed, barrier, mean_over_processes, wrap_model
+from tformer.training.evaluation import evaluate_batches
+from tformer.training.metrics import MetricsLog, progress_bar
+from tformer.training.optim import build_optimizer, build_scheduler
+
+
+@dataclass
+class TrainResult:
+    step: int
+    val_loss: float | None
+    best_val_loss: float | None
+    elapsed_s: float
+    stopped_early: bool
+    checkpoint: Path | None
+
+
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast when asked for, or for "auto" on a GPU with bf16 support; else a no-op."""
+    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if precision == "bf16" or (precision == "auto" and cuda_bf16):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Trainer:
+    """Trains `model` on `train` batches, evaluating on `val`, writing into `run_dir`."""
+
+    def __init__(
+        self,
+        model: TformerModel,
+        config: TrainConfig,
+        train: BatchStream,
+        val: BatchStream | None,
+        run_dir: str | Path,
+        *,
+        tokenizer: Tokenizer | None = None,
+        dist: Distributed | None = None,
+    ) -> None:
+        self.dist = dist or Distributed()
+        self.model = model.to(self.dist.device)
+        self.config, self.train_data, self.val_data = config, train, val
+        self.run_dir, self.tokenizer = Path(run_dir), tokenizer
+        self.optimizer = build_optimizer(model, config)
+        self.scheduler = build_scheduler(self.optimizer, config, model.config.d_model)
+        wrapped = wrap_model(model, self.dist)
+        self.forward_model = torch.compile(wrapped) if config.compile else wrapped
+        self.autocast = autocast_context(config.precision, self.dist.device)
+        default_smoothing = 0.1 if model.config.arch == "encoder-decoder" else 0.0
+        self.label_smoothing = (
+            default_smoothing if config.label_smoothing is None else config.label_smoothing
+        )
+        self.metrics = MetricsLog(self.run_dir, enabled=self.dist.is_main)
+        # Everything below is trainer state, saved with each checkpoint.
+        self.step = 0
+        self.position = 0  # micro-batches consumed: the data position
+        self.best_val_loss: float | None = None
+        self.bad_evals = 0
+        self.elapsed_s = 0.0
+
+    # ---- one optimizer step ----------------------------------------------------------
+    def _micro_batches(self) -> list[dict[str, torch.Tensor]]:
+        batches = []
+        for _ in range(self.config.grad_accum_steps):
+            batch = self.train_data.get(self.position)
+            batches.append({k: v.to(self.dist.device) for k, v in batch.items()})
+            self.position += 1
+        return batches
+
+    def train_step(self) -> tuple[float, float, int]:
+        """One optimizer step over grad_accum_steps micro-batches: (loss, grad norm, tokens)."""
+        self.forward_model.train()
+        batches = self._micro_batches()
+        loss_sum, tokens = 0.0, 0
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = contextlib.nullcontext()
+            if self.dist.enabled and not last:
+                sync = self.forward_model.no_sync()  # type: ignore[operator]
+            with sync:
+                with self.autocast:
+                    loss = self.forward_model(**batch, label_smoothing=self.label_smoothing).loss
+                (loss / len(batches)).backward()
+            loss_sum += loss.item() / len(batches)
+            tokens += sum(v.numel() for k, v in batch.items() if k.endswith("input_ids"))
+        clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return loss_sum, grad_norm, tokens * self.dist.world_size
+
+    # ---- evaluation, checkpoints ----------------------------------------------------
+    def evaluate(self) -> dict[str, float]:
+        """Metrics on (up to eval_batches of) the validation split; every rank computes the
+        same numbers on the unwrapped model, so no communication is needed."""
+        assert self.val_data is not None
+        n = len(self.val_data)
+        if self.config.eval_batches is not None:
+            n = min(n, self.config.eval_batches)
+        batches = (self.val_data.get(i) for i in range(n))
+        return evaluate_batches(self.model, batches, self.dist.device, self.autocast)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "position": self.position,
+            "best_val_loss": self.best_val_loss,
+            "bad_evals": self.bad_evals,
+            "elapsed_s": self.elapsed_s,
+            "rng": ckpt.rng_state(),
+        }
+
+    def save(self, directory: Path) -> Path:
+        if self.dist.is_main:
+            ckpt.save_checkpoint(
+                directory, self.model, self.model.config, self.state_dict(), self.tokenizer
+            )
+        barrier(self.dist)
+        return directory
+
+    def resume(self, checkpoint: Path) -> None:
+        """Restore weights and trainer state from a checkpoint written by `save`."""
+        from tformer.checkpoint import load_weights, read_weights
+
+        load_weights(self.model, read_weights(checkpoint), str(checkpoint))
+        state = ckpt.load_trainer_state(checkpoint)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for key in ("step", "position", "best_val_loss", "bad_evals", "elapsed_s"):
+            setattr(self, key, state[key])
+        ckpt.set_rng_state(state["rng"])
+        self.metrics.truncate_after(self.step)
+
+    def _after_eval(self, metrics: dict[str, float]) -> bool:
+        """Log, keep the best checkpoint; True if early stopping says stop."""
+        self.metrics.write(
+            "eval",
+            self.step,
+            val_loss=metrics["loss"],
+            val_perplexity=metrics["perplexity"],
+            val_accuracy=metrics["accuracy"],
+        )
+        if self.best_val_loss is None or metrics["loss"] < self.best_val_loss:
+            self.best_val_loss, self.bad_evals = metrics["loss"], 0
+            self.save(self.run_dir / ckpt.BEST)
+            return False
+        self.bad_evals += 1
+        patience = self.config.early_stopping_patience
+        return patience > 0 and self.bad_evals >= patience
+
+    # ---- the loop -------------------------------------------------------------------
+    def fit(self, resume_from: Path | None = None) -> TrainResult:
+        if resume_from is not None:
+            self.resume(resume_from)
+        c = self.config
+        bar = progress_bar(c.max_steps, self.step, c.progress and self.dist.is_main)
+        window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+        val_loss, stopped_early, last_saved = None, False, None
+        while self.step < c.max_steps and not stopped_early:
+            started = time.perf_counter()
+            loss, grad_norm, tokens = self.train_step()
+            self.elapsed_s += time.perf_counter() - started
+            window_loss += loss
+            window_tokens += tokens
+            if self.step % c.log_every == 0 or self.step == c.max_steps:
+                steps = c.log_every if self.step % c.log_every == 0 else self.step % c.log_every
+                mean_loss = mean_over_processes(window_loss / steps, self.dist)
+                rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                self.metrics.write(
+                    "train",
+                    self.step,
+                    loss=mean_loss,
+                    lr=self.scheduler.get_last_lr()[0],
+                    grad_norm=grad_norm,
+                    tokens_per_s=rate,
+                    elapsed_s=self.elapsed_s,
+                )
+                bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{rate:,.0f}")
+                window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+            bar.update(1)
+            out_of_time = c.max_time_s is not None and self.elapsed_s >= c.max_time_s
+            done = self.step == c.max_steps or out_of_time
+            if self.val_data is not None and (self.step % c.eval_every == 0 or done):
+                metrics = self.evaluate()
+                val_loss = metrics["loss"]
+                stopped_early = self._after_eval(metrics)
+            if (c.save_every and self.step % c.save_every == 0) or done or stopped_early:
+                last_saved = self.save(ckpt.step_dir(self.run_dir, self.step))
+                if self.dist.is_main:
+                    ckpt.prune_checkpoints(self.run_dir, c.keep_last)
+            if out_of_time:
+                break
+        bar.close()
+        return TrainResult(
+            self.step, val_loss, self.best_val_loss, self.elapsed_s, stopped_early, last_saved
+        )
