@@ -1,0 +1,69 @@
+"""`tformer explain`: a self-contained HTML report of what each stage of a model does."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _png_targets(specs: list[str], out: Path) -> list[tuple[str, Path]]:
+    """ "NAME" or "NAME=PATH"; without a path the PNG goes next to the report."""
+    targets = []
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        default = out.with_name(f"{out.stem}-{name.replace(':', '-')}.png")
+        targets.append((name, Path(path) if path else default))
+    return targets
+
+
+def run(args: argparse.Namespace) -> None:
+    import tformer
+    from tformer.explain import explain
+
+    if not args.text.strip():  # before loading: a large model takes seconds to load
+        raise ValueError("--text is empty; give the text to explain, e.g. --text 'To be, or not'")
+    model, tokenizer = tformer.load(args.model)
+    report = explain(
+        model, tokenizer, args.text, args.target, sentences=args.sentences, k=args.top_k
+    )
+    out = report.save_html(args.out)
+    print(f"wrote {out}")
+    for name, path in _png_targets(args.png, out):
+        print(f"wrote {report.save_png(name, path)}")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "explain",
+        help="write an HTML report of what each stage of a model does with a text",
+        description="Run MODEL once on --text and write one self-contained HTML page: "
+        "tokenisation, embeddings and positional encodings, attention per layer and head, the "
+        "residual stream, predictions and logit lens, cross-attention alignment, token "
+        "attributions. See docs/explain.md.",
+    )
+    p.add_argument("model", metavar="MODEL", help="model directory or file (as tformer.load reads)")
+    p.add_argument("--text", required=True, help="the input text (the source, for translation)")
+    p.add_argument(
+        "--target",
+        help="decoders: a continuation whose tokens are explained; encoder-decoders: the target "
+        "translation (default: the model's greedy output)",
+    )
+    p.add_argument(
+        "--sentences",
+        nargs="+",
+        default=[],
+        metavar="SENTENCE",
+        help="encoders: sentences to rank by pooled-embedding similarity to --text",
+    )
+    p.add_argument("--out", type=Path, default=Path("explain.html"), help="report file")
+    p.add_argument(
+        "--png",
+        action="append",
+        default=[],
+        metavar="FIGURE[=PATH]",
+        help="also write one figure as PNG (needs matplotlib); FIGURE is positions, "
+        "attention[:LAYER[:HEAD]], encoder-attention[:L[:H]], cross-attention[:L[:H]], "
+        "residual, lens or attributions; repeatable",
+    )
+    p.add_argument("--top-k", type=int, default=5, help="predictions shown per position")
+    p.set_defaults(handler=run)

@@ -1,0 +1,143 @@
+"""Turn (text, target) into one model call and the prediction to explain, per architecture.
+
+A `Plan` says how to run the model on the text and which scalar "score" the attributions
+explain: the summed log-probability of the predicted (or given target) tokens at `rows`, the
+predicted class, or the similarity to the nearest neighbour sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from tformer.models.heads import mean_pool
+from tformer.tokenizer import Tokenizer
+
+MAX_GENERATED = 64  # greedy target length cap for encoder-decoders given no --target
+
+
+@dataclass
+class Plan:
+    """How to run the model and what to explain.
+
+    kwargs: the model call. stack: the stack whose positions make the predictions.
+    rows: positions of `stack` whose predictions are scored; labels: the token (or class) id
+    scored at each row, filled from the model's own argmax when not given.
+    """
+
+    kwargs: dict[str, Any]
+    stack: str
+    rows: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    what: str = ""  # the explained prediction, in words
+
+
+def encode_text(tokenizer: Tokenizer, text: str, what: str = "text") -> list[int]:
+    """Token ids of `text`, refusing empty input with a message that says how to fix it."""
+    if not text.strip():
+        raise ValueError(f"the {what} to explain is empty; pass some text, e.g. --text 'Hello'")
+    ids = tokenizer.encode(text)
+    if not ids:
+        raise ValueError(f"the {what} {text!r} encodes to no tokens with this tokenizer")
+    return ids
+
+
+def plan_decoder(ids: list[int], target_ids: list[int], device: torch.device) -> Plan:
+    """GPT: run prompt + target; explain the target's tokens, or the next token after the prompt."""
+    full = torch.tensor([ids + target_ids], device=device)
+    if target_ids:
+        rows = list(range(len(ids) - 1, len(ids) + len(target_ids) - 1))
+        return Plan({"input_ids": full}, "decoder", rows, list(target_ids), "the target text")
+    return Plan({"input_ids": full}, "decoder", [len(ids) - 1], [], "the next token")
+
+
+def plan_encoder(ids: list[int], mask_id: int | None, head: str, device: torch.device) -> Plan:
+    """BERT: explain the predictions at [MASK] tokens (or everywhere), or the predicted class."""
+    plan = Plan({"input_ids": torch.tensor([ids], device=device)}, "encoder")
+    if head == "sequence-classification":
+        plan.what = "the predicted class"
+    elif head == "embedding":
+        plan.what = "the similarity to the nearest sentence"
+    else:
+        masked = [i for i, token in enumerate(ids) if token == mask_id]
+        plan.rows = masked or list(range(len(ids)))
+        plan.what = "the predictions at the [MASK] tokens" if masked else "every token's prediction"
+    return plan
+
+
+def plan_seq2seq(
+    model: Any, ids: list[int], target_ids: list[int] | None, device: torch.device
+) -> Plan:
+    """2017 Transformer: teacher-force `target_ids` (or the greedy translation) after the start
+    token; explain the target tokens' log-probabilities."""
+    start = model.config.start_id
+    if start is None:
+        raise ValueError("the model config has no decoder_start_id or bos_id to start decoding")
+    source = torch.tensor([ids], device=device)
+    what = "the target text"
+    if target_ids is None:
+        target_ids, what = greedy_target(model, source, start), "the greedy translation"
+    decoder_input = torch.tensor([[start, *target_ids]], device=device)
+    rows = list(range(len(target_ids)))
+    kwargs = {"input_ids": source, "decoder_input_ids": decoder_input}
+    return Plan(kwargs, "decoder", rows, list(target_ids), what)
+
+
+def greedy_target(model: Any, source: Tensor, start: int) -> list[int]:
+    """The most likely target, one token at a time, stopping after EOS. Quadratic but short:
+    a report explains one sentence, so no cache is needed."""
+    eos, tokens = model.config.eos_id, [start]
+    limit = min(MAX_GENERATED, model.config.max_seq_len - 1)
+    with torch.no_grad():
+        memory = model.encode(source)
+        while len(tokens) <= limit and (len(tokens) == 1 or tokens[-1] != eos):
+            decoder_input = torch.tensor([tokens], device=source.device)
+            logits = model.decode(decoder_input, memory).logits  # (1, t, vocab)
+            tokens.append(int(logits[0, -1].argmax()))
+    return tokens[1:]
+
+
+def fill_labels(plan: Plan, logits: Tensor | None) -> None:
+    """Explain the model's own choice (argmax) where no label was given."""
+    if logits is None or plan.labels:
+        return
+    if logits.dim() == 2:  # (B, n_labels): sequence classification
+        plan.labels = [int(logits[0].argmax())]
+    else:
+        plan.labels = [int(logits[0, row].argmax()) for row in plan.rows]
+
+
+def score(plan: Plan, output: Any, neighbour: Tensor | None) -> Tensor:
+    """The scalar the attributions explain, from the model's output."""
+    if output.logits is None:  # embedding head: cosine with the nearest neighbour sentence
+        if neighbour is None:
+            raise ValueError("nothing to explain for an embedding model without --sentences")
+        return output.embeddings[0] @ neighbour
+    log_probs = F.log_softmax(output.logits[0].float(), dim=-1)
+    if log_probs.dim() == 1:
+        return log_probs[plan.labels[0]]
+    return log_probs[plan.rows, plan.labels].sum()
+
+
+def pooled_embeddings(
+    model: Any, tokenizer: Tokenizer, sentences: Sequence[str], device: torch.device
+) -> Tensor:
+    """(N, d_model) L2-normalised sentence embeddings: the embedding head's output, or the mean
+    of the final hidden states for other encoders."""
+    rows = []
+    with torch.no_grad():
+        for sentence in sentences:
+            ids = torch.tensor([encode_text(tokenizer, sentence, "sentence")], device=device)
+            out = model(ids)
+            pooled = (
+                out.embeddings
+                if out.embeddings is not None
+                else mean_pool(out.last_hidden_state, None)
+            )
+            rows.append(F.normalize(pooled[0].float(), dim=-1))
+    return torch.stack(rows)

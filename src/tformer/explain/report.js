@@ -1,0 +1,136 @@
+// Draws every heatmap of a tformer explain report. Plain JavaScript, no libraries, no network.
+// Data: the JSON in <script id="report-data">: {maps: [{rows, cols, data, diverging, title}]}.
+// Every <canvas data-map="i"> shows map i; the attention explorer redraws #detail on demand.
+// When all canvases are drawn, <body data-status="drawn" data-heatmaps="N"> tells a headless
+// browser (and the tests) that the page rendered; errors land in <body data-errors>.
+"use strict";
+
+window.addEventListener("error", (event) => {
+  const errors = document.body.dataset.errors || "";
+  document.body.dataset.errors = errors + event.message + "\n";
+});
+
+const REPORT = JSON.parse(document.getElementById("report-data").textContent);
+
+// Viridis, sampled at five points and interpolated linearly.
+const SEQUENTIAL = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+// Blue - white - red for signed values.
+const DIVERGING = [[49, 54, 149], [145, 191, 219], [247, 247, 247], [252, 141, 89], [165, 0, 38]];
+
+function colour(t, stops) {
+  const x = Math.min(Math.max(t, 0), 1) * (stops.length - 1);
+  const i = Math.min(Math.floor(x), stops.length - 2);
+  const f = x - i;
+  const c = stops[i].map((v, k) => Math.round(v + f * (stops[i + 1][k] - v)));
+  return `rgb(${c[0]},${c[1]},${c[2]})`;
+}
+
+function range(map) {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const row of map.data) {
+    for (const v of row) {
+      lo = Math.min(lo, v);
+      hi = Math.max(hi, v);
+    }
+  }
+  if (map.diverging) {
+    const m = Math.max(Math.abs(lo), Math.abs(hi)) || 1;
+    return [-m, m];
+  }
+  if (map.unit) return [0, 1];
+  return [lo, hi > lo ? hi : lo + 1];
+}
+
+// Draw `map` on `canvas`; with labels, token strings go on the axes (rows left, columns top).
+function drawHeatmap(canvas, map, withLabels) {
+  const nRows = map.data.length;
+  const nCols = nRows ? map.data[0].length : 0;
+  const ctx = canvas.getContext("2d");
+  const font = 11;
+  ctx.font = `${font}px monospace`;
+  const labelWidth = (labels) =>
+    withLabels && labels ? Math.max(0, ...labels.map((s) => ctx.measureText(s).width)) + 6 : 0;
+  const left = labelWidth(map.rows);
+  const top = labelWidth(map.cols);
+  const maxSide = withLabels ? 560 : Number(canvas.dataset.size || 96);
+  const cell = Math.max(1, Math.min(withLabels ? 28 : 12, Math.floor(maxSide / Math.max(nRows, nCols, 1))));
+  canvas.width = left + cell * nCols + 2;
+  canvas.height = top + cell * nRows + 2;
+  ctx.font = `${font}px monospace`;
+  const [lo, hi] = range(map);
+  const stops = map.diverging ? DIVERGING : SEQUENTIAL;
+  for (let r = 0; r < nRows; r++) {
+    for (let c = 0; c < nCols; c++) {
+      ctx.fillStyle = colour((map.data[r][c] - lo) / (hi - lo), stops);
+      ctx.fillRect(left + c * cell, top + r * cell, cell, cell);
+    }
+  }
+  if (!withLabels) return;
+  ctx.fillStyle = "#222";
+  ctx.textBaseline = "middle";
+  ctx.textAlign = "right";
+  (map.rows || []).forEach((s, r) => ctx.fillText(s, left - 3, top + (r + 0.5) * cell));
+  ctx.save();
+  ctx.rotate(-Math.PI / 2);
+  ctx.textAlign = "left";
+  (map.cols || []).forEach((s, c) => ctx.fillText(s, -top + 3, left + (c + 0.5) * cell));
+  ctx.restore();
+  canvas.title = `${map.title}: values ${lo.toFixed(3)} .. ${hi.toFixed(3)}`;
+}
+
+// The attention explorer: pick map family (self/cross per stack), layer and head.
+function setupExplorer() {
+  const detail = document.getElementById("detail");
+  if (!detail) return;
+  const family = document.getElementById("family");
+  const layer = document.getElementById("layer");
+  const head = document.getElementById("head");
+  const caption = document.getElementById("detail-caption");
+  const index = REPORT.attention;
+  const show = () => {
+    const group = index[family.value];
+    const l = Math.min(Number(layer.value), group.layers - 1);
+    const h = Math.min(Number(head.value), group.heads - 1);
+    const mapId = group.first + l * group.heads + h;
+    drawHeatmap(detail, REPORT.maps[mapId], true);
+    caption.textContent = REPORT.maps[mapId].title;
+    document.querySelectorAll("canvas.attention").forEach((c) => {
+      c.classList.toggle("selected", Number(c.dataset.map) === mapId);
+    });
+  };
+  const fill = (select, n, prefix) => {
+    select.innerHTML = "";
+    for (let i = 0; i < n; i++) select.add(new Option(`${prefix} ${i}`, String(i)));
+  };
+  family.addEventListener("change", () => {
+    fill(layer, index[family.value].layers, "layer");
+    fill(head, index[family.value].heads, "head");
+    show();
+  });
+  layer.addEventListener("change", show);
+  head.addEventListener("change", show);
+  document.querySelectorAll("canvas.attention").forEach((c) => {
+    c.addEventListener("click", () => {
+      family.value = c.dataset.family;
+      fill(layer, index[family.value].layers, "layer");
+      fill(head, index[family.value].heads, "head");
+      layer.value = c.dataset.layer;
+      head.value = c.dataset.head;
+      show();
+    });
+  });
+  fill(layer, index[family.value].layers, "layer");
+  fill(head, index[family.value].heads, "head");
+  show();
+}
+
+function drawAll() {
+  const canvases = document.querySelectorAll("canvas[data-map]");
+  canvases.forEach((c) => drawHeatmap(c, REPORT.maps[Number(c.dataset.map)], c.classList.contains("labelled")));
+  setupExplorer();
+  document.body.dataset.heatmaps = String(canvases.length);
+  document.body.dataset.status = "drawn";
+}
+
+drawAll();

@@ -1,0 +1,299 @@
+"""The views of an explain report, in reading order: each a function (Explanation, Page) -> HTML.
+
+The order follows the data through the model: tokens -> embeddings and positions -> attention
+in every block -> the residual stream and feed-forward layers -> predictions -> attributions.
+Views that do not apply to a model (a logit lens for a sentence encoder) return "".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from html import escape
+
+import torch
+
+from tformer.explain.capture import residual_norms
+from tformer.explain.explanation import Explanation
+from tformer.explain.html import Page, canvas
+
+STACK_TITLES = {"encoder": "Encoder", "decoder": "Decoder"}
+
+
+def _section(title: str, help_text: str, content: str) -> str:
+    return f'<section>\n<h2>{escape(title)}</h2>\n<p class="help">{help_text}</p>\n{content}\n</section>'
+
+
+def _chip(text: str, note: str = "", style: str = "", title: str = "") -> str:
+    small = f"<small>{escape(note)}</small>" if note else ""
+    style_attr = f' style="{style}"' if style else ""
+    title_attr = f' title="{escape(title)}"' if title else ""
+    return f'<span class="tok"{style_attr}{title_attr}>{escape(text)}{small}</span>'
+
+
+def header(ex: Explanation, page: Page) -> str:
+    c = ex.config
+    facts = {
+        "architecture": c.arch,
+        "layers": f"{c.encoder_layers} encoder + {c.decoder_layers} decoder"
+        if c.arch == "encoder-decoder"
+        else str(c.n_layers),
+        "width": f"d_model={c.d_model}, d_ff={c.d_ff}",
+        "heads": f"{c.n_heads} query / {c.kv_heads} key-value, head_dim={c.attention_head_dim}",
+        "positions": c.positional,
+        "norm": f"{c.norm}, {c.norm_position}-norm",
+        "activation": c.activation,
+        "text": ex.text,
+    }
+    if ex.target is not None:
+        facts["target"] = ex.target
+    facts["explained"] = ex.explained
+    rows = "".join(f"<tr><td>{k}</td><td>{escape(v)}</td></tr>" for k, v in facts.items())
+    return f'<h1>tformer explain</h1>\n<table class="summary">{rows}</table>'
+
+
+def tokenisation(ex: Explanation, page: Page) -> str:
+    parts = []
+    for stack, tokens in ex.tokens.items():
+        ids = ex.capture[stack].input_ids[0].tolist()
+        chips = "".join(
+            _chip(t, str(i), title=f"position {p}, id {i}")
+            for p, (t, i) in enumerate(zip(tokens, ids, strict=True))
+        )
+        parts.append(f'<h3>{STACK_TITLES[stack]} input</h3><div class="tokens">{chips}</div>')
+    return _section(
+        "Tokenisation",
+        "The text as the model reads it: one box per token, with its id. ␣ is a space, ⏎ a "
+        "newline. Every later view has one row or column per token shown here.",
+        "\n".join(parts),
+    )
+
+
+def embeddings(ex: Explanation, page: Page) -> str:
+    record = ex.capture[ex.stack]
+    parts = {
+        "‖token‖": record.token_embeddings,
+        "‖segment‖": record.segment_embeddings,
+        "‖position‖": record.position_encodings,
+        "‖token + position‖": record.embedding_sum,
+        "‖stream start‖": record.embedded,
+    }
+    columns = {k: v[0].norm(dim=-1).tolist() for k, v in parts.items() if v is not None}
+    head = "".join(f"<th>{k}</th>" for k in columns)
+    rows = "".join(
+        f"<tr><td>{escape(token)}</td>"
+        + "".join(f"<td>{values[i]:.3f}</td>" for values in columns.values())
+        + "</tr>"
+        for i, token in enumerate(ex.tokens[ex.stack])
+    )
+    plot = ""
+    if ex.position_table is not None:
+        rotary = ex.config.positional == "rotary"
+        title = (
+            "rotary cosines cos(position × θ_i)" if rotary else f"{ex.config.positional} encodings"
+        )
+        n = ex.position_table.shape[0]
+        rows = [str(p) if p % 8 == 0 else "" for p in range(n)]  # every 8th: labels stay legible
+        map_id = page.add(title, ex.position_table, rows, None, diverging=True)
+        plot = (
+            f"<h3>Positional encodings: {escape(title)}</h3>{canvas(map_id, 'labelled positions')}"
+        )
+    return _section(
+        "Embeddings and positions",
+        "Each token id is looked up in the embedding matrix; position information is added "
+        "(sinusoidal or learned) or applied inside attention (rotary). The table gives vector "
+        "lengths; the plot shows the encoding of each position (rows) in each dimension "
+        "(columns, blue negative, red positive): fast-changing dimensions on the left, slow on the right.",
+        f'<div class="explorer"><div class="scroll"><table><tr><th>token</th>{head}</tr>{rows}'
+        f"</table></div><div>{plot}</div></div>",
+    )
+
+
+def _attention_family(ex: Explanation, page: Page, stack: str, kind: str) -> str:
+    weights = ex.attention(stack, kind)
+    if not weights:
+        return ""
+    key = f"{stack}-{kind}"
+    cols = ex.tokens["encoder" if kind == "cross" else stack]
+    n_heads = weights[0].shape[0]
+    label = f"{STACK_TITLES[stack]} {'cross' if kind == 'cross' else 'self'}-attention"
+    first = len(page.maps)
+    size = 96 if len(weights) * n_heads <= 64 else 48  # thumbnail side in pixels
+    cells = []
+    for layer, w in enumerate(weights):
+        cells.append(f'<span class="label">layer {layer}</span>')
+        for head in range(n_heads):
+            map_id = page.add(
+                f"{label}, layer {layer}, head {head}", w[head], ex.tokens[stack], cols
+            )
+            cells.append(canvas(map_id, "attention", family=key, layer=layer, head=head, size=size))
+    page.attention[key] = {"label": label, "layers": len(weights), "heads": n_heads, "first": first}
+    style = f"grid-template-columns: auto repeat({n_heads}, auto)"
+    return f'<h3>{label}</h3><div class="grid" style="{style}">{"".join(cells)}</div>'
+
+
+def attention(ex: Explanation, page: Page) -> str:
+    families = [
+        _attention_family(ex, page, stack, kind)
+        for stack in ex.tokens
+        for kind in ("self", "cross")
+    ]
+    options = "".join(
+        f'<option value="{k}">{escape(v["label"])}</option>' for k, v in page.attention.items()
+    )
+    explorer = (
+        '<div class="controls"><select id="family">' + options + '</select><select id="layer">'
+        '</select><select id="head"></select></div><div id="detail-caption"></div>'
+        '<canvas id="detail"></canvas>'
+    )
+    return _section(
+        "Attention",
+        "Row i shows how query token i spreads its attention over the key tokens (columns); "
+        "each row sums to 1. Causal (decoder) self-attention is zero above the diagonal. Click "
+        "a thumbnail, or choose a layer and head, to enlarge it with token labels.",
+        explorer + "\n" + "\n".join(f for f in families if f),
+    )
+
+
+def alignment(ex: Explanation, page: Page) -> str:
+    cross = ex.attention("decoder", "cross")
+    if not cross:
+        return ""
+    outputs = [*ex.tokens["decoder"][1:], "(next)"]
+    maps = []
+    for layer, w in enumerate(cross):
+        map_id = page.add(
+            f"cross-attention, layer {layer}, mean of heads",
+            w.float().mean(dim=0),
+            outputs,
+            ex.tokens["encoder"],
+        )
+        maps.append(f"<div><small>layer {layer}</small><br>{canvas(map_id)}</div>")
+    return _section(
+        "Cross-attention alignment",
+        "Which source tokens (columns) each output token (rows: the token predicted at that "
+        "step) reads, averaged over heads. For translation it resembles a word alignment; for "
+        "a copy task it is the diagonal.",
+        f'<div class="explorer">{"".join(maps)}</div>',
+    )
+
+
+def residual_stream(ex: Explanation, page: Page) -> str:
+    record = ex.capture[ex.stack]
+    labels, norms = residual_norms(record)
+    ffn = [
+        layer.ffn_activation[0].float().pow(2).mean(dim=-1).sqrt()
+        for layer in record.layers
+        if layer.ffn_activation is not None
+    ]
+    tokens = ex.tokens[ex.stack]
+    stream_id = page.add("residual-stream norm", norms, labels, tokens)
+    ffn_id = page.add(
+        "feed-forward activation RMS",
+        torch.stack(ffn),
+        [f"layer {i}" for i in range(len(ffn))],
+        tokens,
+    )
+    return _section(
+        "Residual stream and feed-forward layers",
+        "Left: the length of each token's vector in the residual stream, entering the first "
+        "block and after each sub-layer (self-attention, cross-attention, feed-forward) of each "
+        "block. Right: the root-mean-square activation of each block's feed-forward hidden "
+        "layer per token — where the MLPs fire.",
+        f'<div class="explorer"><div>{canvas(stream_id)}</div><div>{canvas(ffn_id)}</div></div>',
+    )
+
+
+def _prob_cell(token: str, prob: float) -> str:
+    style = f"background: rgba(33,145,140,{prob:.3f})"
+    return (
+        f'<td style="{style}" title="p={prob:.4f}">{escape(token)} <small>{prob:.2f}</small></td>'
+    )
+
+
+def predictions(ex: Explanation, page: Page) -> str:
+    if ex.predictions is None or ex.lens is None:
+        return ""
+    tokens = ex.tokens[ex.stack]
+    top = "".join(
+        f"<tr><td>{p}</td><td>{escape(tok)}</td>"
+        + "".join(_prob_cell(ex.names[int(i)], float(q)) for i, q in zip(ids, probs, strict=True))
+        + "</tr>"
+        for p, (tok, ids, probs) in enumerate(
+            zip(tokens, ex.predictions.ids, ex.predictions.probs, strict=True)
+        )
+    )
+    k = ex.predictions.ids.shape[1]
+    lens_rows = "".join(
+        f"<tr><td>{'embeddings' if depth == 0 else f'after block {depth - 1}'}</td>"
+        + "".join(_prob_cell(ex.names[int(i)], float(q)) for i, q in zip(ids, probs, strict=True))
+        + "</tr>"
+        for depth, (ids, probs) in enumerate(zip(ex.lens.ids, ex.lens.probs, strict=True))
+    )
+    token_head = "".join(f"<th>{escape(t)}</th>" for t in tokens)
+    return _section(
+        "Predictions and logit lens",
+        "Top: the model's most likely next tokens at each position (for a masked LM: the most "
+        "likely token at that position). Bottom (logit lens): the residual stream after each "
+        "block read through the final norm and output layer, as if the model ended there — "
+        "watch the final prediction form with depth.",
+        f'<div class="scroll"><table><tr><th>pos</th><th>input</th><th colspan="{k}">top {k}</th></tr>{top}</table></div>'
+        f'<h3>Logit lens</h3><div class="scroll"><table><tr><th>depth</th>{token_head}</tr>{lens_rows}</table></div>',
+    )
+
+
+def _attribution_style(value: float, scale: float, signed: bool) -> str:
+    alpha = abs(value) / scale if scale > 0 else 0.0
+    colour = "214,39,40" if value >= 0 or not signed else "31,119,180"
+    return f"background: rgba({colour},{alpha:.3f})"
+
+
+def attributions(ex: Explanation, page: Page) -> str:
+    tokens = ex.tokens[ex.attribution_stack]
+    rows = []
+    for method, values in ex.attributions.items():
+        signed = bool((values < 0).any())
+        scale = float(values.abs().max())
+        chips = "".join(
+            _chip(
+                t,
+                title=f"{method}: {float(v):.4f}",
+                style=_attribution_style(float(v), scale, signed),
+            )
+            for t, v in zip(tokens, values.tolist(), strict=True)
+        )
+        rows.append(f'<h3>{escape(method)}</h3><div class="tokens attr">{chips}</div>')
+    return _section(
+        f"Token attributions for {ex.explained}",
+        "How much each input token contributes to the explained prediction. Gradient × input: "
+        "red tokens push the prediction up, blue ones down (first-order estimate). Attention "
+        "rollout: how much of each token's information reaches the predicting positions through "
+        "the attention layers (darker = more). Hover a token for its value.",
+        "\n".join(rows),
+    )
+
+
+def neighbours(ex: Explanation, page: Page) -> str:
+    if not ex.neighbours:
+        return ""
+    rows = "".join(
+        f"<tr><td>{sim:.3f}</td><td>{escape(sentence)}</td></tr>" for sentence, sim in ex.neighbours
+    )
+    return _section(
+        "Nearest sentences by pooled embedding",
+        "Cosine similarity between the text's pooled (mean, L2-normalised) embedding and each "
+        "given sentence, most similar first.",
+        f"<table><tr><th>cosine</th><th>sentence</th></tr>{rows}</table>",
+    )
+
+
+ALL: list[Callable[[Explanation, Page], str]] = [
+    header,
+    tokenisation,
+    embeddings,
+    attention,
+    alignment,
+    residual_stream,
+    predictions,
+    attributions,
+    neighbours,
+]
