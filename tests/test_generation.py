@@ -282,7 +282,7 @@ def test_empty_prompt_needs_a_bos_token() -> None:
     bos = torch.full((2, 1), with_bos.config.bos_id)
     assert torch.equal(out, generate(with_bos, bos, max_new_tokens=3))
     no_bos = build_model(with_bos.config.replace(bos_id=None)).eval()
-    with pytest.raises(ValueError, match="prompt is empty.*no bos_id"):
+    with pytest.raises(ValueError, match=r"prompt is empty.*no bos_id"):
         generate(no_bos, torch.zeros(1, 0, dtype=torch.long), max_new_tokens=3)
     ids, mask = left_pad([[4, 5], []], pad_id=0)
     with pytest.raises(ValueError, match=r"empty in row\(s\) \[1\]"):
