@@ -29,10 +29,11 @@ def load_model(path: str | Path) -> TformerModel:
 
 
 def load(path: str | Path) -> tuple[TformerModel, Tokenizer | None]:
-    """Load a checkpoint directory: the model and, if one was saved with it, its tokenizer."""
-    model = load_model(path)
-    has_tokenizer = (Path(path) / "tokenizer.json").is_file()
-    return model, Tokenizer.load(path) if has_tokenizer else None
+    """The one way to open a model: a tformer checkpoint directory, a Hugging Face directory
+    (config.json + *.safetensors) or a .gguf file -> (model, tokenizer or None)."""
+    from tformer.pretrained import load as load_any  # imports the converters only when used
+
+    return load_any(path)
 
 
 __all__ = [

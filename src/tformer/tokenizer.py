@@ -2,7 +2,9 @@
 
 Training (character vocabulary, byte-level BPE, WordPiece) is done by `tokenizers`; this module
 only chooses the pieces and keeps track of which token plays which role (pad, bos, eos, unk,
-mask, cls, sep) so a model config can be filled from it.
+mask, cls, sep) so a model config can be filled from it, and of the chat template an instruct
+model was trained with. Reading pretrained vocabularies (vocab.txt, GGUF metadata) lives in
+`tformer.pretrained.tokenizers`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from tokenizers import Tokenizer as Backend
 
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS_FILE = "special_tokens_map.json"  # the Hugging Face name, so both can read it
+CONFIG_FILE = "tokenizer_config.json"  # Hugging Face's: special tokens and the chat template
 ROLES = ("pad", "bos", "eos", "unk", "mask", "cls", "sep")
 DEFAULT_SPECIAL_TOKENS = {
     "pad": "[PAD]",
@@ -33,10 +36,45 @@ def _read_texts(files: Sequence[str | Path]) -> Iterable[str]:
         yield Path(file).read_text(encoding="utf-8")
 
 
+def bert_text_handling(backend: Backend, *, lowercase: bool, strip_accents: bool | None) -> None:
+    """BERT's text handling around a WordPiece model: clean, (lower-case), split on whitespace
+    and punctuation."""
+    backend.normalizer = normalizers.BertNormalizer(
+        lowercase=lowercase, strip_accents=strip_accents
+    )
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+
+
+def wrap_cls_sep(backend: Backend, specials: dict[str, str]) -> None:
+    """Encodings become [CLS] text [SEP] (and [CLS] a [SEP] b [SEP] for pairs), as in BERT."""
+    cls_token, sep_token = specials["cls"], specials["sep"]
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{cls_token} $A {sep_token}",
+        pair=f"{cls_token} $A {sep_token} $B:1 {sep_token}:1",
+        special_tokens=[(t, backend.token_to_id(t)) for t in (cls_token, sep_token)],
+    )
+
+
+def _roles(values: dict[str, object]) -> dict[str, str]:
+    """Special tokens by role from HF-style `<role>_token` keys (strings or {"content": ...})."""
+    specials = {}
+    for key, token in values.items():
+        role = key.removesuffix("_token")
+        if key.endswith("_token") and role in ROLES and token:
+            specials[role] = str(token["content"] if isinstance(token, dict) else token)
+    return specials
+
+
 class Tokenizer:
     """Text <-> token ids, plus the ids of the special tokens by role."""
 
-    def __init__(self, backend: Backend, special_tokens: dict[str, str]) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        special_tokens: dict[str, str],
+        chat_template: str | None = None,
+    ) -> None:
         unknown = sorted(set(special_tokens) - set(ROLES))
         if unknown:
             raise ValueError(
@@ -47,6 +85,7 @@ class Tokenizer:
             raise ValueError(f"special token(s) {missing} are not in the vocabulary")
         self.backend = backend
         self.special_tokens = dict(special_tokens)
+        self.chat_template = chat_template  # Jinja source, as Hugging Face stores it
 
     # ---- training ---------------------------------------------------------------------
     @classmethod
@@ -98,29 +137,27 @@ class Tokenizer:
         """BERT's WordPiece; encodings are wrapped as [CLS] text [SEP]."""
         specials = dict(DEFAULT_SPECIAL_TOKENS if special_tokens is None else special_tokens)
         backend = Backend(models.WordPiece(unk_token=specials["unk"]))
-        backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-        backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        backend.decoder = decoders.WordPiece()
         trainer = trainers.WordPieceTrainer(
             vocab_size=vocab_size, special_tokens=list(specials.values()), show_progress=False
         )
+        bert_text_handling(backend, lowercase=lowercase, strip_accents=None)
         backend.train([str(f) for f in files], trainer)
-        cls_token, sep_token = specials["cls"], specials["sep"]
-        backend.post_processor = processors.TemplateProcessing(
-            single=f"{cls_token} $A {sep_token}",
-            pair=f"{cls_token} $A {sep_token} $B:1 {sep_token}:1",
-            special_tokens=[(t, backend.token_to_id(t)) for t in (cls_token, sep_token)],
-        )
+        wrap_cls_sep(backend, specials)
         return cls(backend, specials)
 
     # ---- persistence ------------------------------------------------------------------
     def save(self, directory: str | Path) -> None:
-        """Write tokenizer.json and special_tokens_map.json into `directory`."""
+        """Write tokenizer.json, special_tokens_map.json and tokenizer_config.json (the chat
+        template) into `directory`, in the files and keys `transformers` reads too."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(directory / TOKENIZER_FILE))
         roles = {f"{role}_token": token for role, token in self.special_tokens.items()}
         (directory / SPECIAL_TOKENS_FILE).write_text(json.dumps(roles, indent=2) + "\n")
+        config = {"tokenizer_class": "PreTrainedTokenizerFast", **roles}
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Tokenizer:
@@ -130,14 +167,9 @@ class Tokenizer:
         if not file.is_file():
             raise FileNotFoundError(f"no {TOKENIZER_FILE} at {path}")
         backend = Backend.from_file(str(file))
-        specials: dict[str, str] = {}
-        roles_file = file.parent / SPECIAL_TOKENS_FILE
-        if roles_file.is_file():
-            for key, token in json.loads(roles_file.read_text()).items():
-                role = key.removesuffix("_token")
-                if role in ROLES:  # Hugging Face files may hold tokens as dicts with "content"
-                    specials[role] = token["content"] if isinstance(token, dict) else token
-        return cls(backend, specials)
+        config, specials = read_tokenizer_config(file.parent)
+        specials = {k: v for k, v in specials.items() if backend.token_to_id(v) is not None}
+        return cls(backend, specials, config.get("chat_template"))
 
     # ---- use --------------------------------------------------------------------------
     @property
@@ -153,10 +185,49 @@ class Tokenizer:
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
 
     def encode_batch(
-        self, texts: Sequence[str], *, add_special_tokens: bool = True
+        self,
+        texts: Sequence[str],
+        *,
+        add_special_tokens: bool = True,
+        max_length: int | None = None,
     ) -> list[list[int]]:
-        encodings = self.backend.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        """Ids of each text; with `max_length`, cut to that many ids (special tokens kept)."""
+        if max_length is not None:
+            self.backend.enable_truncation(max_length)
+        try:
+            encodings = self.backend.encode_batch(
+                list(texts), add_special_tokens=add_special_tokens
+            )
+        finally:
+            self.backend.no_truncation()
         return [e.ids for e in encodings]
+
+    def apply_chat_template(
+        self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True
+    ) -> str:
+        """The prompt text for a conversation, rendered with the model's own chat template.
+
+        messages: [{"role": "system"|"user"|"assistant", "content": "..."}]. With
+        `add_generation_prompt`, the text ends where the assistant's reply should begin.
+        """
+        if self.chat_template is None:
+            raise ValueError("this tokenizer has no chat template; give plain text instead")
+        try:  # optional dependency: only chat prompts need a template engine
+            from jinja2.sandbox import ImmutableSandboxedEnvironment
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "rendering a chat template needs jinja2: pip install jinja2"
+            ) from error
+
+        def raise_exception(message: str) -> None:  # templates call it to reject a conversation
+            raise ValueError(f"chat template: {message}")
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        roles = {f"{role}_token": token for role, token in self.special_tokens.items()}
+        return env.from_string(self.chat_template).render(
+            messages=list(messages), add_generation_prompt=add_generation_prompt, **roles
+        )
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
@@ -174,3 +245,15 @@ class Tokenizer:
             "eos_id": self.token_id("eos"),
             "mask_id": self.token_id("mask"),
         }
+
+
+def read_tokenizer_config(directory: Path) -> tuple[dict[str, object], dict[str, str]]:
+    """tokenizer_config.json's contents and the special tokens (by role) it and
+    special_tokens_map.json name; empty when the files are absent."""
+    config: dict[str, object] = {}
+    if (directory / CONFIG_FILE).is_file():
+        config = json.loads((directory / CONFIG_FILE).read_text())
+    specials = _roles(config)
+    if (directory / SPECIAL_TOKENS_FILE).is_file():
+        specials.update(_roles(json.loads((directory / SPECIAL_TOKENS_FILE).read_text())))
+    return config, specials

@@ -1,0 +1,138 @@
+"""config.json <-> ModelConfig, driven by the `Family` tables.
+
+Import reads each field the family names (with the family's defaults for keys an older
+config.json leaves out) and refuses settings tformer does not implement rather than loading a
+model that would silently compute something else. Export writes the same keys back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tformer.checkpoint import CheckpointError
+from tformer.config import ModelConfig
+from tformer.pretrained.families import FAMILIES, Family
+
+CLASSIFICATION_HEADS = ("sequence-classification", "token-classification")
+
+
+def _normalise(hf: dict[str, Any]) -> dict[str, Any]:
+    """transformers >= 5 keeps rope settings in `rope_parameters`; older files at top level."""
+    hf = dict(hf)
+    rope = hf.get("rope_parameters")
+    if isinstance(rope, dict):
+        hf.setdefault("rope_theta", rope.get("rope_theta"))
+        if rope.get("rope_type", "default") != "default":
+            hf["rope_scaling"] = rope
+    if isinstance(hf.get("eos_token_id"), list):  # several stop tokens: the first is "the" eos
+        hf["eos_token_id"] = hf["eos_token_id"][0]
+    return hf
+
+
+def _hf_value(hf: dict[str, Any], family: Family, key: str, source: str) -> Any:
+    if key in hf and hf[key] is not None:
+        return hf[key]
+    if key not in family.hf_defaults:
+        raise CheckpointError(f"{source}: config.json has no {key!r}, which tformer needs")
+    default = family.hf_defaults[key]
+    return default(hf) if callable(default) else default
+
+
+def _check_supported(hf: dict[str, Any], family: Family, source: str) -> None:
+    for key, wanted in family.must_be.items():
+        if hf.get(key, wanted) != wanted:
+            raise CheckpointError(
+                f"{source}: config.json has {key}={hf[key]!r}; tformer supports only "
+                f"{key}={wanted!r} for model_type={hf['model_type']!r}"
+            )
+    for a, b in family.same:
+        va, vb = _hf_value(hf, family, a, source), _hf_value(hf, family, b, source)
+        if va != vb:
+            raise CheckpointError(
+                f"{source}: config.json has {a}={va!r} but {b}={vb!r}; tformer needs them equal"
+            )
+
+
+def model_config_from_hf(
+    hf: dict[str, Any], family: Family, architecture: str, source: str
+) -> ModelConfig:
+    """ModelConfig for a config.json of `family` whose model class is `architecture`."""
+    hf = _normalise(hf)
+    _check_supported(hf, family, source)
+    fields: dict[str, Any] = dict(family.fixed)
+    for name, key in family.config_keys:
+        fields[name] = _hf_value(hf, family, key, source)
+    activation = fields["activation"]
+    if activation not in family.activations:
+        raise CheckpointError(
+            f"{source}: activation {activation!r} is not supported for {hf['model_type']}; "
+            f"supported: {', '.join(family.activations)}"
+        )
+    fields["activation"] = family.activations[activation]
+    fields["head"] = family.architectures[architecture]
+    if fields["head"] in CLASSIFICATION_HEADS:
+        labels = hf.get("id2label") or {str(i): f"LABEL_{i}" for i in range(hf["num_labels"])}
+        fields["labels"] = tuple(labels[str(i)] for i in range(len(labels)))
+        fields["n_labels"] = len(labels)
+        fields["pooler"] = fields["head"] == "sequence-classification"
+    try:
+        return ModelConfig(**fields)
+    except ValueError as error:
+        raise CheckpointError(f"{source}: config.json gives an invalid model: {error}") from error
+
+
+def architecture_for(hf: dict[str, Any], family: Family, source: str) -> str:
+    """The model class config.json names (its first `architectures` entry)."""
+    names = hf.get("architectures") or [next(iter(family.architectures))]
+    if names[0] not in family.architectures:
+        raise CheckpointError(
+            f"{source}: architecture {names[0]!r} is not supported; supported "
+            f"{family.model_types[0]} classes: {', '.join(family.architectures)}"
+        )
+    return names[0]
+
+
+def family_for_config(config: ModelConfig) -> tuple[Family, str]:
+    """The HF family and model class that can hold a tformer model with this config."""
+    reasons = []
+    for family in FAMILIES:
+        differs = [
+            f"{k}={getattr(config, k)!r} (needs {v!r})"
+            for k, v in family.fixed.items()
+            if getattr(config, k) != v
+        ]
+        if config.activation not in family.activations.values():
+            differs.append(f"activation={config.activation!r}")
+        if not differs:
+            for architecture, head in family.architectures.items():
+                if head == config.task_head:
+                    return family, architecture
+            differs.append(f"head={config.task_head!r}")
+        reasons.append(f"{family.model_types[0]}: {', '.join(differs)}")
+    raise ValueError(
+        "no Hugging Face family can hold this model; it differs from\n  " + "\n  ".join(reasons)
+    )
+
+
+def hf_config_from_model(config: ModelConfig, family: Family, architecture: str) -> dict[str, Any]:
+    """config.json contents for `config` saved as `architecture` of `family`."""
+    hf: dict[str, Any] = {"model_type": family.model_types[0], "architectures": [architecture]}
+    keys = dict(family.config_keys)
+    for name, key in family.config_keys:
+        value = getattr(config, name)
+        if value is None and key in hf:  # e.g. BART's n_encoder_layers=None: keep n_layers
+            continue
+        hf[key] = value
+    if config.attention_dropout is None and "attention_dropout" in keys:
+        hf[keys["attention_dropout"]] = config.dropout
+    hf[keys["activation"]] = next(
+        k for k, v in family.activations.items() if v == config.activation
+    )
+    for a, b in family.same:
+        hf[b] = hf[a]
+    hf.update(family.must_be)
+    if config.task_head in CLASSIFICATION_HEADS:
+        labels = config.labels or tuple(f"LABEL_{i}" for i in range(config.n_labels))
+        hf["id2label"] = dict(enumerate(labels))
+        hf["label2id"] = {label: i for i, label in enumerate(labels)}
+    return hf

@@ -1,0 +1,149 @@
+"""Tensor name/shape mapping between a tformer model and a Hugging Face state dict.
+
+Both directions walk the model's own tensors and look each one up in the family's table, so
+the model (built from the config) decides what must be present, and every mismatch can name
+both the HF tensor and the shape tformer expects.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from tformer.checkpoint import CheckpointError, unique_state_dict
+from tformer.pretrained.families import Family
+
+
+def _conv1d(t: Tensor) -> Tensor:
+    """GPT-2's Conv1D stores (in, out) weights; nn.Linear wants (out, in). Biases as they are."""
+    return t.t() if t.ndim == 2 else t
+
+
+def _drop_two_rows(t: Tensor) -> Tensor:
+    """BART's position table starts at row 2 (positions are offset by 2); rows 0-1 are unused."""
+    return t[2:]
+
+
+def _add_two_rows(t: Tensor) -> Tensor:
+    return torch.cat((t.new_zeros(2, t.shape[1]), t))
+
+
+# name -> (HF tensor -> tformer tensor, tformer tensor -> HF tensor)
+TRANSFORMS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]] = {
+    "": (lambda t: t, lambda t: t),
+    "conv1d": (_conv1d, _conv1d),
+    "offset2": (_drop_two_rows, _add_two_rows),
+    "row": (lambda t: t.reshape(-1), lambda t: t.reshape(1, -1)),
+}
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """Where one tformer tensor lives in the HF checkpoint."""
+
+    hf_name: str
+    transform: str = ""  # a TRANSFORMS key, or "qkv:<k>" for part k of a fused q/k/v
+    part: int | None = None
+
+    def to_tformer(self, t: Tensor) -> Tensor:
+        if self.part is not None:  # (d, 3d) Conv1D -> (d, d) slice k -> Linear (d, d)
+            return _conv1d(t.chunk(3, dim=-1)[self.part]).contiguous()
+        return TRANSFORMS[self.transform][0](t).contiguous()
+
+    def to_hf(self, t: Tensor) -> Tensor:
+        return _conv1d(t) if self.part is not None else TRANSFORMS[self.transform][1](t)
+
+    def hf_shape(self, t: Tensor) -> tuple[int, ...]:
+        """Shape of the whole HF tensor that holds tformer tensor `t` (all three q/k/v parts)."""
+        shape = list(self.to_hf(t).shape)
+        if self.part is not None:
+            shape[-1] *= 3
+        return tuple(shape)
+
+
+def _pattern(template: str) -> str:
+    escaped = re.escape(template)
+    escaped = escaped.replace(r"\{i\}", r"(?P<i>\d+)").replace(r"\{s\}", r"(?P<s>encoder|decoder)")
+    return escaped
+
+
+def locate(name: str, family: Family, prefix: str) -> Mapped | None:
+    """The HF tensor holding tformer tensor `name`, or None if the table has no rule for it."""
+    for rule in family.tensors:
+        ours, theirs, transform = (*rule, "")[:3]
+        suffix = "" if ours.endswith((".weight", ".bias")) else r"(?P<suffix>\.weight|\.bias)"
+        match = re.fullmatch(_pattern(ours) + suffix, name)
+        if match:
+            groups = match.groupdict()
+            hf_name = theirs.format(p=prefix, i=groups.get("i"), s=groups.get("s"))
+            hf_name += groups.get("suffix") or ""
+            if transform.startswith("qkv:"):
+                return Mapped(hf_name, "", int(transform.split(":")[1]))
+            return Mapped(hf_name, transform)
+    return None
+
+
+def _mapping(model: nn.Module, family: Family, prefix: str, *, unique: bool) -> dict[str, Mapped]:
+    names = unique_state_dict(model) if unique else model.state_dict()
+    mapping = {}
+    for name in names:
+        mapped = locate(name, family, prefix)
+        if mapped is None:
+            raise CheckpointError(
+                f"tformer tensor {name!r} has no {family.model_types[0]} name in the table"
+            )
+        mapping[name] = mapped
+    return mapping
+
+
+def load_hf_tensors(
+    model: nn.Module, family: Family, tensors: Mapping[str, Tensor], prefix: str, source: str
+) -> None:
+    """Copy HF `tensors` into `model`, checking every name and shape first."""
+    expected = unique_state_dict(model)
+    mapping = _mapping(model, family, prefix, unique=True)
+    problems, weights = [], {}
+    for name, mapped in mapping.items():
+        want = tuple(expected[name].shape)
+        if mapped.hf_name not in tensors:
+            hf_shape = mapped.hf_shape(expected[name])
+            problems.append(f"missing tensor {mapped.hf_name!r} (expected shape {hf_shape})")
+            continue
+        value = mapped.to_tformer(tensors[mapped.hf_name])
+        if tuple(value.shape) != want:
+            hf_shape = mapped.hf_shape(expected[name])
+            problems.append(
+                f"tensor {mapped.hf_name!r} has shape {tuple(tensors[mapped.hf_name].shape)}, "
+                f"expected shape {hf_shape} (for tformer's {name})"
+            )
+            continue
+        weights[name] = value.to(expected[name].dtype)
+    known = {m.hf_name for m in _mapping(model, family, prefix, unique=False).values()}
+    unused = sorted(
+        n for n in tensors if n not in known and not any(re.search(p, n) for p in family.ignored)
+    )
+    if unused:
+        problems.append(f"unexpected tensor(s) tformer would ignore: {', '.join(unused[:8])}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(problems))
+    model.load_state_dict(weights, strict=False)  # every unique name was checked above
+
+
+def hf_tensors(model: nn.Module, family: Family, prefix: str) -> dict[str, Tensor]:
+    """The model's weights under HF names (fused q/k/v concatenated back, in q, k, v order)."""
+    parts: dict[str, dict[int, Tensor]] = {}
+    out: dict[str, Tensor] = {}
+    state = unique_state_dict(model)
+    for name, mapped in _mapping(model, family, prefix, unique=True).items():
+        tensor = state[name]
+        if mapped.part is None:
+            out[mapped.hf_name] = mapped.to_hf(tensor).contiguous()
+        else:
+            parts.setdefault(mapped.hf_name, {})[mapped.part] = mapped.to_hf(tensor)
+    for hf_name, pieces in parts.items():
+        out[hf_name] = torch.cat([pieces[k] for k in sorted(pieces)], dim=-1).contiguous()
+    return out

@@ -1,0 +1,107 @@
+"""Hugging Face model directories: config.json + *.safetensors (one file or index-sharded).
+
+`model_from_hf` is the single path every import takes -- HF directories and GGUF files alike
+end in a config.json-style dict plus HF-named tensors -- so parity checked for one source
+holds for the other.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from tformer.checkpoint import CheckpointError, atomic_directory
+from tformer.models import TformerModel, build_model
+from tformer.pretrained.config_map import (
+    architecture_for,
+    family_for_config,
+    hf_config_from_model,
+    model_config_from_hf,
+)
+from tformer.pretrained.convert import hf_tensors, load_hf_tensors
+from tformer.pretrained.families import family_for
+from tformer.pretrained.tokenizers import tokenizer_from_hf_directory
+from tformer.tokenizer import Tokenizer
+
+INDEX_FILE = "model.safetensors.index.json"
+
+
+def is_hf_config(values: dict[str, Any]) -> bool:
+    """A Hugging Face config.json names its `model_type`; tformer's own names `arch`."""
+    return "model_type" in values and "arch" not in values
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    index = directory / INDEX_FILE
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [directory / shard for shard in shards]
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        others = [p.name for p in directory.glob("*.bin")]
+        hint = f" (found {', '.join(others)}: re-save with safe_serialization)" if others else ""
+        raise CheckpointError(f"{directory} has no *.safetensors weights{hint}")
+    return files
+
+
+def read_safetensors(directory: str | Path) -> dict[str, Tensor]:
+    """Every tensor of the directory's safetensors file(s), by name."""
+    tensors: dict[str, Tensor] = {}
+    for file in _weight_files(Path(directory)):
+        if not file.is_file():
+            raise CheckpointError(f"shard {file.name} listed in {INDEX_FILE} is missing")
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                tensors.update({name: handle.get_tensor(name) for name in handle.keys()})  # noqa: SIM118
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(f"{file} is corrupted or truncated ({error})") from error
+    return tensors
+
+
+def model_from_hf(
+    hf_config: dict[str, Any],
+    tensors: dict[str, Tensor],
+    source: str,
+    dtype: torch.dtype = torch.float32,
+) -> TformerModel:
+    """Build the tformer model config.json describes and fill it with HF-named `tensors`."""
+    family = family_for(hf_config.get("model_type", "<missing>"))
+    architecture = architecture_for(hf_config, family, source)
+    config = model_config_from_hf(hf_config, family, architecture, source)
+    model = build_model(config).to(dtype)
+    prefix = family.base_prefix if any(n.startswith(family.base_prefix) for n in tensors) else ""
+    load_hf_tensors(model, family, tensors, prefix, source)
+    return model.eval()
+
+
+def load_hf_directory(
+    directory: str | Path, *, dtype: torch.dtype = torch.float32
+) -> tuple[TformerModel, Tokenizer | None]:
+    """A tformer model (and the tokenizer, if the directory has one) from an HF directory."""
+    directory = Path(directory)
+    hf_config = json.loads((directory / "config.json").read_text())
+    model = model_from_hf(hf_config, read_safetensors(directory), str(directory), dtype)
+    return model, tokenizer_from_hf_directory(directory)
+
+
+def save_hf_directory(
+    model: TformerModel, directory: str | Path, tokenizer: Tokenizer | None = None
+) -> Path:
+    """Write `model` as a Hugging Face directory `transformers` can load (atomically)."""
+    family, architecture = family_for_config(model.config)
+    prefix = "" if architecture in family.bare_architectures else family.base_prefix
+    hf_config = hf_config_from_model(model.config, family, architecture)
+    with atomic_directory(directory) as tmp:
+        (tmp / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+        save_file(
+            hf_tensors(model, family, prefix), str(tmp / "model.safetensors"), {"format": "pt"}
+        )
+        if tokenizer is not None:
+            tokenizer.save(tmp)
+    return Path(directory)

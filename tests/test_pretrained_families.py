@@ -1,0 +1,228 @@
+"""Hugging Face import/export parity: random-initialised `transformers` models of every
+supported family, saved with save_pretrained, loaded by tformer, compared on padded batches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+import tformer  # noqa: E402
+from tformer import CheckpointError, ModelConfig, build_model  # noqa: E402
+from tformer.pretrained import save_hf_directory  # noqa: E402
+
+TOL = 1e-4
+VOCAB = 61
+
+
+def _randomise(model: torch.nn.Module) -> torch.nn.Module:
+    """Perturb every parameter (norms and biases too), so a swapped or dropped tensor shows."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+def _bert(cls_name: str) -> torch.nn.Module:
+    config = transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=48, max_position_embeddings=40, num_labels=3,
+    )  # fmt: skip
+    return getattr(transformers, cls_name)(config)
+
+
+def _gpt2() -> torch.nn.Module:
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=40,
+        bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    return transformers.GPT2LMHeadModel(config)
+
+
+def _llama(tie: bool = False) -> torch.nn.Module:
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64,
+        rope_theta=50000.0, rms_norm_eps=1e-5, tie_word_embeddings=tie,
+        bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config)
+
+
+def _bart() -> torch.nn.Module:
+    config = transformers.BartConfig(
+        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=1,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48,
+        decoder_ffn_dim=48, max_position_embeddings=40,
+    )  # fmt: skip
+    model = transformers.BartForConditionalGeneration(config)
+    model.final_logits_bias.normal_()  # a buffer, so _randomise would leave it at zero
+    return model
+
+
+HF_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
+    "bert-mlm": lambda: _bert("BertForMaskedLM"),
+    "bert-base": lambda: _bert("BertModel"),
+    "bert-classify": lambda: _bert("BertForSequenceClassification"),
+    "gpt2": _gpt2,
+    "llama-gqa": _llama,
+    "llama-tied": lambda: _llama(tie=True),
+    "bart": _bart,
+}
+
+
+def _batch() -> tuple[torch.Tensor, torch.Tensor]:
+    """Two right-padded sequences (lengths 9 and 5); pad id 1, real ids >= 3."""
+    ids = torch.randint(3, VOCAB, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, 5:] = 0
+    return ids.masked_fill(mask == 0, 1), mask
+
+
+def _run_hf(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> dict:
+    with torch.no_grad():
+        if model.config.model_type == "bart":
+            out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=ids[:, :6],
+                        decoder_attention_mask=mask[:, :6], output_hidden_states=True)  # fmt: skip
+            return {"logits": out.logits, "hidden": out.encoder_last_hidden_state}
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        logits = getattr(out, "logits", None)
+        # the last entry is after the final norm (GPT-2, Llama), like tformer's last_hidden_state
+        hidden = out.hidden_states[-1] if out.hidden_states else out.last_hidden_state
+        return {"logits": logits, "hidden": hidden}
+
+
+def _run_tformer(model: tformer.TformerModel, ids: torch.Tensor, mask: torch.Tensor) -> dict:
+    with torch.no_grad():
+        if model.config.arch == "encoder-decoder":
+            out = model(ids, ids[:, :6], attention_mask=mask, decoder_attention_mask=mask[:, :6])
+            return {"logits": out.logits, "hidden": out.encoder_last_hidden_state}
+        out = model(ids, attention_mask=mask)
+        return {"logits": out.logits, "hidden": out.last_hidden_state}
+
+
+def _assert_close(ours: dict, theirs: dict, mask: torch.Tensor) -> None:
+    """Equal within TOL on real (unpadded) positions; also non-trivial outputs."""
+    for key in ("hidden", "logits"):
+        a, b = ours[key], theirs[key]
+        if b is None:
+            continue
+        assert a is not None and a.shape == b.shape, key
+        if a.dim() == 3:
+            rows = mask[:, : a.shape[1]].bool()
+            a, b = a[rows], b[rows]
+        assert b.std() > 1e-2, f"{key}: reference output is degenerate"
+        assert (a - b).abs().max().item() <= TOL, f"{key}: max diff {(a - b).abs().max()}"
+
+
+@pytest.fixture(params=sorted(HF_MODELS))
+def hf_checkpoint(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[torch.nn.Module, Path]:
+    torch.manual_seed(0)
+    model = _randomise(HF_MODELS[request.param]())
+    model.save_pretrained(tmp_path / "hf")
+    return model, tmp_path / "hf"
+
+
+def test_imported_model_matches_transformers_on_padded_batch(hf_checkpoint) -> None:
+    hf_model, directory = hf_checkpoint
+    model, _ = tformer.load(directory)
+    ids, mask = _batch()
+    _assert_close(_run_tformer(model, ids, mask), _run_hf(hf_model, ids, mask), mask)
+
+
+def test_exported_model_loads_in_transformers_with_same_outputs(hf_checkpoint, tmp_path) -> None:
+    hf_model, directory = hf_checkpoint
+    model, _ = tformer.load(directory)
+    save_hf_directory(model, tmp_path / "exported")
+    reloaded = type(hf_model).from_pretrained(tmp_path / "exported").eval()
+    ids, mask = _batch()
+    _assert_close(_run_tformer(model, ids, mask), _run_hf(reloaded, ids, mask), mask)
+
+
+def test_native_llama_style_model_exports_to_transformers(tmp_path: Path) -> None:
+    config = ModelConfig(
+        arch="decoder", vocab_size=VOCAB, d_model=32, n_heads=4, n_kv_heads=1, n_layers=2,
+        d_ff=40, positional="rotary", rope_theta=1e4, norm="rmsnorm", norm_position="pre",
+        activation="swiglu", bias=False, tie_embeddings=False, dropout=0.0,
+    )  # fmt: skip
+    model = _randomise(build_model(config))
+    save_hf_directory(model, tmp_path / "hf")
+    reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids, mask = _batch()
+    _assert_close(_run_tformer(model, ids, mask), _run_hf(reference, ids, mask), mask)
+
+
+def test_sharded_checkpoint_loads(tmp_path: Path) -> None:
+    hf_model = _randomise(_llama())
+    hf_model.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    model, _ = tformer.load(tmp_path)
+    ids, mask = _batch()
+    _assert_close(_run_tformer(model, ids, mask), _run_hf(hf_model, ids, mask), mask)
+
+
+def _edit_weights(directory: Path, edit: Callable[[dict], None]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(directory / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, directory / "model.safetensors", {"format": "pt"})
+
+
+def _edit_config(directory: Path, **changes: object) -> None:
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+@pytest.fixture
+def gpt2_dir(tmp_path: Path) -> Path:
+    _gpt2().save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_missing_tensor_is_named_with_its_expected_shape(gpt2_dir: Path) -> None:
+    _edit_weights(gpt2_dir, lambda t: t.pop("transformer.h.1.attn.c_attn.weight"))
+    with pytest.raises(
+        CheckpointError, match=r"'transformer\.h\.1\.attn\.c_attn\.weight'.*\(32, 96\)"
+    ):
+        tformer.load(gpt2_dir)
+
+
+def test_shape_mismatch_is_named_with_its_expected_shape(gpt2_dir: Path) -> None:
+    def shrink(t: dict) -> None:
+        t["transformer.h.0.mlp.c_fc.weight"] = t["transformer.h.0.mlp.c_fc.weight"][
+            :, :100
+        ].contiguous()
+
+    _edit_weights(gpt2_dir, shrink)
+    with pytest.raises(
+        CheckpointError, match=r"c_fc\.weight' has shape \(32, 100\), expected shape \(32, 128\)"
+    ):
+        tformer.load(gpt2_dir)
+
+
+def test_unknown_architecture_lists_supported_ones(gpt2_dir: Path) -> None:
+    _edit_config(gpt2_dir, model_type="rwkv")
+    with pytest.raises(ValueError, match="unknown architecture model_type='rwkv'; supported: bert"):
+        tformer.load(gpt2_dir)
+
+
+def test_unsupported_setting_is_refused_not_ignored(tmp_path: Path) -> None:
+    _llama().save_pretrained(tmp_path)
+    _edit_config(
+        tmp_path, rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e4}
+    )
+    with pytest.raises(CheckpointError, match="rope_scaling"):
+        tformer.load(tmp_path)
+
+
+def test_model_without_hf_family_says_why(tmp_path: Path) -> None:
+    model = build_model(ModelConfig.preset("tiny-seq2seq"))
+    with pytest.raises(ValueError, match="no Hugging Face family can hold this model"):
+        save_hf_directory(model, tmp_path)
