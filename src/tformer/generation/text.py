@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
+
+from torch import Tensor
 
 from tformer.tokenizer import Tokenizer
 
@@ -28,3 +30,18 @@ def stream_text(tokenizer: Tokenizer, tokens: Iterable[int]) -> Iterator[str]:
     text = tokenizer.decode(ids)
     if len(text) > shown:
         yield text[shown:]
+
+
+def until_end(tokens: Sequence[int], end_ids: Collection[int]) -> list[int]:
+    """A generated row up to (not including) its first EOS or padding token."""
+    out: list[int] = []
+    for token in tokens:
+        if token in end_ids:
+            break
+        out.append(token)
+    return out
+
+
+def decode_rows(tokenizer: Tokenizer, rows: Tensor, end_ids: Collection[int]) -> list[str]:
+    """(N, T) generated tokens -> N strings, each cut at its end of sequence."""
+    return [tokenizer.decode(until_end(row, end_ids)) for row in rows.tolist()]

@@ -1,0 +1,131 @@
+"""`tformer generate MODEL --prompt TEXT`: continue text with a decoder-only LM."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p")
+
+
+def add_decoding_options(p: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
+    """The options of `tformer.generation.generate` (shared with `tformer translate`)."""
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        metavar="N",
+        help=f"default: {max_new_tokens}, or fewer if the model's context is shorter",
+    )
+    p.set_defaults(default_max_new_tokens=max_new_tokens)
+    p.add_argument("--beams", type=int, default=1, metavar="K", help="beam search width")
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam score / length**this")
+    p.add_argument(
+        "--sample",
+        action="store_true",
+        help="sample instead of greedy (implied by --temperature/--top-k/--top-p/--min-p)",
+    )
+    p.add_argument("--temperature", type=float, help="sampling temperature (default 1.0)")
+    p.add_argument("--top-k", type=int, help="sample among the k most likely tokens")
+    p.add_argument("--top-p", type=float, help="nucleus sampling: smallest set with mass p")
+    p.add_argument("--min-p", type=float, help="drop tokens below min-p x the best's prob")
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=int, help="seed for reproducible sampling")
+    p.add_argument("--static-cache", action="store_true", help="preallocated KV cache")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def decoding_options(args: argparse.Namespace, room: int) -> dict[str, Any]:
+    """Keyword arguments for `generate` from the parsed decoding options; `room` is how many
+    new tokens the model's context has space for (the default is cut to it)."""
+    max_new_tokens = args.max_new_tokens or min(args.default_max_new_tokens, room)
+    sampling = {name: getattr(args, name) for name in SAMPLING_OPTIONS}
+    options = {name: value for name, value in sampling.items() if value is not None}
+    return dict(
+        options,
+        max_new_tokens=max_new_tokens,
+        num_beams=args.beams,
+        length_penalty=args.length_penalty,
+        do_sample=args.sample or bool(options),
+        repetition_penalty=args.repetition_penalty,
+        seed=args.seed,
+        static_cache=args.static_cache or args.compile,
+        compile_step=args.compile,
+    )
+
+
+def load_for_generation(path: str, device: str) -> tuple[Any, Any]:
+    """`tformer.load` the model (eval mode, on `device`) and insist on its tokenizer."""
+    import tformer
+
+    model, tokenizer = tformer.load(path)
+    if tokenizer is None:
+        raise ValueError(f"{path} has no tokenizer, so text cannot be encoded; save one with it")
+    return model.to(device).eval(), tokenizer
+
+
+def end_token_ids(model: Any) -> set[int]:
+    """Tokens that end a generated row: EOS, and the padding that follows it."""
+    return {i for i in (model.config.eos_id, model.config.pad_id) if i is not None}
+
+
+def one_line(text: str) -> str:
+    """Line breaks inside an output become spaces, so outputs map 1:1 onto lines."""
+    return " ".join(text.splitlines())
+
+
+def run(args: argparse.Namespace) -> None:
+    import torch
+
+    from tformer.generation import generate, left_pad, stream, stream_text
+    from tformer.generation.text import decode_rows
+    from tformer.models import DecoderOnlyLM
+
+    model, tokenizer = load_for_generation(args.model, args.device)
+    if not isinstance(model, DecoderOnlyLM):
+        raise ValueError(f"{args.model} is not a decoder-only LM; use `tformer translate`")
+    if args.chat is not None:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": args.chat}])
+        rows = [tokenizer.encode(text, add_special_tokens=False)]
+    elif args.prompt:
+        rows = tokenizer.encode_batch(args.prompt)
+    else:
+        raise ValueError("give --prompt TEXT (one or more) or --chat MESSAGE")
+    ids, mask = left_pad(rows, model.config.pad_id or 0)
+    ids, mask = ids.to(args.device), mask.to(args.device)
+    room = model.config.max_seq_len - ids.shape[1]
+    options = decoding_options(args, room) | {
+        "stop_strings": args.stop or None,
+        "tokenizer": tokenizer,
+    }
+    end_ids = end_token_ids(model)
+    if args.stream:
+        if len(rows) > 1:
+            raise ValueError("--stream prints one output: give a single --prompt")
+        steps = (int(t[0]) for t in stream(model, ids, mask, **options))
+        for piece in stream_text(tokenizer, (t for t in steps if t not in end_ids)):
+            print(piece, end="", flush=True)
+        print()
+        return
+    with torch.inference_mode():
+        new_tokens = generate(model, ids, mask, **options)
+    for text in decode_rows(tokenizer, new_tokens, end_ids):
+        sys.stdout.write((one_line(text) if len(rows) > 1 else text) + "\n")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="continue a prompt with a decoder-only model",
+        description="Continue each --prompt (or answer one --chat message with the model's "
+        "chat template) with a model loaded by tformer.load: a tformer checkpoint, a Hugging "
+        "Face directory or a .gguf file. Prints one continuation per prompt.",
+    )
+    p.add_argument("model", metavar="MODEL", help="checkpoint directory or .gguf file")
+    p.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
+    p.add_argument("--chat", metavar="MESSAGE", help="a user message, wrapped in the template")
+    p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    p.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
+    add_decoding_options(p, max_new_tokens=64)
+    p.set_defaults(handler=run)

@@ -1,0 +1,120 @@
+"""`tformer generate` and `tformer translate`: what they print equals the library's output."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+import torch
+
+from tformer import ModelConfig, Tokenizer, build_model
+from tformer.cli import main
+from tformer.generation import generate
+
+TEXT = "the quick brown fox jumps over the lazy dog\nhello world\n"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    corpus = tmp_path_factory.mktemp("corpus") / "text.txt"
+    corpus.write_text(TEXT)
+    return Tokenizer.train_char([corpus])
+
+
+def save_tiny(tmp_path: Path, tokenizer: Tokenizer | None, arch: str, name: str) -> Path:
+    ids = (tokenizer or TOKENIZER_STUB).config_ids()
+    config = ModelConfig(
+        arch=arch,
+        d_model=32,
+        n_heads=4,
+        n_layers=2,
+        d_ff=48,
+        max_seq_len=48,
+        dropout=0.0,
+        tie_embeddings=False,
+        **ids,  # type: ignore[arg-type]
+    )
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    return model.save_pretrained(tmp_path / name, tokenizer)
+
+
+class _Stub:
+    def config_ids(self) -> dict[str, int]:
+        return {"vocab_size": 40, "pad_id": 0, "bos_id": 1, "eos_id": 2, "mask_id": 4}
+
+
+TOKENIZER_STUB = _Stub()
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def reference_text(path: Path, tokenizer: Tokenizer, prompt: str, **options: object) -> str:
+    import tformer
+
+    model, _ = tformer.load(path)
+    ids = torch.tensor([tokenizer.encode(prompt)])
+    row = generate(model, ids, **options)[0].tolist()  # type: ignore[arg-type]
+    end = {model.config.eos_id, model.config.pad_id}
+    kept = row[: next((i for i, t in enumerate(row) if t in end), len(row))]
+    return tokenizer.decode(kept)
+
+
+def test_generate_prints_the_library_continuation(tmp_path, tokenizer, capsys) -> None:
+    path = save_tiny(tmp_path, tokenizer, "decoder", "lm")
+    code, out, _ = run_cli(
+        ["generate", str(path), "--prompt", "the", "--max-new-tokens", "12"], capsys
+    )
+    assert code == 0
+    assert out == reference_text(path, tokenizer, "the", max_new_tokens=12) + "\n"
+    code, streamed, _ = run_cli(
+        ["generate", str(path), "--prompt", "the", "--max-new-tokens", "12", "--stream"], capsys
+    )
+    assert (code, streamed) == (0, out)
+
+
+def test_generate_batch_and_seeded_sampling(tmp_path, tokenizer, capsys) -> None:
+    path = save_tiny(tmp_path, tokenizer, "decoder", "lm")
+    args = ["generate", str(path), "--prompt", "hello", "--prompt", "the fox", "--top-p", "0.9"]
+    code, out, _ = run_cli([*args, "--seed", "4"], capsys)
+    assert code == 0 and len(out.splitlines()) == 2
+    assert run_cli([*args, "--seed", "4"], capsys)[1] == out
+
+
+def test_translate_writes_one_line_per_input_line(tmp_path, tokenizer, capsys, monkeypatch) -> None:
+    path = save_tiny(tmp_path, tokenizer, "encoder-decoder", "mt")
+    lines = ["hello world", "", "the lazy dog jumps"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    code, out, _ = run_cli(["translate", str(path), "--max-new-tokens", "10"], capsys)
+    assert code == 0
+    expected = [
+        reference_text(path, tokenizer, line, max_new_tokens=10, num_beams=4) if line else ""
+        for line in lines
+    ]
+    assert out.split("\n")[:-1] == expected
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(lines) + "\n")
+    code, from_file, _ = run_cli(
+        ["translate", str(path), str(source), "--max-new-tokens", "10"], capsys
+    )
+    assert (code, from_file) == (0, out)
+
+
+def test_cli_errors_are_one_line(tmp_path, tokenizer, capsys) -> None:
+    no_tokenizer = save_tiny(tmp_path, None, "decoder", "bare")
+    code, _, err = run_cli(["generate", str(no_tokenizer), "--prompt", "x"], capsys)
+    assert code == 2 and "has no tokenizer" in err
+    lm = save_tiny(tmp_path, tokenizer, "decoder", "lm")
+    code, _, err = run_cli(["translate", str(lm)], capsys)
+    assert code == 2 and "not an encoder-decoder" in err
+    code, _, err = run_cli(["generate", str(lm), "--prompt", "the", "--top-p", "1.5"], capsys)
+    assert code == 2 and "top_p" in err
+    code, _, err = run_cli(
+        ["generate", str(lm), "--prompt", "a", "--prompt", "b", "--stream"], capsys
+    )
+    assert code == 2 and "single --prompt" in err
