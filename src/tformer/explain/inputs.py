@@ -81,25 +81,21 @@ def plan_seq2seq(
     source = torch.tensor([ids], device=device)
     what = "the target text"
     if target_ids is None:
-        target_ids, what = greedy_target(model, source, start), "the greedy translation"
+        target_ids, what = greedy_target(model, source), "the greedy translation"
     decoder_input = torch.tensor([[start, *target_ids]], device=device)
     rows = list(range(len(target_ids)))
     kwargs = {"input_ids": source, "decoder_input_ids": decoder_input}
     return Plan(kwargs, "decoder", rows, list(target_ids), what)
 
 
-def greedy_target(model: Any, source: Tensor, start: int) -> list[int]:
-    """The most likely target, one token at a time, stopping after EOS. Quadratic but short:
-    a report explains one sentence, so no cache is needed."""
-    eos, tokens = model.config.eos_id, [start]
+def greedy_target(model: Any, source: Tensor) -> list[int]:
+    """The model's greedy output for `source` (1, S), up to and including its EOS."""
+    from tformer.generation import generate
+
     limit = min(MAX_GENERATED, model.config.max_seq_len - 1)
-    with torch.no_grad():
-        memory = model.encode(source)
-        while len(tokens) <= limit and (len(tokens) == 1 or tokens[-1] != eos):
-            decoder_input = torch.tensor([tokens], device=source.device)
-            logits = model.decode(decoder_input, memory).logits  # (1, t, vocab)
-            tokens.append(int(logits[0, -1].argmax()))
-    return tokens[1:]
+    tokens = generate(model, source, max_new_tokens=limit)[0].tolist()
+    eos = model.config.eos_id
+    return tokens[: tokens.index(eos) + 1] if eos in tokens else tokens
 
 
 def fill_labels(plan: Plan, logits: Tensor | None) -> None:
