@@ -302,3 +302,21 @@ def test_encoder_model_is_rejected() -> None:
     encoder = build_model(ModelConfig(arch="encoder", vocab_size=VOCAB, d_model=16, n_heads=2))
     with pytest.raises(ValueError, match="DecoderOnlyLM or EncoderDecoder"):
         generate(encoder, prompts(), max_new_tokens=2)
+
+
+@pytest.mark.slow
+def test_compiled_static_decode_step_compiles_once_for_all_lengths() -> None:
+    """torch.compile sees one graph for every decode step (one shape), with the same tokens."""
+    from torch._dynamo.utils import counters
+
+    model = tiny("decoder", **DECODERS["llama-gqa"])
+    source = prompts()
+    eager = generate(model, source, max_new_tokens=12, eos_token_id=[])
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = generate(
+        model, source, max_new_tokens=12, eos_token_id=[], static_cache=True, compile_step=True
+    )
+    assert torch.equal(compiled, eager)
+    assert counters["stats"]["unique_graphs"] == 1
+    assert not counters["recompiles"]
