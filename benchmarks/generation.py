@@ -68,21 +68,20 @@ def load_transformers(path: Path) -> Any:
     return model.eval()
 
 
-def make_generate(contender: str, path: Path) -> tuple[Any, Any]:
-    """(function (ids, mask, n) -> new tokens, tokenizer) for one contender."""
+def make_generate(contender: str, path: Path) -> Any:
+    """A function (ids, mask, n) -> new tokens (B, n) for one contender."""
     import tformer
     from tformer.generation import generate
 
-    ours, tokenizer = tformer.load(path)
     if contender == "transformers":
         theirs = load_transformers(path)
-        del ours
 
         def run(ids: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
             out = theirs.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False)
             return out[:, ids.shape[1] :]
 
-        return run, tokenizer
+        return run
+    ours, _ = tformer.load(path)
     options: dict[str, Any] = {
         "tformer-static": {"static_cache": True},
         "tformer-nocache": {"use_cache": False},
@@ -93,17 +92,27 @@ def make_generate(contender: str, path: Path) -> tuple[Any, Any]:
     def run_ours(ids: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
         return generate(ours, ids, mask, max_new_tokens=n, eos_token_id=[], **options)
 
-    return run_ours, tokenizer
+    return run_ours
 
 
-def child(contender: str, batch: int, new_tokens: int, threads: int) -> dict[str, Any]:
-    """Time one contender in this process; returns the measurement."""
+def encode_prompts() -> list[list[int]]:
+    import tformer
+
+    _, tokenizer = tformer.load(gguf_path())
+    assert tokenizer is not None
+    return [tokenizer.encode(p, add_special_tokens=False) for p in PROMPTS]
+
+
+def child(
+    contender: str, prompts: list[list[int]], new_tokens: int, threads: int
+) -> dict[str, Any]:
+    """Time one contender in this process (which loads only its own model)."""
     torch.set_num_threads(threads)
     from tformer.generation import left_pad
 
-    run, tokenizer = make_generate(contender, gguf_path())
-    prompts = [tokenizer.encode(p, add_special_tokens=False) for p in PROMPTS[:batch]]
+    run = make_generate(contender, gguf_path())
     ids, mask = left_pad(prompts, pad_id=0)
+    batch = len(prompts)
     with torch.inference_mode():
         run(ids, mask, 4)  # warm-up: allocator, kernels
         start = time.perf_counter()
@@ -120,6 +129,30 @@ def child(contender: str, batch: int, new_tokens: int, threads: int) -> dict[str
     }
 
 
+def perplexity_check(threads: int, n_tokens: int = 512) -> dict[str, Any]:
+    """bf16 quality: perplexity of the held-out Tiny Shakespeare split, bf16 vs float32."""
+    import tformer
+
+    torch.set_num_threads(threads)
+    text_file = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+    text = text_file.read_text()
+    held_out = text[int(len(text) * 0.9) :]  # the standard validation split
+    model, tokenizer = tformer.load(gguf_path())
+    assert tokenizer is not None
+    ids = torch.tensor([tokenizer.encode(held_out, add_special_tokens=False)[:n_tokens]])
+    result: dict[str, Any] = {
+        "check": "perplexity",
+        "text": "tinyshakespeare val",
+        "tokens": n_tokens,
+    }
+    for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        with torch.inference_mode():
+            loss = model.to(dtype)(ids[:, :-1], labels=ids[:, 1:]).loss
+        result[f"ppl_{name}"] = round(float(loss.float().exp()), 4)
+    result["bf16_vs_fp32"] = round(result["ppl_bfloat16"] / result["ppl_float32"] - 1, 5)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=128)
@@ -127,21 +160,24 @@ def main() -> None:
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     parser.add_argument("--nocache-batches", type=int, nargs="+", default=[1])
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    parser.add_argument("--child", nargs=2, metavar=("CONTENDER", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("CONTENDER", "IDS"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.child:
-        result = child(args.child[0], int(args.child[1]), args.new_tokens, args.threads)
+        prompts = json.loads(args.child[1])
+        result = child(args.child[0], prompts, args.new_tokens, args.threads)
         print(json.dumps(result))
         return
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     machine = f"{platform.machine()} {platform.processor()} cpus={len(__import__('os').sched_getaffinity(0))}"
     results = []
+    prompts = encode_prompts()  # here, so each contender's process loads only its model
     for batch in args.batch:
         for contender in args.contenders:
             if contender == "tformer-nocache" and batch not in args.nocache_batches:
                 continue
-            command = [sys.executable, __file__, "--child", contender, str(batch)]
+            ids = json.dumps(prompts[:batch])
+            command = [sys.executable, __file__, "--child", contender, ids]
             command += ["--new-tokens", str(args.new_tokens), "--threads", str(args.threads)]
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -150,11 +186,17 @@ def main() -> None:
             results.append(result)
             print(json.dumps(result), flush=True)
     add_ratios(results)
+    if "tformer-bf16" in args.contenders:
+        quality = perplexity_check(args.threads) | {"time": stamp}
+        print(json.dumps(quality))
+        results.append(quality)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as handle:
         for result in results:
             handle.write(json.dumps(result) + "\n")
     for r in results:
+        if "contender" not in r:
+            continue
         ratios = {k: v for k, v in r.items() if k.startswith("x_")}
         print(f"{r['contender']:16s} batch {r['batch']}  {r['tokens_per_s']:8.2f} tok/s  "
               f"{r['peak_rss_mib']:7.0f} MiB  {ratios}")  # fmt: skip
