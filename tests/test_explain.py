@@ -376,3 +376,12 @@ def test_cli_rejects_bad_figure_names(checkpoint: Path, tmp_path: Path) -> None:
             main(["explain", str(checkpoint), "--text", "To", "--out", str(out), "--png", figure])
             == 2
         )
+
+
+def test_model_without_tokenizer_reads_text_as_token_ids(tokenizer: tformer.Tokenizer) -> None:
+    model = _model(tokenizer, "tiny-seq2seq")
+    report = explain(model, None, "5 6 7", target="7 6")
+    assert report.capture["encoder"].input_ids.tolist() == [[5, 6, 7]]
+    assert report.capture["decoder"].input_ids.tolist() == [[model.config.bos_id, 7, 6]]
+    with pytest.raises(ValueError, match="token ids"):
+        explain(model, None, "5 six 7")

@@ -17,6 +17,7 @@ from tformer.explain.inputs import (
     Plan,
     encode_text,
     fill_labels,
+    id_tokenizer,
     plan_decoder,
     plan_encoder,
     plan_seq2seq,
@@ -120,10 +121,11 @@ def explain(
     Decoders: `target` continues the text; without it the next token is explained.
     Encoder-decoders: `text` is the source, `target` the translation (greedy if None).
     Encoders: `sentences` are compared with the text by pooled embedding.
+    Without a tokenizer, `text` and `target` are token ids separated by spaces ("5 3 9").
     """
-    if tokenizer is None:
-        raise ValueError("this model was saved without a tokenizer; explain needs one to read text")
     config: ModelConfig = model.config
+    if tokenizer is None:  # a model saved without one (synthetic tasks): text is token ids
+        tokenizer = id_tokenizer(config.vocab_size, f"{text} {target or ''}")
     device = next(model.parameters()).device
     model.eval()
     plan = _plan(model, tokenizer, text, target, device)

@@ -115,7 +115,8 @@ def _positions(plt: Any, ex: Explanation) -> Any:
 
 def _residual(plt: Any, ex: Explanation) -> Any:
     labels, norms = residual_norms(ex.capture[ex.stack])
-    return _heatmap(plt, norms, labels, ex.tokens[ex.stack], "residual-stream norm")
+    log_norms = norms.clamp_min(1e-6).log10()
+    return _heatmap(plt, log_norms, labels, ex.tokens[ex.stack], "log10 residual-stream norm")
 
 
 def _lens(plt: Any, ex: Explanation) -> Any:

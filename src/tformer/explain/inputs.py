@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from tokenizers import Tokenizer as Backend
+from tokenizers import models, pre_tokenizers
 from torch import Tensor
 from torch.nn import functional as F
 
@@ -42,9 +44,27 @@ def encode_text(tokenizer: Tokenizer, text: str, what: str = "text") -> list[int
     if not text.strip():
         raise ValueError(f"the {what} to explain is empty; pass some text, e.g. --text 'Hello'")
     ids = tokenizer.encode(text)
+    pad = tokenizer.token_id("pad")
+    while ids and ids[-1] == pad:  # one unbatched text: a tokenizer's fixed-length padding is noise
+        ids.pop()
     if not ids:
         raise ValueError(f"the {what} {text!r} encodes to no tokens with this tokenizer")
     return ids
+
+
+def id_tokenizer(vocab_size: int, text: str) -> Tokenizer:
+    """Reads "5 3 9" as the token ids 5, 3, 9: lets models trained without a tokenizer
+    (synthetic tasks such as copying) be explained. `text` is checked to be such ids."""
+    for part in text.split():
+        if not part.isdigit() or int(part) >= vocab_size:
+            raise ValueError(
+                f"this model was saved without a tokenizer, so the text must be token ids in "
+                f"[0, {vocab_size}) separated by spaces, e.g. '3 4 5'; got {part!r}"
+            )
+    vocab = {str(i): i for i in range(vocab_size)}
+    backend = Backend(models.WordLevel(vocab, unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return Tokenizer(backend, {})
 
 
 def plan_decoder(ids: list[int], target_ids: list[int], device: torch.device) -> Plan:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from html import escape
 
 import torch
+from torch import Tensor
 
 from tformer.explain.capture import residual_norms
 from tformer.explain.explanation import Explanation
@@ -77,14 +78,11 @@ def embeddings(ex: Explanation, page: Page) -> str:
         "‖token + position‖": record.embedding_sum,
         "‖stream start‖": record.embedded,
     }
-    columns = {k: v[0].norm(dim=-1).tolist() for k, v in parts.items() if v is not None}
-    head = "".join(f"<th>{k}</th>" for k in columns)
-    rows = "".join(
-        f"<tr><td>{escape(token)}</td>"
-        + "".join(f"<td>{values[i]:.3f}</td>" for values in columns.values())
-        + "</tr>"
-        for i, token in enumerate(ex.tokens[ex.stack])
-    )
+    rows = [
+        (name, [f"<td>{value:.2f}</td>" for value in part[0].norm(dim=-1).tolist()])
+        for name, part in parts.items()
+        if part is not None
+    ]
     plot = ""
     if ex.position_table is not None:
         rotary = ex.config.positional == "rotary"
@@ -92,8 +90,8 @@ def embeddings(ex: Explanation, page: Page) -> str:
             "rotary cosines cos(position × θ_i)" if rotary else f"{ex.config.positional} encodings"
         )
         n = ex.position_table.shape[0]
-        rows = [str(p) if p % 8 == 0 else "" for p in range(n)]  # every 8th: labels stay legible
-        map_id = page.add(title, ex.position_table, rows, None, diverging=True)
+        labels = [str(p) if p % 8 == 0 else "" for p in range(n)]  # every 8th stays legible
+        map_id = page.add(title, ex.position_table, labels, None, diverging=True)
         plot = (
             f"<h3>Positional encodings: {escape(title)}</h3>{canvas(map_id, 'labelled positions')}"
         )
@@ -101,10 +99,9 @@ def embeddings(ex: Explanation, page: Page) -> str:
         "Embeddings and positions",
         "Each token id is looked up in the embedding matrix; position information is added "
         "(sinusoidal or learned) or applied inside attention (rotary). The table gives vector "
-        "lengths; the plot shows the encoding of each position (rows) in each dimension "
-        "(columns, blue negative, red positive): fast-changing dimensions on the left, slow on the right.",
-        f'<div class="explorer"><div class="scroll"><table><tr><th>token</th>{head}</tr>{rows}'
-        f"</table></div><div>{plot}</div></div>",
+        "lengths per token; the plot shows the encoding of each position (rows) in each "
+        "dimension (columns, blue negative, red positive).",
+        _token_table(ex.tokens[ex.stack], rows) + plot,
     )
 
 
@@ -186,58 +183,65 @@ def residual_stream(ex: Explanation, page: Page) -> str:
         if layer.ffn_activation is not None
     ]
     tokens = ex.tokens[ex.stack]
-    stream_id = page.add("residual-stream norm", norms, labels, tokens)
+    # log10: norms grow with depth and a few "sink" tokens are orders of magnitude larger.
+    stream_id = page.add(
+        "log10 residual-stream norm", norms.clamp_min(1e-6).log10(), labels, tokens
+    )
     ffn_id = page.add(
-        "feed-forward activation RMS",
-        torch.stack(ffn),
+        "log10 feed-forward activation RMS",
+        torch.stack(ffn).clamp_min(1e-6).log10(),
         [f"layer {i}" for i in range(len(ffn))],
         tokens,
     )
     return _section(
         "Residual stream and feed-forward layers",
-        "Left: the length of each token's vector in the residual stream, entering the first "
-        "block and after each sub-layer (self-attention, cross-attention, feed-forward) of each "
-        "block. Right: the root-mean-square activation of each block's feed-forward hidden "
-        "layer per token — where the MLPs fire.",
+        "Left: the length (log10) of each token's vector in the residual stream, entering the "
+        "first block and after each sub-layer (self_attn, cross_attn, ffn) of each block. "
+        "Right: the root-mean-square activation (log10) of each block's feed-forward hidden "
+        "layer per token — where the MLPs fire. Hover a map for its value range.",
         f'<div class="explorer"><div>{canvas(stream_id)}</div><div>{canvas(ffn_id)}</div></div>',
     )
 
 
-def _prob_cell(token: str, prob: float) -> str:
-    style = f"background: rgba(33,145,140,{prob:.3f})"
-    return (
-        f'<td style="{style}" title="p={prob:.4f}">{escape(token)} <small>{prob:.2f}</small></td>'
-    )
+def _token_table(tokens: list[str], rows: list[tuple[str, list[str]]]) -> str:
+    """A table with one column per token and one row per (label, cells)."""
+    head = "".join(f"<th>{escape(t)}</th>" for t in tokens)
+    body = "".join(f"<tr><th>{escape(label)}</th>{''.join(cells)}</tr>" for label, cells in rows)
+    return f'<div class="scroll"><table><tr><th></th>{head}</tr>{body}</table></div>'
+
+
+def _prob_cells(ids: Tensor, probs: Tensor, names: dict[int, str]) -> list[str]:
+    """One cell per position: the token and its probability, shaded by the probability."""
+    return [
+        f'<td style="background: rgba(33,145,140,{p:.3f})" title="p={p:.4f}">'
+        f"{escape(names[i])}<br><small>{p:.2f}</small></td>"
+        for i, p in zip(ids.tolist(), probs.tolist(), strict=True)
+    ]
 
 
 def predictions(ex: Explanation, page: Page) -> str:
     if ex.predictions is None or ex.lens is None:
         return ""
     tokens = ex.tokens[ex.stack]
-    top = "".join(
-        f"<tr><td>{p}</td><td>{escape(tok)}</td>"
-        + "".join(_prob_cell(ex.names[int(i)], float(q)) for i, q in zip(ids, probs, strict=True))
-        + "</tr>"
-        for p, (tok, ids, probs) in enumerate(
-            zip(tokens, ex.predictions.ids, ex.predictions.probs, strict=True)
+    top = ex.predictions
+    ranks = [
+        (f"top {r + 1}", _prob_cells(top.ids[:, r], top.probs[:, r], ex.names))
+        for r in range(top.ids.shape[1])
+    ]
+    depths = [
+        (
+            "embeddings" if depth == 0 else f"after block {depth - 1}",
+            _prob_cells(ex.lens.ids[depth], ex.lens.probs[depth], ex.names),
         )
-    )
-    k = ex.predictions.ids.shape[1]
-    lens_rows = "".join(
-        f"<tr><td>{'embeddings' if depth == 0 else f'after block {depth - 1}'}</td>"
-        + "".join(_prob_cell(ex.names[int(i)], float(q)) for i, q in zip(ids, probs, strict=True))
-        + "</tr>"
-        for depth, (ids, probs) in enumerate(zip(ex.lens.ids, ex.lens.probs, strict=True))
-    )
-    token_head = "".join(f"<th>{escape(t)}</th>" for t in tokens)
+        for depth in range(ex.lens.ids.shape[0])
+    ]
     return _section(
         "Predictions and logit lens",
-        "Top: the model's most likely next tokens at each position (for a masked LM: the most "
-        "likely token at that position). Bottom (logit lens): the residual stream after each "
-        "block read through the final norm and output layer, as if the model ended there — "
-        "watch the final prediction form with depth.",
-        f'<div class="scroll"><table><tr><th>pos</th><th>input</th><th colspan="{k}">top {k}</th></tr>{top}</table></div>'
-        f'<h3>Logit lens</h3><div class="scroll"><table><tr><th>depth</th>{token_head}</tr>{lens_rows}</table></div>',
+        "Top: the model's most likely next tokens after each input token (for a masked LM: the "
+        "most likely token at that position), shaded by probability. Bottom (logit lens): the "
+        "residual stream after each block read through the final norm and output layer, as if "
+        "the model ended there — watch the final prediction form with depth.",
+        _token_table(tokens, ranks) + "<h3>Logit lens</h3>" + _token_table(tokens, depths),
     )
 
 
