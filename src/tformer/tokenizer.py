@@ -83,6 +83,10 @@ class Tokenizer:
         missing = [token for token in special_tokens.values() if backend.token_to_id(token) is None]
         if missing:
             raise ValueError(f"special token(s) {missing} are not in the vocabulary")
+        # Padding and truncation are chosen per call (collators, pipelines), never by a file:
+        # a tokenizer.json saved by sentence-transformers pads every text to 128 tokens.
+        backend.no_padding()
+        backend.no_truncation()
         self.backend = backend
         self.special_tokens = dict(special_tokens)
         self.chat_template = chat_template  # Jinja source, as Hugging Face stores it

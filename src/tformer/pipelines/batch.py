@@ -1,0 +1,50 @@
+"""Texts -> a right-padded batch for an encoder, truncated or refused when too long."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from tformer.models import EncoderModel, TformerModel
+from tformer.tokenizer import Tokenizer
+
+
+def require_encoder(model: TformerModel, task: str) -> EncoderModel:
+    if not isinstance(model, EncoderModel):
+        raise ValueError(
+            f"{task} needs an encoder (BERT-style) model, not a {type(model).__name__}"
+        )
+    return model
+
+
+def encode_texts(
+    model: TformerModel,
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    *,
+    max_length: int | None = None,
+    truncate: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """ids (B, T) and attention_mask (B, T) on the model's device, right-padded with its pad id.
+
+    Texts longer than `max_length` tokens (default: the model's max_seq_len) are cut to it
+    (special tokens kept) or, with truncate=False, rejected with the offending text's index.
+    """
+    limit = max_length or model.config.max_seq_len
+    rows = tokenizer.encode_batch(texts, max_length=limit if truncate else None)
+    for i, row in enumerate(rows):
+        if len(row) > limit:
+            raise ValueError(
+                f"text {i} is {len(row)} tokens long, more than max_length={limit}; shorten "
+                "it or allow truncation"
+            )
+    length = max(len(row) for row in rows)
+    ids = torch.full((len(rows), length), model.config.pad_id or 0, dtype=torch.long)
+    mask = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    device = next(model.parameters()).device
+    return ids.to(device), mask.to(device)

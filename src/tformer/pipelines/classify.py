@@ -1,0 +1,35 @@
+"""Sequence classification: a label and its probability for each text."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from tformer.models import TformerModel
+from tformer.pipelines.batch import encode_texts, require_encoder
+from tformer.tokenizer import Tokenizer
+
+
+@torch.inference_mode()
+def classify(
+    model: TformerModel, tokenizer: Tokenizer, texts: Sequence[str], *, batch_size: int = 32
+) -> list[list[tuple[str, float]]]:
+    """Per text, every (label, probability) pair, most likely first. Labels are the config's
+    class names (`labels`, e.g. a Hugging Face id2label) or the class ids as strings."""
+    encoder = require_encoder(model, "classification")
+    config = encoder.config
+    if config.task_head != "sequence-classification":
+        raise ValueError(
+            f"this model's head is {config.task_head!r}; classification needs a "
+            "sequence-classification head (train one, or load a *ForSequenceClassification)"
+        )
+    names = config.labels or tuple(str(i) for i in range(config.n_labels))
+    results = []
+    for start in range(0, len(texts), batch_size):
+        ids, mask = encode_texts(encoder, tokenizer, texts[start : start + batch_size])
+        probs = encoder(ids, attention_mask=mask).logits.float().softmax(-1)  # (B, n_labels)
+        for row in probs:
+            order = row.argsort(descending=True).tolist()
+            results.append([(names[i], float(row[i])) for i in order])
+    return results
