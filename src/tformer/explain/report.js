@@ -53,28 +53,42 @@ function drawHeatmap(canvas, map, withLabels) {
     withLabels && labels ? Math.max(0, ...labels.map((s) => ctx.measureText(s).width)) + 6 : 0;
   const left = labelWidth(map.rows);
   const top = labelWidth(map.cols);
-  const maxSide = withLabels ? 560 : Number(canvas.dataset.size || 96);
-  const cell = Math.max(1, Math.min(withLabels ? 28 : 12, Math.floor(maxSide / Math.max(nRows, nCols, 1))));
-  canvas.width = left + cell * nCols + 2;
-  canvas.height = top + cell * nRows + 2;
+  let cellW;
+  let cellH;
+  if (withLabels) {
+    // Token x token maps get square cells; others size each axis on its own, so a wide table
+    // (positions x dimensions) still fills the width. Densely labelled axes keep room for text.
+    const fit = (room, n, labels) => {
+      const dense = labels && labels.filter(Boolean).length > labels.length / 2;
+      return Math.max(dense ? font + 1 : 1, Math.min(28, Math.floor(room / Math.max(n, 1))));
+    };
+    cellW = fit(840, nCols, map.cols);
+    cellH = fit(560, nRows, map.rows);
+    if (map.rows && map.cols && map.rows.every(Boolean)) cellW = cellH = Math.min(cellW, cellH);
+  } else {
+    const side = Number(canvas.dataset.size || 96);
+    cellW = cellH = Math.max(1, Math.min(12, Math.floor(side / Math.max(nRows, nCols, 1))));
+  }
+  canvas.width = left + cellW * nCols + 2;
+  canvas.height = top + cellH * nRows + 2;
   ctx.font = `${font}px monospace`;
   const [lo, hi] = range(map);
   const stops = map.diverging ? DIVERGING : SEQUENTIAL;
   for (let r = 0; r < nRows; r++) {
     for (let c = 0; c < nCols; c++) {
       ctx.fillStyle = colour((map.data[r][c] - lo) / (hi - lo), stops);
-      ctx.fillRect(left + c * cell, top + r * cell, cell, cell);
+      ctx.fillRect(left + c * cellW, top + r * cellH, cellW, cellH);
     }
   }
   if (!withLabels) return;
   ctx.fillStyle = "#222";
   ctx.textBaseline = "middle";
   ctx.textAlign = "right";
-  (map.rows || []).forEach((s, r) => ctx.fillText(s, left - 3, top + (r + 0.5) * cell));
+  (map.rows || []).forEach((s, r) => ctx.fillText(s, left - 3, top + (r + 0.5) * cellH));
   ctx.save();
   ctx.rotate(-Math.PI / 2);
   ctx.textAlign = "left";
-  (map.cols || []).forEach((s, c) => ctx.fillText(s, -top + 3, left + (c + 0.5) * cell));
+  (map.cols || []).forEach((s, c) => ctx.fillText(s, -top + 3, left + (c + 0.5) * cellW));
   ctx.restore();
   canvas.title = `${map.title}: values ${lo.toFixed(3)} .. ${hi.toFixed(3)}`;
 }
