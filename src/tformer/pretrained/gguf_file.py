@@ -140,7 +140,7 @@ def _tokenizer(meta: dict[str, Any], source: str) -> Tokenizer:
     }
     return byte_level_bpe(
         meta["tokenizer.ggml.tokens"],
-        meta["tokenizer.ggml.merges"],
+        meta.get("tokenizer.ggml.merges", []),
         meta.get("tokenizer.ggml.token_type", []),
         ids,
         meta.get("tokenizer.chat_template"),
