@@ -59,13 +59,18 @@ VARIANTS = {
 }
 
 
+@pytest.fixture(params=VARIANTS)
+def any_model(request: pytest.FixtureRequest, tokenizer: tformer.Tokenizer) -> tformer.TformerModel:
+    """Each family, and a Llama-like decoder (rotary, RMSNorm, SwiGLU, grouped-query heads)."""
+    preset, overrides = VARIANTS[request.param]
+    return _model(tokenizer, preset, **overrides)
+
+
 # ---- capture ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("variant", VARIANTS)
 def test_capture_does_not_change_outputs_and_leaves_no_hooks(
-    tokenizer: tformer.Tokenizer, variant: str
+    any_model: tformer.TformerModel,
 ) -> None:
-    preset, overrides = VARIANTS[variant]
-    model = _model(tokenizer, preset, **overrides)
+    model = any_model
     inputs = _inputs(model)
     with torch.no_grad():
         before = model(**inputs).logits
@@ -267,12 +272,10 @@ class _StrictParser(HTMLParser):
         self.open.pop()
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
 def test_html_report_is_valid_self_contained_with_one_heatmap_per_layer_and_head(
-    tokenizer: tformer.Tokenizer, variant: str
+    tokenizer: tformer.Tokenizer, any_model: tformer.TformerModel
 ) -> None:
-    preset, overrides = VARIANTS[variant]
-    model = _model(tokenizer, preset, **overrides)
+    model = any_model
     page = explain(model, tokenizer, "To be, or not").to_html()
     assert page.startswith("<!DOCTYPE html>")
     assert not re.search(r"https?://", page), "the report must not reference the network"
@@ -309,7 +312,6 @@ def test_html_report_is_valid_self_contained_with_one_heatmap_per_layer_and_head
 # ---- copy task -------------------------------------------------------------------------------
 def test_copy_task_model_learns_diagonal_cross_attention(tmp_path: Path) -> None:
     """A seq2seq model trained to copy must read source token t when writing output token t."""
-    torch.set_num_threads(1)
     corpus = tmp_path / "letters.txt"
     corpus.write_text("abcdefghijklmnop")
     tokenizer = tformer.Tokenizer.train_char([corpus])
