@@ -7,10 +7,17 @@ from pathlib import Path
 
 
 def _png_targets(specs: list[str], out: Path) -> list[tuple[str, Path]]:
-    """ "NAME" or "NAME=PATH"; without a path the PNG goes next to the report."""
+    """Parse `--png NAME[=PATH]`; without a path the PNG goes next to the report. Unknown
+    names fail here, before a model is loaded."""
+    from tformer.explain.figures import FIGURES
+
     targets = []
     for spec in specs:
         name, _, path = spec.partition("=")
+        if name.split(":")[0] not in FIGURES:
+            raise ValueError(
+                f"unknown figure {name!r} for --png; choose one of {', '.join(FIGURES)}"
+            )
         default = out.with_name(f"{out.stem}-{name.replace(':', '-')}.png")
         targets.append((name, Path(path) if path else default))
     return targets
@@ -22,13 +29,14 @@ def run(args: argparse.Namespace) -> None:
 
     if not args.text.strip():  # before loading: a large model takes seconds to load
         raise ValueError("--text is empty; give the text to explain, e.g. --text 'To be, or not'")
+    pngs = _png_targets(args.png, args.out)
     model, tokenizer = tformer.load(args.model)
     report = explain(
         model, tokenizer, args.text, args.target, sentences=args.sentences, k=args.top_k
     )
     out = report.save_html(args.out)
     print(f"wrote {out}")
-    for name, path in _png_targets(args.png, out):
+    for name, path in pngs:
         print(f"wrote {report.save_png(name, path)}")
 
 

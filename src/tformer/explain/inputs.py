@@ -133,7 +133,7 @@ def score(plan: Plan, output: Any, neighbour: Tensor | None) -> Tensor:
     if output.logits is None:  # embedding head: cosine with the nearest neighbour sentence
         if neighbour is None:
             raise ValueError("nothing to explain for an embedding model without --sentences")
-        return output.embeddings[0] @ neighbour
+        return output.embeddings[0].float() @ neighbour
     log_probs = F.log_softmax(output.logits[0].float(), dim=-1)
     if log_probs.dim() == 1:
         return log_probs[plan.labels[0]]

@@ -13,7 +13,7 @@ from html import escape
 import torch
 from torch import Tensor
 
-from tformer.explain.capture import residual_norms
+from tformer.explain.capture import StackRecord, residual_norms
 from tformer.explain.explanation import Explanation
 from tformer.explain.html import Page, canvas
 
@@ -69,8 +69,8 @@ def tokenisation(ex: Explanation, page: Page) -> str:
     )
 
 
-def embeddings(ex: Explanation, page: Page) -> str:
-    record = ex.capture[ex.stack]
+def _embedding_rows(record: StackRecord) -> list[tuple[str, list[str]]]:
+    """Vector length of each part of the embedding sum, one cell per token."""
     parts = {
         "‖token‖": record.token_embeddings,
         "‖segment‖": record.segment_embeddings,
@@ -78,11 +78,18 @@ def embeddings(ex: Explanation, page: Page) -> str:
         "‖token + position‖": record.embedding_sum,
         "‖stream start‖": record.embedded,
     }
-    rows = [
+    return [
         (name, [f"<td>{value:.2f}</td>" for value in part[0].norm(dim=-1).tolist()])
         for name, part in parts.items()
         if part is not None
     ]
+
+
+def embeddings(ex: Explanation, page: Page) -> str:
+    tables = "".join(
+        f"<h3>{STACK_TITLES[stack]}</h3>" + _token_table(tokens, _embedding_rows(ex.capture[stack]))
+        for stack, tokens in ex.tokens.items()
+    )
     plot = ""
     if ex.position_table is not None:
         rotary = ex.config.positional == "rotary"
@@ -101,7 +108,7 @@ def embeddings(ex: Explanation, page: Page) -> str:
         "(sinusoidal or learned) or applied inside attention (rotary). The table gives vector "
         "lengths per token; the plot shows the encoding of each position (rows) in each "
         "dimension (columns, blue negative, red positive).",
-        _token_table(ex.tokens[ex.stack], rows) + plot,
+        tables + plot,
     )
 
 
