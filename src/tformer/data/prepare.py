@@ -54,13 +54,14 @@ def train_tokenizer(texts: list[str], kind: str, vocab_size: int | None) -> Toke
         return Tokenizer.train_wordpiece([file], vocab_size)  # type: ignore[arg-type]
 
 
-def encode_stream(tokenizer: Tokenizer, texts: list[str]) -> np.ndarray:
-    """Concatenated ids of `texts`, each document followed by EOS when the tokenizer has one."""
-    eos = tokenizer.token_id("eos")
+def encode_stream(tokenizer: Tokenizer, texts: list[str], *, documents: bool) -> np.ndarray:
+    """Concatenated ids of `texts`. If they are separate `documents` (table rows), each is
+    followed by EOS when the tokenizer has one; pieces of one text are simply joined."""
+    eos = tokenizer.token_id("eos") if documents else None
     pieces: list[int] = []
     for ids in tokenizer.encode_batch(texts, add_special_tokens=False):
         pieces.extend(ids)
-        if eos is not None and len(texts) > 1:
+        if eos is not None:
             pieces.append(eos)
     return np.asarray(pieces, dtype=np.int64)
 
@@ -98,7 +99,8 @@ def prepare_corpus(
     input_path, out_dir = Path(input_path), Path(out_dir)
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction={val_fraction} must be in (0, 1)")
-    if input_path.suffix.lower() in (".txt", ""):
+    is_text = input_path.suffix.lower() in (".txt", "")
+    if is_text:
         train, val = split_text(input_path, val_fraction)
     else:
         train, val = split_rows(input_path, text_column, val_fraction, seed)
@@ -106,7 +108,8 @@ def prepare_corpus(
     out_dir.mkdir(parents=True, exist_ok=True)
     tok.save(out_dir)
     for split, texts in (("train", train), ("val", val)):
-        write_token_file(out_dir / f"{split}.bin", encode_stream(tok, texts), tok.vocab_size)
+        ids = encode_stream(tok, texts, documents=not is_text)
+        write_token_file(out_dir / f"{split}.bin", ids, tok.vocab_size)
     manifest = {
         "source": str(input_path),
         "tokenizer": tokenizer,

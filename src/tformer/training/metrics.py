@@ -35,7 +35,16 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     path = path / METRICS_FILE if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"no {METRICS_FILE} at {path}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    parsed = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number < len(lines):
+                raise ValueError(f"{path}:{number}: not a JSON line") from None
+            # The last line may be cut short by a process killed while writing it.
+    return parsed
 
 
 def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:

@@ -73,6 +73,8 @@ class Trainer:
         self.label_smoothing = (
             default_smoothing if config.label_smoothing is None else config.label_smoothing
         )
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsLog(self.run_dir, enabled=self.dist.is_main)
         # Everything below is trainer state, saved with each checkpoint.
         self.step = 0
