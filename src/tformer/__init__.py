@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from tformer.checkpoint import CheckpointError
 from tformer.config import ModelConfig, preset_names
 from tformer.models import (
@@ -28,12 +30,18 @@ def load_model(path: str | Path) -> TformerModel:
     return TformerModel.from_pretrained(path)
 
 
-def load(path: str | Path) -> tuple[TformerModel, Tokenizer | None]:
+def load(
+    path: str | Path, *, dtype: torch.dtype | None = None
+) -> tuple[TformerModel, Tokenizer | None]:
     """The one way to open a model: a tformer checkpoint directory, a Hugging Face directory
-    (config.json + *.safetensors) or a .gguf file -> (model, tokenizer or None)."""
+    (config.json + *.safetensors) or a .gguf file -> (model, tokenizer or None).
+
+    Imported (HF, GGUF) weights become float32 unless `dtype` is given; tformer checkpoints
+    keep their stored dtype unless `dtype` is given.
+    """
     from tformer.pretrained import load as load_any  # imports the converters only when used
 
-    return load_any(path)
+    return load_any(path, dtype=dtype)
 
 
 __all__ = [
