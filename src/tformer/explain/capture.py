@@ -25,7 +25,6 @@ from torch.utils.hooks import RemovableHandle
 
 from tformer.models.stack import TransformerStack
 from tformer.modules.block import TransformerBlock
-from tformer.modules.position import RotaryPositions
 
 SUBLAYERS = ("self_attn", "cross_attn", "ffn")
 
@@ -139,8 +138,9 @@ class _Recorder:
                     total = total + rec.segment_embeddings
                 rec.position_encodings = module.positions.add(torch.zeros_like(total), position_ids)
                 rec.embedding_sum = total + rec.position_encodings
-                if isinstance(module.positions, RotaryPositions):
-                    rec.rotary_cos = module.positions.rotation(position_ids)[0][:, 0]
+                rotation = module.positions.rotation(position_ids)  # rotary: cos, sin
+                if rotation is not None:
+                    rec.rotary_cos = rotation[0][:, 0]  # (B, 1, T, hd) -> (B, T, hd)
 
         return hook
 

@@ -61,7 +61,7 @@ def render(explanation: Explanation) -> str:
     page = Page()
     body = "\n".join(section(explanation, page) for section in sections.ALL)
     data = json.dumps({"maps": page.maps, "attention": page.attention}, ensure_ascii=False)
-    data = data.replace("</", "<\\/")  # a token "</script>" must not end the data block
+    data = data.replace("<", "\\u003c")  # a token "</script>" or "<!--" must not end the block
     title = escape(f"tformer explain: {explanation.text[:60]}")
     return (
         "<!DOCTYPE html>\n"
