@@ -55,6 +55,15 @@ def _llama(tie: bool = False) -> torch.nn.Module:
     return transformers.LlamaForCausalLM(config)
 
 
+def _mistral() -> torch.nn.Module:
+    config = transformers.MistralConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, intermediate_size=48, max_position_embeddings=64,
+        sliding_window=None, bos_token_id=1, eos_token_id=2,
+    )  # fmt: skip
+    return transformers.MistralForCausalLM(config)
+
+
 def _bart() -> torch.nn.Module:
     config = transformers.BartConfig(
         vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=1,
@@ -73,6 +82,7 @@ HF_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "gpt2": _gpt2,
     "llama-gqa": _llama,
     "llama-tied": lambda: _llama(tie=True),
+    "mistral": _mistral,
     "bart": _bart,
 }
 

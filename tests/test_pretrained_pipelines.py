@@ -134,7 +134,9 @@ def test_fill_mask_matches_transformers_masked_lm(tmp_path: Path) -> None:
         assert torch.allclose(torch.tensor([p for _, p in candidates]), top.values, atol=1e-5)
 
 
-def test_classify_matches_transformers_with_label_names(tmp_path: Path) -> None:
+def test_classify_matches_transformers_with_label_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     labels = {0: "sport", 1: "politics", 2: "tech"}
     reference, directory = _small_bert_dir(
         tmp_path,
@@ -156,6 +158,9 @@ def test_classify_matches_transformers_with_label_names(tmp_path: Path) -> None:
         ]
         for label, p in ranking:
             assert abs(p - row[label_ids[label]].item()) < 1e-5
+    assert main(["classify", str(directory), texts[0], "--top-k", "3"]) == 0
+    best = ", ".join(f"{label} {p:.3f}" for label, p in ours[0])
+    assert capsys.readouterr().out.startswith(best)
 
 
 def test_embed_and_fill_mask_commands(capsys: pytest.CaptureFixture[str]) -> None:
