@@ -396,3 +396,31 @@ def test_model_without_tokenizer_reads_text_as_token_ids(tokenizer: tformer.Toke
     assert report.capture["decoder"].input_ids.tolist() == [[model.config.bos_id, 7, 6]]
     with pytest.raises(ValueError, match="token ids"):
         explain(model, None, "5 six 7")
+
+
+def test_gradient_x_input_equals_finite_difference_of_scaling_each_token(
+    tokenizer: tformer.Tokenizer,
+) -> None:
+    """grad . x is the derivative of the score when token j's embedding is scaled by (1 + a)."""
+    model = _model(tokenizer, "tiny-decoder").double()
+    report = explain(model, tokenizer, "To be", target=", or")
+    prompt, target = tokenizer.encode("To be"), tokenizer.encode(", or")
+    ids = torch.tensor([prompt + target])
+    rows = torch.arange(len(prompt) - 1, ids.shape[1] - 1)  # the positions predicting the target
+
+    def score(position: int, scale: float) -> float:
+        def rescale(module: nn.Module, args: object, output: torch.Tensor) -> torch.Tensor:
+            output = output.clone()
+            output[:, position] *= scale
+            return output
+
+        handle = model.decoder.embeddings.tokens.register_forward_hook(rescale)
+        with torch.no_grad():
+            log_probs = model(ids).logits[0].log_softmax(-1)
+        handle.remove()
+        return log_probs[rows, torch.tensor(target)].sum().item()
+
+    eps = 1e-4
+    expected = [(score(j, 1 + eps) - score(j, 1 - eps)) / (2 * eps) for j in range(ids.shape[1])]
+    got = report.attributions["gradient × input"]
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=got.dtype), atol=1e-4, rtol=1e-3)
