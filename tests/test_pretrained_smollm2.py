@@ -55,7 +55,6 @@ def _gguf_path() -> Path:
 
 @pytest.fixture(scope="module")
 def smol() -> tuple[tformer.TformerModel, tformer.Tokenizer]:
-    torch.set_num_threads(1)
     model, tokenizer = tformer.load(_gguf_path())
     assert tokenizer is not None
     return model, tokenizer

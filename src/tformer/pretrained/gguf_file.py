@@ -35,8 +35,12 @@ CONFIG_KEYS = {  # "<architecture>.<key>" -> config.json key
     "attention.layer_norm_rms_epsilon": "rms_norm_eps",
     "vocab_size": "vocab_size",
 }
-TOKEN_ROLES = {"bos": "bos_token_id", "eos": "eos_token_id", "unk": "unknown_token_id",
-               "pad": "padding_token_id"}  # fmt: skip
+TOKEN_ROLES = {  # special-token role -> tokenizer.ggml.<key>
+    "bos": "bos_token_id",
+    "eos": "eos_token_id",
+    "unk": "unknown_token_id",
+    "pad": "padding_token_id",
+}
 TENSOR_NAMES = (  # GGUF name -> Hugging Face Llama name; {i} is the block index
     ("token_embd.weight", "model.embed_tokens.weight"),
     ("output_norm.weight", "model.norm.weight"),
@@ -51,8 +55,10 @@ TENSOR_NAMES = (  # GGUF name -> Hugging Face Llama name; {i} is the block index
     ("blk.{i}.ffn_up.weight", "model.layers.{i}.mlp.up_proj.weight"),
     ("blk.{i}.ffn_down.weight", "model.layers.{i}.mlp.down_proj.weight"),
 )
-DEQUANTISED = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
-               "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")  # fmt: skip
+DEQUANTISED = (  # tensor types `gguf` dequantises that tformer accepts
+    *("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"),
+    *("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"),
+)
 
 
 def _gguf() -> Any:
@@ -95,9 +101,9 @@ def _hf_config(meta: dict[str, Any], has_output: bool, source: str) -> dict[str,
             f"{source}: GGUF architecture {arch!r} is not supported; supported: "
             f"{', '.join(MODEL_TYPES)}"
         )
-    if meta.get(f"{arch}.rope.scaling.type", "none") != "none":
-        raise CheckpointError(f"{source}: rope scaling {meta[f'{arch}.rope.scaling.type']!r} "
-                              "is not supported")  # fmt: skip
+    scaling = meta.get(f"{arch}.rope.scaling.type", "none")
+    if scaling != "none":
+        raise CheckpointError(f"{source}: rope scaling {scaling!r} is not supported")
     hf = {v: meta[f"{arch}.{k}"] for k, v in CONFIG_KEYS.items() if f"{arch}.{k}" in meta}
     hf.setdefault("vocab_size", len(meta["tokenizer.ggml.tokens"]))
     head_dim = hf.get("head_dim", hf["hidden_size"] // hf["num_attention_heads"])
@@ -155,14 +161,20 @@ def load_gguf(
     reader = _gguf().GGUFReader(str(path))
     meta = _metadata(reader)
     hf_config = _hf_config(meta, any(t.name == "output.weight" for t in reader.tensors), source)
-    heads = {"q_proj": hf_config["num_attention_heads"],
-             "k_proj": hf_config.get("num_key_value_heads", hf_config["num_attention_heads"])}  # fmt: skip
+    tensors = _hf_tensors(reader.tensors, hf_config, source)
+    return model_from_hf(hf_config, tensors, source, dtype), _tokenizer(meta, source)
+
+
+def _hf_tensors(gguf_tensors: Any, hf_config: dict[str, Any], source: str) -> dict[str, Tensor]:
+    """Every tensor dequantised, under its Hugging Face name, q/k rows back in HF order."""
+    n_heads = hf_config["num_attention_heads"]
+    heads = {"q_proj": n_heads, "k_proj": hf_config.get("num_key_value_heads", n_heads)}
     tensors = {}
-    for tensor in reader.tensors:
+    for tensor in gguf_tensors:
         name = _hf_name(tensor.name, source)
         value = _dequantise(tensor, source)
         projection = name.split(".")[-2]
         if projection in heads:
             value = unpermute_rope(value, heads[projection])
         tensors[name] = value
-    return model_from_hf(hf_config, tensors, source, dtype), _tokenizer(meta, source)
+    return tensors

@@ -58,7 +58,8 @@ def read_safetensors(directory: str | Path) -> dict[str, Tensor]:
             raise CheckpointError(f"shard {file.name} listed in {INDEX_FILE} is missing")
         try:
             with safe_open(str(file), framework="pt") as handle:
-                tensors.update({name: handle.get_tensor(name) for name in handle.keys()})  # noqa: SIM118
+                names = list(handle.keys())  # a safe_open handle is not iterable
+                tensors.update({name: handle.get_tensor(name) for name in names})
         except (SafetensorError, OSError) as error:
             raise CheckpointError(f"{file} is corrupted or truncated ({error})") from error
     return tensors
