@@ -424,3 +424,11 @@ def test_gradient_x_input_equals_finite_difference_of_scaling_each_token(
     expected = [(score(j, 1 + eps) - score(j, 1 - eps)) / (2 * eps) for j in range(ids.shape[1])]
     got = report.attributions["gradient × input"]
     torch.testing.assert_close(got, torch.tensor(expected, dtype=got.dtype), atol=1e-4, rtol=1e-3)
+
+
+def test_explain_leaves_the_model_as_it_found_it(tokenizer: tformer.Tokenizer) -> None:
+    model = _model(tokenizer, "tiny-decoder").train()
+    explain(model, tokenizer, "To be", target=", or")
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())

@@ -24,8 +24,8 @@ def gradient_x_input(model: nn.Module, score: Callable[[], Tensor]) -> dict[str,
     """Per-token gradient x input of the scalar `score()` for every stack's input tokens.
 
     `score` runs the model and returns a scalar. The token embeddings are made leaves of the
-    graph by a temporary hook (so frozen weights need no gradient). Returns stack name ->
-    (T,) scores for batch row 0.
+    graph by a temporary hook (so frozen weights need no gradient, and trainable ones get none).
+    Returns stack name -> (T,) scores for batch row 0.
     """
     leaves: dict[str, Tensor] = {}
     current: list[str] = []
@@ -42,14 +42,16 @@ def gradient_x_input(model: nn.Module, score: Callable[[], Tensor]) -> dict[str,
             )
     try:
         with torch.enable_grad():
-            score().backward()
+            value = score()
+            # autograd.grad, not backward(): the model's parameters get no .grad as a side effect
+            grads = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
     finally:
         for handle in handles:
             handle.remove()
     return {
-        name: (leaf.grad * leaf).sum(-1)[0].detach()
-        for name, leaf in leaves.items()
-        if leaf.grad is not None
+        name: (grad * leaf).sum(-1)[0].detach()
+        for (name, leaf), grad in zip(leaves.items(), grads, strict=True)
+        if grad is not None
     }
 
 

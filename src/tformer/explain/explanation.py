@@ -126,8 +126,24 @@ def explain(
     config: ModelConfig = model.config
     if tokenizer is None:  # a model saved without one (synthetic tasks): text is token ids
         tokenizer = id_tokenizer(config.vocab_size, f"{text} {target or ''}")
+    was_training = model.training
+    model.eval()  # no dropout: explain the deterministic forward pass
+    try:
+        return _explain(model, tokenizer, text, target, sentences, k)
+    finally:
+        model.train(was_training)
+
+
+def _explain(
+    model: Any,
+    tokenizer: Tokenizer,
+    text: str,
+    target: str | None,
+    sentences: Sequence[str],
+    k: int,
+) -> Explanation:
+    config: ModelConfig = model.config
     device = next(model.parameters()).device
-    model.eval()
     plan = _plan(model, tokenizer, text, target, device)
     with capture(model) as seen, torch.no_grad():
         output = model(**plan.kwargs)
