@@ -38,7 +38,8 @@ SEQ2SEQ = {
 
 
 def tiny(arch: str, **overrides: object) -> torch.nn.Module:
-    config = ModelConfig(
+    """A 2-layer model of `arch`, fixed seed; `overrides` are ModelConfig fields."""
+    fields = dict(
         arch=arch,
         vocab_size=VOCAB,
         d_model=32,
@@ -51,8 +52,8 @@ def tiny(arch: str, **overrides: object) -> torch.nn.Module:
         bos_id=1,
         eos_id=2,
         tie_embeddings=False,  # tied tiny models mostly repeat their last input token
-        **overrides,  # type: ignore[arg-type]
     )
+    config = ModelConfig(**(fields | overrides))  # type: ignore[arg-type]
     torch.manual_seed(0)
     model = build_model(config).eval()
     with torch.no_grad():  # larger weights: peaked distributions, fewer near-ties

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tformer import ModelConfig, Tokenizer, build_model
+from test_generation import tiny  # the same test-sized models
+from tformer import Tokenizer
 from tformer.cli import main
 from tformer.generation import generate
 
@@ -23,29 +24,9 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
 
 
 def save_tiny(tmp_path: Path, tokenizer: Tokenizer | None, arch: str, name: str) -> Path:
-    ids = (tokenizer or TOKENIZER_STUB).config_ids()
-    config = ModelConfig(
-        arch=arch,
-        d_model=32,
-        n_heads=4,
-        n_layers=2,
-        d_ff=48,
-        max_seq_len=48,
-        dropout=0.0,
-        tie_embeddings=False,
-        **ids,  # type: ignore[arg-type]
-    )
-    torch.manual_seed(0)
-    model = build_model(config).eval()
-    return model.save_pretrained(tmp_path / name, tokenizer)
-
-
-class _Stub:
-    def config_ids(self) -> dict[str, int]:
-        return {"vocab_size": 40, "pad_id": 0, "bos_id": 1, "eos_id": 2, "mask_id": 4}
-
-
-TOKENIZER_STUB = _Stub()
+    """A tiny model saved with `tokenizer` (whose ids it uses) or, if None, without one."""
+    ids = tokenizer.config_ids() if tokenizer is not None else {}
+    return tiny(arch, max_seq_len=48, **ids).save_pretrained(tmp_path / name, tokenizer)
 
 
 def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
