@@ -17,14 +17,31 @@ from benchmarks.training import gpt_config, matmul_flops, training_flops
 from tformer import build_model
 
 
-def _sleeper(seconds: float):
-    return lambda: lambda: time.sleep(seconds)
+class FakeClock:
+    """perf_counter stand-in: each step advances it by a known amount, so the test is exact."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def step_taking(self, seconds: float):
+        def step() -> None:
+            self.now += seconds
+
+        return lambda: step
 
 
-def test_interleaved_rounds_give_ratios_of_medians(tmp_path: Path) -> None:
+def test_interleaved_rounds_give_ratios_of_medians(tmp_path: Path, monkeypatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", clock)
     case = Case(
         name="toy",
-        contenders=[Contender("tformer", _sleeper(0.002), 1e6), Contender("peer", _sleeper(0.006))],
+        contenders=[
+            Contender("tformer", clock.step_taking(0.002), 1e6),
+            Contender("peer", clock.step_taking(0.006)),
+        ],
         work_per_step=10,
         unit="items",
     )
@@ -33,9 +50,10 @@ def test_interleaved_rounds_give_ratios_of_medians(tmp_path: Path) -> None:
     records = rows(measured, {("toy", "tformer"): 5.0}, {"toy": "tformer"}, facts)
     ours, peer = records
     assert ours["rounds"] == 3 and ours["ours_over_this"] is None
-    assert 1.5 < peer["ours_over_this"] < 3.5  # sleeps of 2 ms vs 6 ms: about 3x
-    # MFU = flops/step * steps/s / peak: 1e6 flops per ~2 ms step on a 1 GFLOP/s machine ~ 0.5.
-    assert 0.2 < ours["mfu"] < 0.6
+    assert peer["ours_over_this"] == pytest.approx(3.0)  # steps of 2 ms vs 6 ms
+    assert ours["median"] == pytest.approx(10 / 0.002)  # 10 items per 2 ms step
+    # MFU = flops/step * steps/s / peak: 1e6 flops per 2 ms step on a 1 GFLOP/s machine.
+    assert ours["mfu"] == pytest.approx(0.5)
     write(records, facts, tmp_path / "result")
     lines = (tmp_path / "result.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["machine"] == facts and len(lines) == 3
