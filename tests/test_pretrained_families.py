@@ -168,6 +168,28 @@ def test_native_llama_style_model_exports_to_transformers(tmp_path: Path) -> Non
     _assert_close(_run_tformer(model, ids, mask), _run_hf(reference, ids, mask), mask)
 
 
+@pytest.mark.parametrize("preset", ["tiny-decoder", "tiny-encoder", "llama-mini"])
+def test_native_presets_export_to_transformers(tmp_path: Path, preset: str) -> None:
+    model = _randomise(build_model(ModelConfig.preset(preset, vocab_size=VOCAB)))
+    save_hf_directory(model, tmp_path / "hf")
+    family = json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"][0]
+    reference = getattr(transformers, family).from_pretrained(tmp_path / "hf").eval()
+    ids, mask = _batch()
+    _assert_close(_run_tformer(model, ids, mask), _run_hf(reference, ids, mask), mask)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [({"scale_embeddings": True}, "scale_embeddings=True"), ({"n_kv_heads": 2}, "n_kv_heads=2")],
+)
+def test_export_refuses_settings_the_family_cannot_express(
+    tmp_path: Path, change: dict, named: str
+) -> None:
+    model = build_model(ModelConfig.preset("tiny-decoder", **change))
+    with pytest.raises(ValueError, match=rf"gpt2: .*{named}"):
+        save_hf_directory(model, tmp_path)
+
+
 def test_sharded_checkpoint_loads(tmp_path: Path) -> None:
     hf_model = _randomise(_llama())
     hf_model.save_pretrained(tmp_path, max_shard_size="20KB")

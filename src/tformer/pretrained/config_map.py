@@ -7,6 +7,7 @@ model that would silently compute something else. Export writes the same keys ba
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from tformer.checkpoint import CheckpointError
@@ -71,8 +72,11 @@ def model_config_from_hf(
     fields["activation"] = family.activations[activation]
     fields["head"] = family.architectures[architecture]
     if fields["head"] in CLASSIFICATION_HEADS:
-        labels = hf.get("id2label") or {str(i): f"LABEL_{i}" for i in range(hf["num_labels"])}
-        fields["labels"] = tuple(labels[str(i)] for i in range(len(labels)))
+        count = hf.get("num_labels", 2)
+        # config.json's keys are strings ("0"), a dict built in memory may have ints
+        labels = {int(i): name for i, name in (hf.get("id2label") or {}).items()}
+        labels = labels or {i: f"LABEL_{i}" for i in range(count)}
+        fields["labels"] = tuple(labels[i] for i in range(len(labels)))
         fields["n_labels"] = len(labels)
         fields["pooler"] = fields["head"] == "sequence-classification"
     try:
@@ -92,6 +96,42 @@ def architecture_for(hf: dict[str, Any], family: Family, source: str) -> str:
     return names[0]
 
 
+# Fields that do not change what a model computes at inference: export may drop them.
+NOT_COMPUTED = ("dropout", "attention_dropout", "init_std", "labels",
+                "pad_id", "bos_id", "eos_id", "mask_id", "decoder_start_id")  # fmt: skip
+# Fields with two spellings of one value (None = "the default"): compare the derived value.
+DERIVED = {
+    "head": "task_head",
+    "n_kv_heads": "kv_heads",
+    "head_dim": "attention_head_dim",
+    "final_norm": "use_final_norm",
+    "n_encoder_layers": "encoder_layers",
+    "n_decoder_layers": "decoder_layers",
+}
+
+
+def _relevant(name: str, config: ModelConfig) -> bool:
+    if name in NOT_COMPUTED:
+        return False
+    if name in ("pooling", "pooler", "n_labels"):
+        return config.task_head in CLASSIFICATION_HEADS
+    return name != "rope_theta" or config.positional == "rotary"
+
+
+def _lost_in_export(config: ModelConfig, family: Family, architecture: str) -> list[str]:
+    """Settings of `config` that the family's config.json cannot express (read it back and
+    compare), so that export refuses a model transformers would compute differently."""
+    hf = hf_config_from_model(config, family, architecture)
+    back = model_config_from_hf(hf, family, architecture, "export")
+    return [
+        f"{f.name}={getattr(config, f.name)!r}"
+        for f in dataclasses.fields(config)
+        if _relevant(f.name, config)
+        and getattr(config, DERIVED.get(f.name, f.name))
+        != getattr(back, DERIVED.get(f.name, f.name))
+    ]
+
+
 def family_for_config(config: ModelConfig) -> tuple[Family, str]:
     """The HF family and model class that can hold a tformer model with this config."""
     reasons = []
@@ -99,15 +139,19 @@ def family_for_config(config: ModelConfig) -> tuple[Family, str]:
         differs = [
             f"{k}={getattr(config, k)!r} (needs {v!r})"
             for k, v in family.fixed.items()
-            if getattr(config, k) != v
+            if _relevant(k, config) and getattr(config, k) != v
         ]
         if config.activation not in family.activations.values():
             differs.append(f"activation={config.activation!r}")
-        if not differs:
-            for architecture, head in family.architectures.items():
-                if head == config.task_head:
-                    return family, architecture
+        architecture = next(
+            (a for a, h in family.architectures.items() if h == config.task_head), None
+        )
+        if architecture is None:
             differs.append(f"head={config.task_head!r}")
+        if not differs and architecture is not None:
+            differs = _lost_in_export(config, family, architecture)
+            if not differs:
+                return family, architecture
         reasons.append(f"{family.model_types[0]}: {', '.join(differs)}")
     raise ValueError(
         "no Hugging Face family can hold this model; it differs from\n  " + "\n  ".join(reasons)
