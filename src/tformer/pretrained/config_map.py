@@ -8,6 +8,7 @@ model that would silently compute something else. Export writes the same keys ba
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 from tformer.checkpoint import CheckpointError
@@ -54,6 +55,22 @@ def _check_supported(hf: dict[str, Any], family: Family, source: str) -> None:
             )
 
 
+def _drop_ids_outside_vocabulary(fields: dict[str, Any], source: str) -> None:
+    """transformers only warns about special-token ids the vocabulary lacks (tiny test models
+    copy GPT-2's 50256), so tformer warns and forgets them rather than refusing the model."""
+    names = ("pad_id", "bos_id", "eos_id", "decoder_start_id")
+    foreign = [
+        n for n in names if fields.get(n) is not None and not 0 <= fields[n] < fields["vocab_size"]
+    ]
+    if foreign:
+        listed = ", ".join(f"{n}={fields[n]}" for n in foreign)
+        warnings.warn(
+            f"{source}: {listed} outside the vocabulary of {fields['vocab_size']}; ignored",
+            stacklevel=4,
+        )
+        fields.update(dict.fromkeys(foreign))
+
+
 def model_config_from_hf(
     hf: dict[str, Any], family: Family, architecture: str, source: str
 ) -> ModelConfig:
@@ -79,6 +96,7 @@ def model_config_from_hf(
         fields["labels"] = tuple(labels[i] for i in range(len(labels)))
         fields["n_labels"] = len(labels)
         fields["pooler"] = fields["head"] == "sequence-classification"
+    _drop_ids_outside_vocabulary(fields, source)
     try:
         return ModelConfig(**fields)
     except ValueError as error:
