@@ -69,3 +69,17 @@ def test_padding_stored_in_tokenizer_json_is_ignored(tmp_path: Path) -> None:
     tokenizer.backend.enable_padding(length=8, pad_id=1, pad_token="</s>")
     tokenizer.backend.save(str(tmp_path / "tokenizer.json"))
     assert Tokenizer.load(tmp_path).encode("a b") == [3, 4]
+
+
+def test_chat_template_is_read_from_transformers_files(tmp_path: Path) -> None:
+    _tokenizer(None).save(tmp_path)
+    (tmp_path / "chat_template.jinja").write_text(TEMPLATE)  # transformers >= 4.43
+    assert Tokenizer.load(tmp_path).chat_template == TEMPLATE
+    (tmp_path / "chat_template.jinja").unlink()
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    config["chat_template"] = [
+        {"name": "tool_use", "template": "x"},
+        {"name": "default", "template": TEMPLATE},
+    ]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    assert Tokenizer.load(tmp_path).chat_template == TEMPLATE

@@ -19,6 +19,7 @@ from tokenizers import Tokenizer as Backend
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS_FILE = "special_tokens_map.json"  # the Hugging Face name, so both can read it
 CONFIG_FILE = "tokenizer_config.json"  # Hugging Face's: special tokens and the chat template
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers >= 4.43 saves the template
 ROLES = ("pad", "bos", "eos", "unk", "mask", "cls", "sep")
 DEFAULT_SPECIAL_TOKENS = {
     "pad": "[PAD]",
@@ -173,7 +174,7 @@ class Tokenizer:
         backend = Backend.from_file(str(file))
         config, specials = read_tokenizer_config(file.parent)
         specials = {k: v for k, v in specials.items() if backend.token_to_id(v) is not None}
-        return cls(backend, specials, config.get("chat_template"))
+        return cls(backend, specials, _chat_template(file.parent, config))
 
     # ---- use --------------------------------------------------------------------------
     @property
@@ -261,3 +262,14 @@ def read_tokenizer_config(directory: Path) -> tuple[dict[str, object], dict[str,
     if (directory / SPECIAL_TOKENS_FILE).is_file():
         specials.update(_roles(json.loads((directory / SPECIAL_TOKENS_FILE).read_text())))
     return config, specials
+
+
+def _chat_template(directory: Path, config: dict[str, object]) -> str | None:
+    """The template from chat_template.jinja, else tokenizer_config.json (a string, or a list
+    of named templates of which "default" is the chat one)."""
+    if (directory / CHAT_TEMPLATE_FILE).is_file():
+        return (directory / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
+    template = config.get("chat_template")
+    if isinstance(template, list):
+        template = {t["name"]: t["template"] for t in template}.get("default")
+    return template if isinstance(template, str) else None
