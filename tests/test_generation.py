@@ -321,3 +321,13 @@ def test_compiled_static_decode_step_compiles_once_for_all_lengths() -> None:
     assert torch.equal(compiled, eager)
     assert counters["stats"]["unique_graphs"] == 1
     assert not counters["recompiles"]
+
+
+@pytest.mark.parametrize("cache", [dict(static_cache=True), dict(use_cache=False)])
+def test_beam_search_same_with_static_cache_and_without_cache(model, cache: dict) -> None:
+    """Beam reordering moves cache rows; recomputation (no cache) is the reference."""
+    source = prompts()
+    options = dict(max_new_tokens=8, num_beams=3, num_return_sequences=2, eos_token_id=(2, 5, 9))
+    assert torch.equal(
+        generate(model, source, **options, **cache), generate(model, source, **options)
+    )

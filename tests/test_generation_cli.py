@@ -11,7 +11,7 @@ import torch
 from test_generation import tiny  # the same test-sized models
 from tformer import Tokenizer
 from tformer.cli import main
-from tformer.generation import generate
+from tformer.generation import generate, stream_text
 
 TEXT = "the quick brown fox jumps over the lazy dog\nhello world\n"
 
@@ -99,3 +99,34 @@ def test_cli_errors_are_one_line(tmp_path, tokenizer, capsys) -> None:
         ["generate", str(lm), "--prompt", "a", "--prompt", "b", "--stream"], capsys
     )
     assert code == 2 and "single --prompt" in err
+
+
+def test_stop_strings_end_a_row_after_the_completing_token(tmp_path, tokenizer) -> None:
+    import tformer
+
+    model, _ = tformer.load(save_tiny(tmp_path, tokenizer, "decoder", "lm"))
+    ids = torch.tensor([tokenizer.encode("the"), tokenizer.encode("dog")])
+    free = generate(model, ids, max_new_tokens=12, eos_token_id=[])
+    stop = tokenizer.decode(free[0, 3:5].tolist())  # text of row 0's 4th and 5th tokens
+    out = generate(
+        model, ids, max_new_tokens=12, eos_token_id=[], stop_strings=stop, tokenizer=tokenizer
+    )
+    texts = [tokenizer.decode(row[:i].tolist()) for row in free for i in range(1, 13)]
+    first_hit = next(i for i in range(1, 13) if stop in texts[i - 1])
+    assert first_hit <= 5
+    assert torch.equal(out[0, :first_hit], free[0, :first_hit])
+    assert (out[0, first_hit:] == model.config.pad_id).all()
+    row1_hits = [i for i in range(1, 13) if stop in texts[12 + i - 1]]
+    end1 = row1_hits[0] if row1_hits else 12
+    assert torch.equal(out[1, :end1], free[1, :end1])
+
+
+def test_stream_text_pieces_join_to_the_decoded_text(tmp_path) -> None:
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("plain ascii words " * 40)  # unseen characters stay split into bytes
+    bpe = Tokenizer.train_bpe([corpus], vocab_size=300)
+    ids = bpe.encode("naïve 日本 🙂 café words")
+    assert any("\ufffd" in bpe.decode(ids[:i]) for i in range(len(ids)))  # split characters
+    pieces = list(stream_text(bpe, ids))
+    assert "".join(pieces) == bpe.decode(ids)
+    assert not any("\ufffd" in piece for piece in pieces)

@@ -81,10 +81,10 @@ def _batch(ours: tformer.TformerModel) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _hf_generate(hf, ids, mask, eos: int, **options) -> torch.Tensor:
+    options = {"length_penalty": 1.0, "early_stopping": False} | options
     out = hf.generate(
         ids, attention_mask=mask, max_new_tokens=NEW_TOKENS, do_sample=False, eos_token_id=eos,
-        pad_token_id=hf.config.pad_token_id, length_penalty=1.0, early_stopping=False,
-        **options,
+        pad_token_id=hf.config.pad_token_id, **options,
     )  # fmt: skip
     return out[:, 1:] if hf.config.is_encoder_decoder else out[:, ids.shape[1] :]
 
@@ -119,15 +119,19 @@ def test_decoding_token_identical_to_transformers(pair, num_beams: int, eos: str
         assert (mine == eos_id).any(), "the test should exercise rows that end early"
 
 
-def test_n_best_lists_match_transformers(pair) -> None:
+@pytest.mark.parametrize(
+    ("early_stopping", "length_penalty"), [(False, 1.0), (True, 1.0), ("never", 2.0), (False, 0.5)]
+)
+def test_n_best_lists_match_transformers(pair, early_stopping, length_penalty) -> None:
     hf, ours = pair
     ids, mask = _batch(ours)
     eos_id = _frequent_token(ours, ids, mask)
-    theirs = _hf_generate(hf, ids, mask, eos_id, num_beams=4, num_return_sequences=3)
-    mine = generate(
-        ours, ids, mask, max_new_tokens=NEW_TOKENS, num_beams=4, num_return_sequences=3,
-        eos_token_id=eos_id,
+    options = dict(
+        num_beams=4, num_return_sequences=3, early_stopping=early_stopping,
+        length_penalty=length_penalty,
     )  # fmt: skip
+    theirs = _hf_generate(hf, ids, mask, eos_id, **options)
+    mine = generate(ours, ids, mask, max_new_tokens=NEW_TOKENS, eos_token_id=eos_id, **options)
     assert _through_eos(mine, eos_id) == _through_eos(theirs, eos_id)
 
 
