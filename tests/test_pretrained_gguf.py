@@ -5,6 +5,7 @@ so tformer's un-permutation and name map are checked against weights it never sa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,9 +40,9 @@ NAMES = {  # Hugging Face -> llama.cpp, as its converter names them
 }
 
 
-def _llama() -> torch.nn.Module:
+def _llama(vocab_size: int = 64) -> torch.nn.Module:
     config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, intermediate_size=96, max_position_embeddings=128,
         rope_theta=10000.0, rms_norm_eps=1e-5, bos_token_id=27, eos_token_id=28,
     )  # fmt: skip
@@ -77,8 +78,22 @@ def _split(hf_name: str) -> tuple[str | None, str]:
     return None, hf_name
 
 
+def _byte_level_vocabulary(writer: gguf.GGUFWriter) -> None:
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(TOKENS)
+    writer.add_token_merges(["a b"])
+    writer.add_token_types([3 if t.startswith("<|") else 1 for t in TOKENS])
+    writer.add_bos_token_id(27)
+    writer.add_eos_token_id(28)
+    writer.add_chat_template(TEMPLATE)
+
+
 def _write_gguf(
-    path: Path, model: torch.nn.Module, arch: str = "llama", override: Q | None = None
+    path: Path,
+    model: torch.nn.Module,
+    arch: str = "llama",
+    override: Q | None = None,
+    vocabulary: Callable[[gguf.GGUFWriter], None] = _byte_level_vocabulary,
 ) -> None:
     c = model.config
     writer = gguf.GGUFWriter(str(path), arch)
@@ -90,13 +105,7 @@ def _write_gguf(
     writer.add_head_count_kv(c.num_key_value_heads)
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(c.rms_norm_eps)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_token_list(TOKENS)
-    writer.add_token_merges(["a b"])
-    writer.add_token_types([3 if t.startswith("<|") else 1 for t in TOKENS])
-    writer.add_bos_token_id(27)
-    writer.add_eos_token_id(28)
-    writer.add_chat_template(TEMPLATE)
+    vocabulary(writer)
     heads = {
         "self_attn.q_proj.weight": c.num_attention_heads,
         "self_attn.k_proj.weight": c.num_key_value_heads,
@@ -171,3 +180,33 @@ def test_non_llama_gguf_is_refused(tmp_path: Path) -> None:
     _write_gguf(tmp_path / "other.gguf", _llama(), arch="falcon")
     with pytest.raises(CheckpointError, match="GGUF architecture 'falcon' is not supported"):
         tformer.load(tmp_path / "other.gguf")
+
+
+SPM_PIECES = ["▁", "h", "e", "l", "o", "w", "r", "d", "t", "a", "n", "he", "ll", "▁h", "▁he",
+              "llo", "▁hello", "▁w", "or", "▁wor", "ld", "▁world", "th", "▁the", "an", "▁an"]  # fmt: skip
+SPM_TOKENS = ["<unk>", "<s>", "</s>", *(f"<0x{b:02X}>" for b in range(256)), *SPM_PIECES]
+
+
+def _sentencepiece_vocabulary(writer: gguf.GGUFWriter) -> None:
+    """A Llama-style SentencePiece vocabulary: no merges, scores give the merge order."""
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(SPM_TOKENS)
+    writer.add_token_scores([0.0] * 259 + [-float(i) for i in range(len(SPM_PIECES))])
+    writer.add_token_types([2, 3, 3] + [6] * 256 + [1] * len(SPM_PIECES))
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+
+
+def test_sentencepiece_gguf_tokenizer_matches_transformers(tmp_path: Path) -> None:
+    _write_gguf(
+        tmp_path / "spm.gguf", _llama(len(SPM_TOKENS)), vocabulary=_sentencepiece_vocabulary
+    )
+    _, tokenizer = tformer.load(tmp_path / "spm.gguf")
+    reference = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="spm.gguf")
+    texts = ["hello world", "  hello   world ", "the hello an", "héllo 🙂 wörld", "", "he</s>llo"]
+    for text in texts:
+        ids = tokenizer.encode(text)
+        assert ids == reference(text)["input_ids"], text
+        assert tokenizer.decode(ids) == reference.decode(ids, skip_special_tokens=True), text
+    assert tokenizer.encode("hello")[:2] == [1, SPM_TOKENS.index("▁hello")]  # BOS added

@@ -19,7 +19,7 @@ from torch import Tensor
 from tformer.checkpoint import CheckpointError
 from tformer.models import TformerModel
 from tformer.pretrained.hf import model_from_hf
-from tformer.pretrained.tokenizers import byte_level_bpe
+from tformer.pretrained.tokenizers import GGUFVocabulary, tokenizer_from_gguf
 from tformer.tokenizer import Tokenizer
 
 MODEL_TYPES = {"llama": "llama"}  # general.architecture -> Hugging Face model_type
@@ -134,23 +134,28 @@ def _dequantise(tensor: Any, source: str) -> Tensor:
 
 
 def _tokenizer(meta: dict[str, Any], source: str) -> Tokenizer:
-    kind = meta.get("tokenizer.ggml.model")
-    if kind != "gpt2":
-        raise CheckpointError(
-            f"{source}: GGUF tokenizer model {kind!r} is not supported; supported: gpt2 (byte BPE)"
-        )
     ids = {
         r: meta[f"tokenizer.ggml.{k}"]
         for r, k in TOKEN_ROLES.items()
         if f"tokenizer.ggml.{k}" in meta
     }
-    return byte_level_bpe(
-        meta["tokenizer.ggml.tokens"],
-        meta.get("tokenizer.ggml.merges", []),
-        meta.get("tokenizer.ggml.token_type", []),
-        ids,
-        meta.get("tokenizer.chat_template"),
+    model = meta.get("tokenizer.ggml.model", "<missing>")
+    vocabulary = GGUFVocabulary(
+        model=model,
+        tokens=meta["tokenizer.ggml.tokens"],
+        token_types=meta.get("tokenizer.ggml.token_type", ()),
+        merges=meta.get("tokenizer.ggml.merges", ()),
+        scores=meta.get("tokenizer.ggml.scores", ()),
+        special_ids=ids,
+        chat_template=meta.get("tokenizer.chat_template"),
+        # llama.cpp adds BOS to a SentencePiece vocabulary unless the file says otherwise
+        add_bos=meta.get("tokenizer.ggml.add_bos_token", model == "llama"),
+        add_space_prefix=meta.get("tokenizer.ggml.add_space_prefix", True),
     )
+    try:
+        return tokenizer_from_gguf(vocabulary)
+    except ValueError as error:
+        raise CheckpointError(f"{source}: {error}") from error
 
 
 def load_gguf(
