@@ -95,7 +95,7 @@ def tokenizer_from_gguf(vocabulary: GGUFVocabulary) -> Tokenizer:
         backend.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A",
             pair=f"{bos} $A {bos}:1 $B:1",
-            special_tokens=[(bos, tokens.index(bos))],
+            special_tokens=[(bos, vocabulary.special_ids["bos"])],
         )
     return Tokenizer(backend, specials, vocabulary.chat_template)
 
