@@ -331,3 +331,12 @@ def test_beam_search_same_with_static_cache_and_without_cache(model, cache: dict
     assert torch.equal(
         generate(model, source, **options, **cache), generate(model, source, **options)
     )
+
+
+def test_generated_tokens_can_feed_a_training_step() -> None:
+    """Outputs are ordinary tensors (not inference-mode ones): usable where autograd runs."""
+    model = tiny("decoder", **DECODERS["gpt-mha"])
+    tokens = generate(model, prompts(), max_new_tokens=4, eos_token_id=[])
+    loss = model(tokens[:, :-1], labels=tokens[:, 1:]).loss
+    loss.backward()
+    assert next(model.parameters()).grad is not None

@@ -50,7 +50,7 @@ def decoding_options(args: argparse.Namespace, room: int) -> dict[str, Any]:
         do_sample=args.sample or bool(options),
         repetition_penalty=args.repetition_penalty,
         seed=args.seed,
-        static_cache=args.static_cache or args.compile,
+        static_cache=args.static_cache,
         compile_step=args.compile,
     )
 

@@ -43,7 +43,6 @@ def _start(
     input_ids: Tensor,
     attention_mask: Tensor | None,
     config: GenerationConfig,
-    compile_step: bool,
 ) -> DecodingState:
     ids, mask = prepare_inputs(model, input_ids, attention_mask, config.max_new_tokens)
     return DecodingState(
@@ -52,8 +51,8 @@ def _start(
         mask,
         max_new_tokens=config.max_new_tokens,
         use_cache=config.use_cache,
-        static_cache=config.static_cache,
-        compile_step=compile_step,
+        static_cache=config.static_cache or config.compile_step,
+        compile_step=config.compile_step,
     )
 
 
@@ -70,21 +69,19 @@ def _token_stream(
     attention_mask: Tensor | None,
     config: GenerationConfig,
     tokenizer: Tokenizer | None,
-    compile_step: bool,
 ) -> Iterator[Tensor]:
     stop = StopStrings(tokenizer, config.stop_strings) if config.stop_strings else None
-    state = _start(model, input_ids, attention_mask, config, compile_step)
+    state = _start(model, input_ids, attention_mask, config)
     yield from sample_stream(state, config, pad_id=_pad_id(model, config), stop_strings=stop)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the tokens may feed a later training step
 def stream(
     model: TformerModel,
     input_ids: Tensor,
     attention_mask: Tensor | None = None,
     *,
     tokenizer: Tokenizer | None = None,
-    compile_step: bool = False,
     **options: object,
 ) -> Iterator[Tensor]:
     """Yield the next token of every row, (B,), as soon as it is chosen (greedy or sampled).
@@ -95,10 +92,10 @@ def stream(
     config = make_config(model, **options)
     if config.num_beams > 1:
         raise ValueError("beam search cannot stream: its best sequence is known only at the end")
-    yield from _token_stream(model, input_ids, attention_mask, config, tokenizer, compile_step)
+    yield from _token_stream(model, input_ids, attention_mask, config, tokenizer)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: the tokens may feed a later training step
 def generate(
     model: TformerModel,
     input_ids: Tensor,
@@ -129,8 +126,8 @@ def generate(
     1 for tokens, 0 for (left) padding. eos_token_id None uses the model's eos_id.
     stop_strings need `tokenizer`. With num_beams > 1 rows come in groups of
     num_return_sequences per input, best first (`beam_search` also returns their scores).
-    static_cache preallocates the KV cache (one shape for every step) and compile_step
-    compiles the decode step with `torch.compile`.
+    static_cache preallocates the KV cache (one shape for every step); compile_step also
+    compiles the decode step with `torch.compile` (and implies static_cache).
     """
     config = make_config(
         model,
@@ -150,14 +147,15 @@ def generate(
         early_stopping=early_stopping,
         use_cache=use_cache,
         static_cache=static_cache,
+        compile_step=compile_step,
     )
     if config.num_beams > 1:
         if config.stop_strings:
             raise ValueError("stop_strings are not supported with beam search; use eos_token_id")
-        state = _start(model, input_ids, attention_mask, config, compile_step)
+        state = _start(model, input_ids, attention_mask, config)
         out = beam_search(state, config, pad_id=_pad_id(model, config))
         return out.sequences.flatten(0, 1)
-    steps = _token_stream(model, input_ids, attention_mask, config, tokenizer, compile_step)
+    steps = _token_stream(model, input_ids, attention_mask, config, tokenizer)
     return torch.stack(list(steps), dim=1)
 
 

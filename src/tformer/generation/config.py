@@ -32,6 +32,7 @@ class GenerationConfig:
     early_stopping: bool | str = False
     use_cache: bool = True
     static_cache: bool = False
+    compile_step: bool = False  # torch.compile the decode step; implies static_cache
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -64,8 +65,8 @@ class GenerationConfig:
             raise ValueError(
                 f"early_stopping={self.early_stopping!r}; choose True, False or 'never'"
             )
-        if self.static_cache and not self.use_cache:
-            raise ValueError("static_cache=True needs use_cache=True")
+        if (self.static_cache or self.compile_step) and not self.use_cache:
+            raise ValueError("static_cache and compile_step need use_cache=True")
 
     def replace(self, **changes: object) -> GenerationConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
