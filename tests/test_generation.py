@@ -340,3 +340,12 @@ def test_generated_tokens_can_feed_a_training_step() -> None:
     loss = model(tokens[:, :-1], labels=tokens[:, 1:]).loss
     loss.backward()
     assert next(model.parameters()).grad is not None
+
+
+def test_unseeded_sampling_leaves_the_global_rng_alone() -> None:
+    model = tiny("decoder", **DECODERS["gpt-mha"])
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    generate(model, prompts(), max_new_tokens=3, do_sample=True)
+    assert torch.equal(torch.rand(3), expected)

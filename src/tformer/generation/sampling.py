@@ -44,7 +44,10 @@ def sample_stream(
     generator = None
     if config.do_sample:
         generator = torch.Generator(device=state.tokens.device)
-        generator.manual_seed(config.seed if config.seed is not None else torch.seed())
+        if config.seed is None:
+            generator.seed()  # fresh entropy, leaving the global RNG alone
+        else:
+            generator.manual_seed(config.seed)
     eos = torch.tensor(config.eos_token_ids, dtype=torch.long, device=state.tokens.device)
     finished = torch.zeros(state.tokens.shape[0], dtype=torch.bool, device=eos.device)
     logits = state.prefill()
