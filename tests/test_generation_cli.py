@@ -130,3 +130,17 @@ def test_stream_text_pieces_join_to_the_decoded_text(tmp_path) -> None:
     pieces = list(stream_text(bpe, ids))
     assert "".join(pieces) == bpe.decode(ids)
     assert not any("\ufffd" in piece for piece in pieces)
+
+
+def test_generate_chat_uses_the_tokenizer_template(tmp_path, tokenizer, capsys) -> None:
+    pytest.importorskip("jinja2")
+    import copy
+
+    templated = copy.copy(tokenizer)
+    templated.chat_template = "{% for m in messages %}user: {{ m['content'] }}\n{% endfor %}"
+    path = save_tiny(tmp_path, templated, "decoder", "chat")
+    code, out, _ = run_cli(
+        ["generate", str(path), "--chat", "hello", "--max-new-tokens", "8"], capsys
+    )
+    assert code == 0
+    assert out == reference_text(path, tokenizer, "user: hello\n", max_new_tokens=8) + "\n"
