@@ -135,7 +135,9 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
     torch.manual_seed(123)  # a resumed process starts with unrelated RNG state
     resumed = _tiny_trainer(tmp_path / "split", save_every=3)
     resumed.fit(list_checkpoints(tmp_path / "split")[-1])
-    for a, b in zip(whole.model.state_dict().values(), resumed.model.state_dict().values()):
+    for a, b in zip(
+        whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
     assert _losses(tmp_path / "whole") == _losses(tmp_path / "split")
 
@@ -175,5 +177,5 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path):
     small.train_data.plan = ShuffledBatches(len(small.train_data.dataset), 4, 0)
     big.train_step()
     small.train_step()
-    for a, b in zip(big.model.parameters(), small.model.parameters()):
+    for a, b in zip(big.model.parameters(), small.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

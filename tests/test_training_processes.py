@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tformer.training import load_recipe, train_recipe
 from tformer.training.checkpointing import list_checkpoints
@@ -59,8 +61,8 @@ def _recipe(tmp_path: Path, *, dropout=0.1, steps=400, save_every=100) -> Path:
     return path
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def _env(**extra: str) -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 
 def _train_command(*args: str) -> list[str]:
@@ -74,35 +76,57 @@ def _curve(run_dir: Path) -> list[tuple]:
     ]
 
 
-def test_resume_after_kill_9_is_bitwise_identical(tmp_path):
-    recipe = _recipe(tmp_path)
+@pytest.fixture
+def one_thread():
+    """Same thread count as the subprocesses: float sums then run in the same order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_resume_after_kill_9_is_bitwise_identical(tmp_path, one_thread):
+    recipe = _recipe(tmp_path, steps=200, save_every=50)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    subprocess.run(_train_command("--out", str(whole), str(recipe)), env=_env(), check=True)
+    train_recipe(load_recipe(recipe), whole)
 
     process = subprocess.Popen(_train_command("--out", str(killed), str(recipe)), env=_env())
     deadline = time.monotonic() + 120
-    while not (killed / "checkpoints" / "step-00000100").is_dir():
+    while not (killed / "checkpoints" / "step-00000050").is_dir():
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
-        time.sleep(0.005)
+        time.sleep(0.002)
     assert process.poll() is None, "the run ended before it could be killed"
     process.send_signal(signal.SIGKILL)
     process.wait()
     survivors = list_checkpoints(killed)
-    assert survivors and survivors[-1].name != "step-00000400"  # killed between checkpoints
+    assert survivors and survivors[-1].name != "step-00000200"  # killed between checkpoints
 
     subprocess.run(_train_command("--resume", str(killed)), env=_env(), check=True)
-    final = "checkpoints/step-00000400/model.safetensors"
+    final = "checkpoints/step-00000200/model.safetensors"
     assert (whole / final).read_bytes() == (killed / final).read_bytes()
     assert _curve(whole) == _curve(killed)
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    """Two `tformer train` processes with the environment torchrun gives its workers."""
     recipe = _recipe(tmp_path, dropout=0.0, steps=5, save_every=0)
     ddp_dir = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    command = [*launcher, "-m", "tformer.cli", "train", "--out", str(ddp_dir), str(recipe)]
-    subprocess.run(command, env=_env(), check=True, timeout=300)
+    rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2"}
+    workers = [
+        subprocess.Popen(
+            _train_command("--out", str(ddp_dir), str(recipe)),
+            env=_env(**rendezvous, RANK=str(rank), LOCAL_RANK=str(rank)),
+        )
+        for rank in range(2)
+    ]
     train_recipe(load_recipe(recipe), tmp_path / "single")
+    assert [w.wait(timeout=300) for w in workers] == [0, 0]
     ddp = [m for m in read_metrics(ddp_dir) if m["kind"] == "train"]
     single = [m for m in read_metrics(tmp_path / "single") if m["kind"] == "train"]
     assert [m["step"] for m in ddp] == [1, 2, 3, 4, 5]

@@ -73,9 +73,9 @@ REVERSE = {
     "data": {"task": "copy", "seq_len": 10, "n_symbols": 8, "reverse": True, "n_val": 1000},
     "training": {
         "batch_size": 64,
-        "lr": 2.0,
+        "lr": 0.5,
         "schedule": "noam",
-        "warmup_steps": 100,
+        "warmup_steps": 200,
         "weight_decay": 0.0,
         "beta2": 0.98,
         "grad_clip": 0.0,

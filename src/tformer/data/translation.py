@@ -144,6 +144,8 @@ class RandomSequences:
         return self.n
 
     def __getitem__(self, index: int) -> tuple[list[int], list[int]]:
+        if not 0 <= index < self.n:
+            raise IndexError(index)  # also ends iteration: `for pair in dataset`
         o = self.options
         rng = np.random.default_rng([o.seed, self.salt, index])
         source = (rng.integers(0, o.n_symbols, o.seq_len) + FIRST_SYMBOL).tolist()

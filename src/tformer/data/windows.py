@@ -26,5 +26,7 @@ class TokenWindows:
         return (len(self.tokens) - self.window) // self.stride + 1
 
     def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < len(self):
+            raise IndexError(index)  # also ends iteration: `for window in windows`
         start = index * self.stride
         return np.asarray(self.tokens[start : start + self.window], dtype=np.int64)

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from tformer.config import ModelConfig, _to_toml
+from tformer.data.task import resolve_path
+from tformer.models import TformerModel
 from tformer.training.config import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -32,6 +34,7 @@ class Recipe:
     data: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None  # the file it was read from (relative data paths start there)
+    _pretrained: TformerModel | None = field(default=None, repr=False)
 
     def table(self, name: str) -> dict[str, Any]:
         return getattr(self, name)
@@ -43,11 +46,25 @@ class Recipe:
         return TrainConfig.from_dict(self.training)
 
     def base_model_config(self) -> ModelConfig:
-        """The `[model]` table alone (preset + fields), before the data fills in its values."""
+        """The `[model]` table alone (preset or pretrained config + fields), before the data
+        fills in its values."""
         values = dict(self.model)
         preset = values.pop("preset", None)
-        base = ModelConfig.preset(preset) if preset else ModelConfig()
+        if values.pop("init_from", None) is not None:
+            base = self.pretrained().config
+        else:
+            base = ModelConfig.preset(preset) if preset else ModelConfig()
         return ModelConfig.from_dict({**base.to_dict(), **values})
+
+    def pretrained(self) -> TformerModel:
+        """The model `[model] init_from` names (a tformer, Hugging Face or GGUF checkpoint;
+        "pkg:NAME/path" for one inside an installed package), loaded once."""
+        if self._pretrained is None:
+            from tformer.pretrained import load
+
+            base_dirs = [self.source.parent.parent] if self.source else []
+            self._pretrained, _ = load(resolve_path(self.model["init_from"], base_dirs))
+        return self._pretrained
 
     def model_config(self, data_fields: dict[str, Any]) -> ModelConfig:
         """The model config with the values the data determines; an explicit `[model]` value
@@ -89,7 +106,7 @@ def _known_keys(name: str) -> set[str]:
     from dataclasses import fields
 
     if name == "model":
-        return {f.name for f in fields(ModelConfig)} | {"preset"}
+        return {f.name for f in fields(ModelConfig)} | {"preset", "init_from"}
     if name == "training":
         return {f.name for f in fields(TrainConfig)}
     return set()  # [data] keys depend on the task: only dotted overrides reach them

