@@ -18,7 +18,9 @@ def add_decoding_options(p: argparse.ArgumentParser, *, max_new_tokens: int) -> 
         help=f"default: {max_new_tokens}, or fewer if the model's context is shorter",
     )
     p.set_defaults(default_max_new_tokens=max_new_tokens)
-    p.add_argument("--beams", type=int, default=1, metavar="K", help="beam search width")
+    p.add_argument(
+        "--beams", type=int, default=1, metavar="K", help="beam width (default %(default)s)"
+    )
     p.add_argument("--length-penalty", type=float, default=1.0, help="beam score / length**this")
     p.add_argument(
         "--sample",
