@@ -76,3 +76,30 @@ def test_train_command_reports_a_bad_override_in_one_line(capsys):
     recipe = str(PROJECT / "configs" / "copy-task.toml")
     assert main(["train", recipe, "--training.no_such_key", "1"]) == 2
     assert "unknown key(s) no_such_key" in capsys.readouterr().err
+
+
+def test_prepare_command_writes_tokenizer_and_token_files(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("to be or not to be\n" * 50)
+    assert main(["prepare", str(corpus), "--out", str(tmp_path / "p")]) == 0
+    assert "train 855 tokens, val 95 tokens" in capsys.readouterr().out
+    assert {"tokenizer.json", "train.bin", "val.bin"} <= {
+        p.name for p in (tmp_path / "p").iterdir()
+    }
+
+
+def test_prepare_command_reports_bad_input_in_one_line(tmp_path, capsys):
+    (tmp_path / "empty.txt").write_text("")
+    assert main(["prepare", str(tmp_path / "empty.txt"), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("empty.txt: file is empty") and "\n" not in err
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_with_short_budgets(tmp_path, capsys):
+    if not (SHARED / "tinyshakespeare.txt").is_file():
+        pytest.skip("shared data not available")
+    budgets = ["--gpt-seconds=3", "--seq2seq-seconds=3", "--bert-seconds=3"]
+    assert main(["demo", "--out", str(tmp_path), *budgets]) == 0
+    out = capsys.readouterr().out
+    assert "validation loss" in out and "exact match" in out and "masked-token accuracy" in out

@@ -86,30 +86,10 @@ REVERSE = {
         "seed": 0,
     },
 }
-BERT = {
-    "model": {
-        "arch": "encoder",
-        "d_model": 128,
-        "n_heads": 4,
-        "n_layers": 4,
-        "d_ff": 512,
-        "max_seq_len": 64,
-        "positional": "learned",
-        "norm_position": "pre",
-        "activation": "gelu",
-        "dropout": 0.0,
-    },
-    "data": {"task": "mlm", "tokenizer": "char", "block_size": 64, "train_stride": 1},
-    "training": {
-        "batch_size": 32,
-        "lr": 2e-3,
-        "min_lr": 1e-4,
-        "warmup_steps": 50,
-        "eval_every": 10**9,
-        "eval_batches": None,
-        "log_every": 25,
-        "seed": 0,
-    },
+BERT = {  # the GPT's sizes, bidirectional, with BERT's masked-LM objective
+    "model": {**GPT["model"], "arch": "encoder"},
+    "data": {**GPT["data"], "task": "mlm"},
+    "training": {**GPT["training"], "batch_size": 32, "seed": 0},
 }
 
 
@@ -127,6 +107,10 @@ def find_shared_data(name: str) -> Path:
         f"{name} not found (looked in {tried}); the demo reads the shared datasets from "
         "../shared/data relative to the project root, or from $TFORMER_DATA_DIR"
     )
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _recipe(template: dict, **data: object) -> Recipe:
@@ -182,7 +166,7 @@ def sample_text(model: TformerModel, tokenizer: Tokenizer, prompt: str, n_tokens
         context = ids[-(window // 2) :]
         new = generate(
             model,
-            torch.tensor([context]),
+            torch.tensor([context], device=_device(model)),
             max_new_tokens=min(window - len(context), target - len(ids)),
             do_sample=True,
             temperature=0.8,
@@ -211,7 +195,9 @@ def demo_reverse(out: Path, seconds: float) -> None:
     pairs = trainer.val_data.dataset  # type: ignore[union-attr]
     accuracy = exact_match(model, [pairs[i] for i in range(len(pairs))])  # type: ignore[arg-type]
     source, target = pairs[0]
-    new = generate(model, torch.tensor([source]), max_new_tokens=len(target) + 1)
+    new = generate(
+        model, torch.tensor([source], device=_device(model)), max_new_tokens=len(target) + 1
+    )
     print(f"trained {result.step} steps in {result.elapsed_s:.0f} s")
     print(f"example: {source} -> {new[0, : len(target)].tolist()}")
     print(f"exact match, greedy, {len(pairs)} held-out sequences: {accuracy:.1%}")
@@ -223,7 +209,7 @@ def demo_bert(out: Path, seconds: float) -> None:
     recipe = _recipe(BERT, prepared=str((out / "gpt" / "data").resolve()))
     trainer, result = train_for(recipe, out / "bert", seconds)
     val = trainer.val_data
-    metrics = evaluate_batches(trainer.model, val.epoch(), torch.device("cpu"))  # type: ignore[union-attr]
+    metrics = evaluate_batches(trainer.model, val.epoch(), _device(trainer.model))  # type: ignore[union-attr]
     print(f"trained {result.step} steps in {result.elapsed_s:.0f} s")
     print(
         f"masked-token accuracy on the validation split: {metrics['accuracy']:.1%} "
@@ -235,7 +221,7 @@ def demo_bert(out: Path, seconds: float) -> None:
     hidden = [i for i, ch in enumerate(text) if ch in "aeiou"]
     masked = [tokenizer.token_id("mask") if i in hidden else t for i, t in enumerate(ids)]  # type: ignore[union-attr]
     with torch.no_grad():
-        guess = model(pad([masked], 0)).logits[0].argmax(-1).tolist()
+        guess = model(pad([masked], 0).to(_device(model))).logits[0].argmax(-1).tolist()
     shown = "".join("_" if i in hidden else ch for i, ch in enumerate(text))
     filled = tokenizer.decode([guess[i] if i in hidden else t for i, t in enumerate(ids)])  # type: ignore[union-attr]
     print(f"fill-mask: {shown!r}\n       ->  {filled!r}")

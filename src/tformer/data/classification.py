@@ -46,6 +46,7 @@ class ClassificationOptions:
     val_fraction: float = 0.2
     seed: int = 0
     truncate: bool = False
+    max_length: int | None = None  # tokens kept per text (default: the model's max_seq_len)
 
 
 def read_bbc_news() -> list[Row]:
@@ -97,10 +98,12 @@ def build_classification(
     texts = [r[1] for r in train_rows]
     tokenizer = obtain_tokenizer(options.tokenizer, texts, options.vocab_size, base_dirs)
 
+    limit = min(max_seq_len, options.max_length or max_seq_len)
+
     def encode(split: list[Row]) -> list[tuple[list[int], int]]:
         ids = tokenizer.encode_batch([r[1] for r in split])
         return [
-            (check_length(i, max_seq_len, path, r[0], options.truncate), label_ids[r[2]])
+            (check_length(i, limit, path, r[0], options.truncate), label_ids[r[2]])
             for r, i in zip(split, ids, strict=True)
         ]
 

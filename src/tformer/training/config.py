@@ -65,13 +65,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(
-                f"[training]: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        return cls(**values)
+        """From a recipe's `[training]` table; unknown keys are errors that name them."""
+        from tformer.data.task import parse_options
+
+        return parse_options(cls, values, "[training]")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
