@@ -10,6 +10,7 @@ Contenders, all float32 on CPU unless named otherwise, on the same dequantised w
   tformer-nocache   recomputes the whole sequence every step (the baseline a cache beats)
   tformer-compiled  static cache + torch.compile'd decode step (opt-in: compiling takes ~1 min;
                     its warm-up call generates all N tokens, so the timed call reuses the graph)
+  tformer-bf16-compiled   the same in bfloat16 (opt-in)
 Greedy decoding with EOS disabled, so every row makes exactly N tokens; a batch of B uses B
 prompts of different lengths, left-padded. Each (contender, batch) runs in a fresh process
 after one warm-up call, which also gives its peak RSS (model loading included). Tokens/s
@@ -49,7 +50,7 @@ PROMPTS = [
     "The quick brown fox",
 ]
 CONTENDERS = ("transformers", "tformer", "tformer-static", "tformer-bf16", "tformer-nocache")
-OPT_IN = ("tformer-compiled",)
+OPT_IN = ("tformer-compiled", "tformer-bf16-compiled")
 
 
 def gguf_path() -> Path:
@@ -90,9 +91,10 @@ def make_generate(contender: str, path: Path) -> Any:
     options: dict[str, Any] = {
         "tformer-static": {"static_cache": True},
         "tformer-nocache": {"use_cache": False},
-        "tformer-compiled": {"static_cache": True, "compile_step": True},
+        "tformer-compiled": {"compile_step": True},
+        "tformer-bf16-compiled": {"compile_step": True},
     }.get(contender, {})
-    if contender == "tformer-bf16":
+    if contender.startswith("tformer-bf16"):
         ours = ours.to(torch.bfloat16)
 
     def run_ours(ids: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
