@@ -16,8 +16,8 @@ from torch.nn import functional as F
 
 import tformer
 from tformer.cli import main
-from tformer.explain import capture, explain
-from tformer.explain.attribution import attention_rollout
+from tformer.explainer import capture, explain
+from tformer.explainer.attribution import attention_rollout
 from tformer.modules.attention import build_attention_mask
 
 TEXT = "To be, or not to be: that is the question."

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import tformer
-from tformer.explain import explain
+from tformer.explainer import explain
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(

@@ -12,6 +12,7 @@ import torch
 
 from tformer.checkpoint import CheckpointError
 from tformer.config import ModelConfig, preset_names
+from tformer.explainer import Explanation, explain
 from tformer.models import (
     DecoderOnlyLM,
     EncoderDecoder,
@@ -49,12 +50,14 @@ __all__ = [
     "DecoderOnlyLM",
     "EncoderDecoder",
     "EncoderModel",
+    "Explanation",
     "ModelConfig",
     "ModelOutput",
     "TformerModel",
     "Tokenizer",
     "__version__",
     "build_model",
+    "explain",
     "load",
     "load_model",
     "preset_names",

@@ -9,7 +9,7 @@ from pathlib import Path
 def _png_targets(specs: list[str], out: Path) -> list[tuple[str, Path]]:
     """Parse `--png NAME[=PATH]`; without a path the PNG goes next to the report. Unknown
     names fail here, before a model is loaded."""
-    from tformer.explain.figures import FIGURES
+    from tformer.explainer.figures import FIGURES
 
     targets = []
     for spec in specs:
@@ -25,7 +25,7 @@ def _png_targets(specs: list[str], out: Path) -> list[tuple[str, Path]]:
 
 def run(args: argparse.Namespace) -> None:
     import tformer
-    from tformer.explain import explain
+    from tformer.explainer import explain
 
     if not args.text.strip():  # before loading: a large model takes seconds to load
         raise ValueError("--text is empty; give the text to explain, e.g. --text 'To be, or not'")

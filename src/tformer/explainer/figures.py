@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from tformer.explain.capture import residual_norms
+from tformer.explainer.capture import residual_norms
 
 if TYPE_CHECKING:
-    from tformer.explain.explanation import Explanation
+    from tformer.explainer.explanation import Explanation
 
 FIGURES = (
     "positions",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from tformer.explain.explanation import Explanation
+    from tformer.explainer.explanation import Explanation
 
 DECIMALS = 4  # heatmap values are rounded to keep the page small
 
@@ -51,12 +51,12 @@ def canvas(map_id: int, css: str = "labelled", **data: object) -> str:
 
 
 def asset(name: str) -> str:
-    return resources.files("tformer.explain").joinpath(name).read_text(encoding="utf-8")
+    return resources.files("tformer.explainer").joinpath(name).read_text(encoding="utf-8")
 
 
 def render(explanation: Explanation) -> str:
     """The whole page."""
-    from tformer.explain import sections
+    from tformer.explainer import sections
 
     page = Page()
     body = "\n".join(section(explanation, page) for section in sections.ALL)

@@ -1,6 +1,6 @@
 """See inside a Transformer: every stage of one forward pass, as tensors or as a report.
 
->>> from tformer.explain import capture, explain
+>>> from tformer.explainer import capture, explain
 >>> with capture(model) as seen:           # hooks exist only inside the block
 ...     model(ids)
 >>> report = explain(model, tokenizer, "To be, or not to be")
@@ -9,7 +9,7 @@
 docs/explain.md explains how to read each view of the report.
 """
 
-from tformer.explain.capture import Capture, LayerRecord, StackRecord, capture
-from tformer.explain.explanation import Explanation, explain
+from tformer.explainer.capture import Capture, LayerRecord, StackRecord, capture
+from tformer.explainer.explanation import Explanation, explain
 
 __all__ = ["Capture", "Explanation", "LayerRecord", "StackRecord", "capture", "explain"]

@@ -13,9 +13,9 @@ from html import escape
 import torch
 from torch import Tensor
 
-from tformer.explain.capture import StackRecord, residual_norms
-from tformer.explain.explanation import Explanation
-from tformer.explain.html import Page, canvas
+from tformer.explainer.capture import StackRecord, residual_norms
+from tformer.explainer.explanation import Explanation
+from tformer.explainer.html import Page, canvas
 
 STACK_TITLES = {"encoder": "Encoder", "decoder": "Decoder"}
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from tformer.explain.capture import StackRecord
+from tformer.explainer.capture import StackRecord
 from tformer.models.heads import LMHead
 
 

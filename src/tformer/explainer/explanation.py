@@ -11,9 +11,9 @@ import torch
 from torch import Tensor
 
 from tformer.config import ModelConfig
-from tformer.explain.attribution import attention_rollout, cross_rollout, gradient_x_input
-from tformer.explain.capture import Capture, capture
-from tformer.explain.inputs import (
+from tformer.explainer.attribution import attention_rollout, cross_rollout, gradient_x_input
+from tformer.explainer.capture import Capture, capture
+from tformer.explainer.inputs import (
     Plan,
     encode_text,
     fill_labels,
@@ -24,7 +24,7 @@ from tformer.explain.inputs import (
     pooled_embeddings,
     score,
 )
-from tformer.explain.lens import LogitLens, TopK, logit_lens, top_k, vocabulary_head
+from tformer.explainer.lens import LogitLens, TopK, logit_lens, top_k, vocabulary_head
 from tformer.models.stack import TransformerStack
 from tformer.tokenizer import Tokenizer
 
@@ -36,7 +36,7 @@ class Explanation:
     """One input's trip through a model. Tensors are for batch row 0 unless noted.
 
     tokens: stack name -> the displayed tokens of that stack's input.
-    capture: every recorded stage (batch of one), see `tformer.explain.capture`.
+    capture: every recorded stage (batch of one), see `tformer.explainer.capture`.
     stack: the stack whose positions predict tokens ("decoder"; "encoder" for BERT).
     predictions: top-k next tokens (or masked-token fillers) per position of `stack`.
     lens: top-1 token after the embeddings and after each block of `stack` (logit lens).
@@ -72,7 +72,7 @@ class Explanation:
 
     def to_html(self) -> str:
         """One self-contained HTML page (inline data, script and style; no network)."""
-        from tformer.explain.html import render
+        from tformer.explainer.html import render
 
         return render(self)
 
@@ -82,8 +82,8 @@ class Explanation:
         return path
 
     def save_png(self, figure: str, path: str | Path) -> Path:
-        """Write one figure (see `tformer.explain.figures.FIGURES`) as a PNG; needs matplotlib."""
-        from tformer.explain.figures import save_png
+        """Write one figure (see `tformer.explainer.figures.FIGURES`) as a PNG; needs matplotlib."""
+        from tformer.explainer.figures import save_png
 
         return save_png(self, figure, Path(path))
 
