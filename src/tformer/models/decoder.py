@@ -56,12 +56,4 @@ class DecoderOnlyLM(TformerModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        logits = self.lm_head(out.last_hidden_state)
-        return ModelOutput(
-            logits=logits,
-            loss=self.lm_head.loss(logits, labels, label_smoothing) if labels is not None else None,
-            last_hidden_state=out.last_hidden_state,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            cache=cache,
-        )
+        return self.lm_head.output(out, labels, label_smoothing, cache=cache)

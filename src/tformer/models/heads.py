@@ -6,14 +6,20 @@ its own loss, so models differ only in which head the config names.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from tformer.config import ModelConfig
+from tformer.models.output import ModelOutput
 from tformer.modules.embedding import TokenEmbedding
 from tformer.modules.feedforward import _ACTIVATIONS
 from tformer.modules.norm import make_norm
+
+if TYPE_CHECKING:
+    from tformer.models.stack import StackOutput
 
 IGNORE_INDEX = -100  # label value that contributes no loss (padding, unmasked MLM positions)
 
@@ -54,6 +60,26 @@ class LMHead(nn.Module):
 
     def loss(self, logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
         return token_cross_entropy(logits, labels, label_smoothing)
+
+    def output(
+        self,
+        stack: StackOutput,
+        labels: Tensor | None,
+        label_smoothing: float = 0.0,
+        **extra: Any,
+    ) -> ModelOutput:
+        """Logits, the loss when `labels` are given, and what the stack recorded, as one output
+        (the decoder-only and encoder-decoder models both end here)."""
+        logits = self(stack.last_hidden_state)
+        return ModelOutput(
+            logits=logits,
+            loss=None if labels is None else self.loss(logits, labels, label_smoothing),
+            last_hidden_state=stack.last_hidden_state,
+            hidden_states=stack.hidden_states,
+            attentions=stack.attentions,
+            cross_attentions=stack.cross_attentions,
+            **extra,
+        )
 
 
 class MaskedLMHead(LMHead):

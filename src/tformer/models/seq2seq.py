@@ -71,16 +71,8 @@ class EncoderDecoder(TformerModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        logits = self.lm_head(out.last_hidden_state)
-        return ModelOutput(
-            logits=logits,
-            loss=self.lm_head.loss(logits, labels, label_smoothing) if labels is not None else None,
-            last_hidden_state=out.last_hidden_state,
-            hidden_states=out.hidden_states,
-            attentions=out.attentions,
-            cross_attentions=out.cross_attentions,
-            encoder_last_hidden_state=encoder_output,
-            cache=cache,
+        return self.lm_head.output(
+            out, labels, label_smoothing, encoder_last_hidden_state=encoder_output, cache=cache
         )
 
     def forward(
