@@ -70,6 +70,8 @@ def test_recipe_trains_for_a_few_steps_and_evaluates(recipe, tmp_path):
     assert result.val_loss is not None and result.val_loss == result.val_loss  # not NaN
     if task == "copy":
         assert 0.0 <= evaluate_run(tmp_path / "run")["exact_match"] <= 1.0
+        with pytest.raises(ValueError, match="already holds a training run"):
+            train_recipe(load_recipe(recipe, overrides), tmp_path / "run")
 
 
 def test_train_command_reports_a_bad_override_in_one_line(capsys):

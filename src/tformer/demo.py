@@ -24,6 +24,7 @@ from tformer.generation import generate
 from tformer.models import TformerModel
 from tformer.tokenizer import Tokenizer
 from tformer.training import Recipe, TrainResult
+from tformer.training.checkpointing import clear_run
 from tformer.training.distributed import Distributed
 from tformer.training.evaluation import evaluate_batches
 from tformer.training.generation_metrics import exact_match
@@ -137,6 +138,7 @@ def train_for(recipe: Recipe, run_dir: Path, seconds: float) -> tuple[Trainer, T
     thread that keeps being descheduled can make every step several times slower.
     """
     dist = Distributed()
+    clear_run(run_dir)  # the demo's own folder: a new demo replaces the last one's runs
     data = load_data(recipe, run_dir, dist)
     config = recipe.train_config()
 

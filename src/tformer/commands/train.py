@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -20,6 +21,8 @@ def run(args: argparse.Namespace) -> None:
         run_dir = Path(args.out) if args.out else Path("runs") / recipe_path.stem
     recipe = load_recipe(recipe_path, args.overrides)
     result = train_recipe(recipe, run_dir, resume=args.resume is not None)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, one summary line (from process 0) is enough
     val = f"val_loss {result.val_loss:.4f}  " if result.val_loss is not None else ""
     print(
         f"step {result.step}  {val}train time {result.elapsed_s:.1f}s  "

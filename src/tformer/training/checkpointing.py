@@ -98,3 +98,15 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
     """Delete all but the newest `keep_last` step checkpoints (`best/` is separate)."""
     for old in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old)
+
+
+def holds_run(run_dir: Path) -> bool:
+    """True if `run_dir` already has checkpoints of a training run."""
+    return bool(list_checkpoints(run_dir)) or (run_dir / BEST).is_dir()
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove a run's checkpoints and metrics (prepared data is kept for reuse)."""
+    for name in (CHECKPOINTS, BEST):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)

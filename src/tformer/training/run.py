@@ -9,7 +9,7 @@ import torch
 from tformer.data import TASK_ARCH, BatchStream, TaskData, build_task_data
 from tformer.data.batching import BucketedBatches, SequentialBatches, ShuffledBatches
 from tformer.models import TformerModel, build_model
-from tformer.training.checkpointing import latest_checkpoint
+from tformer.training.checkpointing import holds_run, latest_checkpoint
 from tformer.training.config import TrainConfig
 from tformer.training.distributed import Distributed, barrier, init_distributed
 from tformer.training.recipe import RECIPE_FILE, Recipe
@@ -85,6 +85,11 @@ def copy_matching_weights(source: TformerModel, target: TformerModel) -> list[st
 def train_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False) -> TrainResult:
     """Train what `recipe` describes into `run_dir` (resuming from its latest checkpoint)."""
     run_dir = Path(run_dir)
+    if not resume and holds_run(run_dir):
+        raise ValueError(
+            f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
+            "or train into another directory with --out"
+        )
     dist = init_distributed()
     config = recipe.train_config()
     data = load_data(recipe, run_dir, dist)
