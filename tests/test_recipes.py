@@ -74,9 +74,9 @@ def test_recipe_trains_for_a_few_steps_and_evaluates(recipe, tmp_path):
             train_recipe(load_recipe(recipe, overrides), tmp_path / "run")
 
 
-def test_train_command_reports_a_bad_override_in_one_line(capsys):
+def test_train_command_reports_a_bad_override_in_one_line(tmp_path, capsys):
     recipe = str(PROJECT / "configs" / "copy-task.toml")
-    assert main(["train", recipe, "--training.no_such_key", "1"]) == 2
+    assert main(["train", "--out", str(tmp_path), recipe, "--training.no_such_key", "1"]) == 2
     assert "unknown key(s) no_such_key" in capsys.readouterr().err
 
 

@@ -85,13 +85,13 @@ def copy_matching_weights(source: TformerModel, target: TformerModel) -> list[st
 def train_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False) -> TrainResult:
     """Train what `recipe` describes into `run_dir` (resuming from its latest checkpoint)."""
     run_dir = Path(run_dir)
+    config = recipe.train_config()  # a bad [training] table fails before anything else
     if not resume and holds_run(run_dir):
         raise ValueError(
             f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
             "or train into another directory with --out"
         )
     dist = init_distributed()
-    config = recipe.train_config()
     data = load_data(recipe, run_dir, dist)
     model = build_recipe_model(recipe, data, config.seed)
     train, val = build_streams(data, config, dist)

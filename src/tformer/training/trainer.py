@@ -82,6 +82,7 @@ class Trainer:
         self.best_val_loss: float | None = None
         self.bad_evals = 0
         self.elapsed_s = 0.0
+        self.window_loss, self.window_steps = 0.0, 0  # training loss since the last log line
 
     # ---- one optimizer step ----------------------------------------------------------
     def _micro_batches(self) -> list[dict[str, torch.Tensor]]:
@@ -136,6 +137,8 @@ class Trainer:
             "best_val_loss": self.best_val_loss,
             "bad_evals": self.bad_evals,
             "elapsed_s": self.elapsed_s,
+            "window_loss": self.window_loss,
+            "window_steps": self.window_steps,
             "rng": ckpt.rng_state(),
         }
 
@@ -155,7 +158,15 @@ class Trainer:
         state = ckpt.load_trainer_state(checkpoint)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        for key in ("step", "position", "best_val_loss", "bad_evals", "elapsed_s"):
+        for key in (
+            "step",
+            "position",
+            "best_val_loss",
+            "bad_evals",
+            "elapsed_s",
+            "window_loss",
+            "window_steps",
+        ):
             setattr(self, key, state[key])
         ckpt.set_rng_state(state["rng"])
         self.metrics.truncate_after(self.step)
@@ -178,37 +189,49 @@ class Trainer:
         return patience > 0 and self.bad_evals >= patience
 
     # ---- the loop -------------------------------------------------------------------
+    def _log_train(self, grad_norm: float, force: bool) -> dict[str, float] | None:
+        """Every log_every steps (or when `force`d): the mean loss since the last line."""
+        if not (self.step % self.config.log_every == 0 or force) or not self.window_steps:
+            return None
+        mean_loss = mean_over_processes(self.window_loss / self.window_steps, self.dist)
+        rate = self._window_tokens / max(time.perf_counter() - self._window_start, 1e-9)
+        self.metrics.write(
+            "train",
+            self.step,
+            loss=mean_loss,
+            lr=self.scheduler.get_last_lr()[0],
+            grad_norm=grad_norm,
+            tokens_per_s=rate,
+            elapsed_s=self.elapsed_s,
+        )
+        self.window_loss, self.window_steps = 0.0, 0
+        self._window_tokens, self._window_start = 0, time.perf_counter()
+        return {"loss": mean_loss, "tokens_per_s": rate}
+
     def fit(self, resume_from: Path | None = None) -> TrainResult:
+        """Train to max_steps (or max_time_s, or early stopping), evaluating, logging and
+        checkpointing on the way; a final evaluation and checkpoint close the run."""
         if resume_from is not None:
             self.resume(resume_from)
         c = self.config
         bar = progress_bar(c.max_steps, self.step, c.progress and self.dist.is_main)
-        window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
+        self._window_tokens, self._window_start = 0, time.perf_counter()
         val_loss, stopped_early, last_saved = None, False, None
         while self.step < c.max_steps and not stopped_early:
             started = time.perf_counter()
             loss, grad_norm, tokens = self.train_step()
             self.elapsed_s += time.perf_counter() - started
-            window_loss += loss
-            window_tokens += tokens
-            if self.step % c.log_every == 0 or self.step == c.max_steps:
-                steps = c.log_every if self.step % c.log_every == 0 else self.step % c.log_every
-                mean_loss = mean_over_processes(window_loss / steps, self.dist)
-                rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
-                self.metrics.write(
-                    "train",
-                    self.step,
-                    loss=mean_loss,
-                    lr=self.scheduler.get_last_lr()[0],
-                    grad_norm=grad_norm,
-                    tokens_per_s=rate,
-                    elapsed_s=self.elapsed_s,
-                )
-                bar.set_postfix(loss=f"{mean_loss:.4f}", tok_s=f"{rate:,.0f}")
-                window_loss, window_tokens, window_start = 0.0, 0, time.perf_counter()
-            bar.update(1)
+            self.window_loss += loss
+            self.window_steps += 1
+            self._window_tokens += tokens
             out_of_time = c.max_time_s is not None and self.elapsed_s >= c.max_time_s
             done = self.step == c.max_steps or out_of_time
+            logged = self._log_train(grad_norm, force=done)
+            if logged:
+                bar.set_postfix(
+                    loss=f"{logged['loss']:.4f}", tok_s=f"{logged['tokens_per_s']:,.0f}"
+                )
+            bar.update(1)
             if self.val_data is not None and (self.step % c.eval_every == 0 or done):
                 metrics = self.evaluate()
                 val_loss = metrics["loss"]
