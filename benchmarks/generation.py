@@ -7,6 +7,7 @@ Contenders, all float32 on CPU unless named otherwise, on the same dequantised w
   tformer           tformer.generation.generate, dynamic KV cache
   tformer-static    preallocated (static) KV cache
   tformer-bf16      KV cache, weights and activations in bfloat16
+  tformer-int8      KV cache, int8 weight-only linear layers, bfloat16 activations
   tformer-nocache   recomputes the whole sequence every step (the baseline a cache beats)
   tformer-compiled  static cache + torch.compile'd decode step (opt-in: compiling takes ~1 min;
                     its warm-up call generates all N tokens, so the timed call reuses the graph)
@@ -49,7 +50,14 @@ PROMPTS = [
     "A recipe for pancakes:\n1.",
     "The quick brown fox",
 ]
-CONTENDERS = ("transformers", "tformer", "tformer-static", "tformer-bf16", "tformer-nocache")
+CONTENDERS = (
+    "transformers",
+    "tformer",
+    "tformer-static",
+    "tformer-bf16",
+    "tformer-int8",
+    "tformer-nocache",
+)
 OPT_IN = ("tformer-compiled", "tformer-bf16-compiled")
 
 
@@ -78,6 +86,7 @@ def make_generate(contender: str, path: Path) -> Any:
     """A function (ids, mask, n) -> new tokens (B, n) for one contender."""
     import tformer
     from tformer.generation import generate
+    from tformer.quantize import quantize_int8
 
     if contender == "transformers":
         theirs = load_transformers(path)
@@ -96,6 +105,8 @@ def make_generate(contender: str, path: Path) -> Any:
     }.get(contender, {})
     if contender.startswith("tformer-bf16"):
         ours = ours.to(torch.bfloat16)
+    if contender.startswith("tformer-int8"):
+        ours = quantize_int8(ours)
 
     def run_ours(ids: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
         return generate(ours, ids, mask, max_new_tokens=n, eos_token_id=[], **options)
@@ -138,8 +149,10 @@ def child(
 
 
 def perplexity_check(threads: int, n_tokens: int = 512) -> dict[str, Any]:
-    """bf16 quality: perplexity of the held-out Tiny Shakespeare split, bf16 vs float32."""
+    """Quality of the reduced precisions: perplexity of the held-out Tiny Shakespeare split in
+    bfloat16 and with int8 weights, against float32."""
     import tformer
+    from tformer.quantize import quantize_int8
 
     torch.set_num_threads(threads)
     text_file = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -158,6 +171,11 @@ def perplexity_check(threads: int, n_tokens: int = 512) -> dict[str, Any]:
             loss = model.to(dtype)(ids[:, :-1], labels=ids[:, 1:]).loss
         result[f"ppl_{name}"] = round(float(loss.float().exp()), 4)
     result["bf16_vs_fp32"] = round(result["ppl_bfloat16"] / result["ppl_float32"] - 1, 5)
+    int8_model = quantize_int8(tformer.load(gguf_path())[0])
+    with torch.inference_mode():
+        loss = int8_model(ids[:, :-1], labels=ids[:, 1:]).loss
+    result["ppl_int8"] = round(float(loss.float().exp()), 4)
+    result["int8_vs_fp32"] = round(result["ppl_int8"] / result["ppl_float32"] - 1, 5)
     return result
 
 
@@ -219,7 +237,7 @@ def main() -> None:
     }
     results = run_rounds(args)
     add_ratios(results)
-    if "tformer-bf16" in args.contenders:
+    if "tformer-bf16" in args.contenders or "tformer-int8" in args.contenders:
         results.append(perplexity_check(args.threads))
     results = [r | context for r in results]
     args.out.parent.mkdir(parents=True, exist_ok=True)
