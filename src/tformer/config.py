@@ -199,7 +199,7 @@ class ModelConfig:
         """Write as JSON (`.json`) or TOML (`.toml`), chosen by the file's suffix."""
         path = Path(path)
         if path.suffix == ".toml":
-            path.write_text(_to_toml({"model": self.to_dict()}))
+            path.write_text(tables_to_toml({"model": self.to_dict()}))
         else:
             path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
@@ -238,7 +238,7 @@ def preset_names() -> list[str]:
     )
 
 
-def _to_toml(tables: dict[str, dict[str, Any]]) -> str:
+def tables_to_toml(tables: dict[str, dict[str, Any]]) -> str:
     """TOML for one level of tables holding scalars (None values are omitted: TOML has no null)."""
     lines: list[str] = []
     for table, values in tables.items():

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tformer.config import ModelConfig, _to_toml
+from tformer.config import ModelConfig, tables_to_toml
 from tformer.data.task import resolve_path
 from tformer.models import TformerModel
 from tformer.training.config import TrainConfig
@@ -40,7 +40,7 @@ class Recipe:
         return getattr(self, name)
 
     def to_toml(self) -> str:
-        return _to_toml({name: self.table(name) for name in TABLES})
+        return tables_to_toml({name: self.table(name) for name in TABLES})
 
     def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.training)
