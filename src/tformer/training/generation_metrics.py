@@ -11,18 +11,9 @@ import torch
 
 from tformer.data.collate import pad, padding_mask
 from tformer.generation import generate
+from tformer.generation.text import until_end
 from tformer.models import EncoderDecoder
 from tformer.tokenizer import Tokenizer
-
-
-def _until_eos(tokens: list[int], eos_id: int | None, pad_id: int | None) -> list[int]:
-    """The decoded tokens before the first EOS (and without trailing padding)."""
-    out = []
-    for token in tokens:
-        if token in (eos_id, pad_id):
-            break
-        out.append(token)
-    return out
 
 
 @torch.no_grad()
@@ -39,6 +30,7 @@ def decode_sources(
     in training (the encoder's padding mask makes the side irrelevant to the result)."""
     model.eval()
     device = next(model.parameters()).device
+    end_ids = {model.config.eos_id, model.config.pad_id} - {None}
     outputs: list[list[int]] = []
     for start in range(0, len(sources), batch_size):
         chunk = [list(s) for s in sources[start : start + batch_size]]
@@ -50,9 +42,7 @@ def decode_sources(
             num_beams=num_beams,
             length_penalty=length_penalty,
         )
-        outputs += [
-            _until_eos(row, model.config.eos_id, model.config.pad_id) for row in new.tolist()
-        ]
+        outputs += [until_end(row, end_ids) for row in new.tolist()]
     return outputs
 
 
