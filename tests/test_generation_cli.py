@@ -146,17 +146,17 @@ def test_generate_chat_uses_the_tokenizer_template(tmp_path, tokenizer, capsys) 
     assert out == reference_text(path, tokenizer, "user: hello\n", max_new_tokens=8) + "\n"
 
 
-def test_generate_with_int8_weights_prints_the_quantized_models_continuation(
-    tmp_path, tokenizer, capsys
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_generate_with_quantized_weights_prints_the_quantized_models_continuation(
+    tmp_path, tokenizer, capsys, scheme
 ) -> None:
     import tformer
-    from tformer.quantize import quantize_int8
+    from tformer.quantize import QUANTIZERS
 
     path = save_tiny(tmp_path, tokenizer, "decoder", "lm")
-    code, out, _ = run_cli(
-        ["generate", str(path), "--prompt", "the", "--max-new-tokens", "8", "--int8"], capsys
-    )
-    model = quantize_int8(tformer.load(path)[0])
+    command = ["generate", str(path), "--prompt", "the", "--max-new-tokens", "8"]
+    code, out, _ = run_cli([*command, "--quantize", scheme], capsys)
+    model = QUANTIZERS[scheme](tformer.load(path)[0])
     row = generate(model, torch.tensor([tokenizer.encode("the")]), max_new_tokens=8)[0].tolist()
     end = {model.config.eos_id, model.config.pad_id}
     kept = row[: next((i for i, t in enumerate(row) if t in end), len(row))]

@@ -1,26 +1,36 @@
-"""Int8 weight-only quantisation: faster decoding on the CPU.
+"""Weight-only quantisation (int8, int4): faster decoding on the CPU.
 
 Decoding one token multiplies a handful of activation rows by every weight matrix, so its
-speed is set by how many bytes of weights are read per token, not by arithmetic. Storing each
-`nn.Linear` weight as int8 with one bfloat16 scale per output row reads a quarter of the
-float32 bytes; PyTorch's CPU kernel `torch._weight_int8pack_mm` multiplies bfloat16
-activations by such weights directly. Measured on SmolLM2-135M: see docs/performance.md
-(speed, and perplexity against float32 as the quality check).
+speed is set by how many bytes of weights are read per token, not by arithmetic. Two layouts,
+each multiplied by a PyTorch CPU kernel that takes bfloat16 activations and the packed
+weights directly (no dequantised copy is ever made):
 
-The feed-forward down projections stay in bfloat16 by default: their inputs (the activated
-hidden units) have the largest outliers, and on SmolLM2-135M quantising them too moved
-held-out perplexity by +1.2% against float32, over our 1% budget; without them it is +0.7%.
+* int8 (`quantize_int8`): one bfloat16 scale per output row (symmetric, absmax), a quarter of
+  the float32 bytes; kernel `torch._weight_int8pack_mm`.
+* int4 (`quantize_int4`): groups of `group_size` consecutive input weights of a row share a
+  scale and an offset (asymmetric min-max, the layout of GGUF's Q4_1), about a sixth of the
+  float32 bytes; kernel `torch._weight_int4pack_mm_for_cpu`. Re-quantising weights that were
+  dequantised from a Q4_1 GGUF file with group 32 finds the file's own 4-bit grid again
+  (each block's minimum and maximum sit on it), so such a model loses nothing but the
+  rounding of scales and offsets to bfloat16.
 
-The kernel is tuned for few rows (decoding); long prompts are slower than in bfloat16. The
-result is an inference-only model: it cannot be trained or saved with `save_pretrained`.
+Measured on SmolLM2-135M (speed, and held-out perplexity against float32 as the quality
+check): see docs/performance.md. The kernels are tuned for few rows (decoding); long prompts
+run slower than in bfloat16. A quantised model is inference-only: it cannot be trained or
+saved with `save_pretrained`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 INT8_MAX = 127
+INT4_LEVELS = 15  # 4-bit codes 0..15
+INT4_GROUP_SIZES = (32, 64, 128, 256)  # what the CPU kernel accepts
+INT4_ROW_MULTIPLE = 16  # the CPU packing needs out_features divisible by this
 
 
 class Int8Linear(nn.Module):
@@ -34,31 +44,134 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.register_buffer("weight", quantised.to(torch.int8))
         self.register_buffer("scale", scale.to(torch.bfloat16))
-        bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
-        self.register_buffer("bias", bias)
+        self.register_buffer("bias", _bf16_bias(linear))
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., in) -> (..., out), computed and returned in bfloat16."""
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (N, in)
         out = torch._weight_int8pack_mm(rows, self.weight, self.scale)  # (N, out)
-        if self.bias is not None:
-            out = out + self.bias
-        return out.view(*x.shape[:-1], self.out_features)
+        return _finish(out, self.bias, x.shape[:-1])
+
+
+class Int4Linear(nn.Module):
+    """y = x W^T + b with W stored as 4-bit codes q in groups along the input dimension:
+    w = (q - 8) * scale + zero, one (scale, zero) per group of `group_size` weights of a row.
+
+    Quantisation is min-max per group (scale = (max - min) / 15, so the group's minimum and
+    maximum are exact); `zero` absorbs the kernel's fixed offset of 8.
+    """
+
+    def __init__(self, linear: nn.Linear, group_size: int = 32) -> None:
+        super().__init__()
+        if not int4_supported(linear, group_size):
+            raise ValueError(
+                f"int4 needs in_features divisible by group_size={group_size} (one of "
+                f"{INT4_GROUP_SIZES}) and out_features divisible by {INT4_ROW_MULTIPLE}; got "
+                f"{linear.in_features} -> {linear.out_features}"
+            )
+        out_features, in_features = linear.weight.shape
+        groups = linear.weight.detach().float().view(out_features, -1, group_size)  # (out, G, g)
+        low, high = groups.amin(dim=-1), groups.amax(dim=-1)  # (out, G)
+        scale = ((high - low) / INT4_LEVELS).clamp(min=1e-12)
+        codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, INT4_LEVELS)
+        codes = codes.to(torch.int32).view(out_features, in_features)
+        zero = low + 8 * scale
+        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        self.register_buffer("weight", torch._convert_weight_to_int4pack_for_cpu(codes, 1))
+        # (G, out, 2): the kernel's layout of scales and zeros
+        self.register_buffer(
+            "scales_and_zeros", torch.stack((scale.T, zero.T), dim=-1).to(torch.bfloat16)
+        )
+        self.register_buffer("bias", _bf16_bias(linear))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., in) -> (..., out), computed and returned in bfloat16."""
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (N, in)
+        out = torch._weight_int4pack_mm_for_cpu(
+            rows, self.weight, self.group_size, self.scales_and_zeros
+        )  # (N, out)
+        return _finish(out, self.bias, x.shape[:-1])
+
+
+def int4_supported(linear: nn.Linear, group_size: int) -> bool:
+    """Whether the CPU int4 kernel can hold this layer's weight."""
+    return (
+        group_size in INT4_GROUP_SIZES
+        and linear.in_features % group_size == 0
+        and linear.out_features % INT4_ROW_MULTIPLE == 0
+    )
+
+
+OUTPUT_PROJECTION = "lm_head.proj"  # the vocabulary projection of both LM families
 
 
 def quantize_int8(model: nn.Module, *, keep: tuple[str, ...] = ("ffn.down",)) -> nn.Module:
     """Replace the nn.Linear layers of `model` (in place) by Int8Linear, except those whose
     name ends with one of `keep`; everything else (kept layers, embeddings, norms) becomes
-    bfloat16. Returns the model, in eval mode. CPU only."""
+    bfloat16. Returns the model, in eval mode. CPU only.
+
+    The feed-forward down projections are kept by default: their inputs (the activated hidden
+    units) have the largest outliers, and on SmolLM2-135M quantising them too moved held-out
+    perplexity by +1.2% against float32, over our 1% budget; without them it is +0.7%.
+    """
+
+    def make(name: str, linear: nn.Linear) -> nn.Module | None:
+        return None if name.endswith(keep) else Int8Linear(linear)
+
+    return _replace_linears(model, make)
+
+
+def quantize_int4(
+    model: nn.Module, *, group_size: int = 32, keep: tuple[str, ...] = ()
+) -> nn.Module:
+    """Replace the nn.Linear layers of `model` (in place) by Int4Linear with groups of
+    `group_size`, except the output projection, which becomes Int8Linear, layers whose name
+    ends with one of `keep`, and layers whose shape the kernel cannot take (see
+    `int4_supported`); everything else becomes bfloat16. Returns the model, in eval mode.
+
+    Why the output projection gets 8 bits: its rows are the logits, and 4-bit ones moved
+    SmolLM2-135M's held-out perplexity by +3.9% against float32 (8 bits: within 1%). GGUF's
+    4-bit files make the same choice (SmolLM2's Q4_1 file stores token embeddings as Q8_0).
+    """
+
+    def make(name: str, linear: nn.Linear) -> nn.Module | None:
+        if name.endswith(keep):
+            return None
+        if name.endswith(OUTPUT_PROJECTION):
+            return Int8Linear(linear)
+        return Int4Linear(linear, group_size) if int4_supported(linear, group_size) else None
+
+    return _replace_linears(model, make)
+
+
+QUANTIZERS: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "int8": quantize_int8,
+    "int4": quantize_int4,
+}
+
+
+def _replace_linears(
+    model: nn.Module, make: Callable[[str, nn.Linear], nn.Module | None]
+) -> nn.Module:
+    """Swap each nn.Linear for `make(name, linear)` unless that is None; the rest -> bf16."""
     if any(p.device.type != "cpu" for p in model.parameters()):
-        raise ValueError("int8 weight-only quantisation uses a CPU kernel; move the model to cpu")
+        raise ValueError("weight-only quantisation uses CPU kernels; move the model to cpu")
     model.eval()
-    linears = [
-        (name, module)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and not name.endswith(keep)
-    ]
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     for name, linear in linears:
-        parent_name, _, child_name = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), child_name, Int8Linear(linear))
+        replacement = make(name, linear)
+        if replacement is not None:
+            parent_name, _, child_name = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child_name, replacement)
     return model.to(torch.bfloat16)
+
+
+def _bf16_bias(linear: nn.Linear) -> Tensor | None:
+    return None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+
+
+def _finish(out: Tensor, bias: Tensor | None, leading_shape: torch.Size) -> Tensor:
+    """Add the bias and restore the leading dimensions: (N, out) -> (..., out)."""
+    if bias is not None:
+        out = out + bias
+    return out.view(*leading_shape, out.shape[-1])

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
     from tformer.commands.generate import decoding_options, load_for_generation
     from tformer.models import EncoderDecoder
 
-    model, tokenizer = load_for_generation(args.model, args.device, int8=args.int8)
+    model, tokenizer = load_for_generation(args.model, args.device, quantize=args.quantize)
     if not isinstance(model, EncoderDecoder):
         raise ValueError(f"{args.model} is not an encoder-decoder model; use `tformer generate`")
     if args.input is None or args.input == "-":
