@@ -16,6 +16,7 @@ from tformer.modules.attention import KVCache, build_attention_mask
 from tformer.modules.block import DecoderBlock, EncoderBlock, TransformerBlock
 from tformer.modules.embedding import TokenEmbedding
 from tformer.modules.norm import make_norm
+from tformer.modules.packing import PackedLayout
 from tformer.modules.position import make_positional
 
 
@@ -59,10 +60,19 @@ class Embeddings(nn.Module):
 
 @dataclass
 class StackOutput:
-    last_hidden_state: Tensor  # (B, T, d_model)
+    last_hidden_state: Tensor  # (B, T, d_model); zeros at padding after a packed pass
     hidden_states: tuple[Tensor, ...] | None = None
     attentions: tuple[Tensor, ...] | None = None
     cross_attentions: tuple[Tensor, ...] | None = None
+
+
+def _watched(module: nn.Module) -> bool:
+    """Whether a hook observes `module` or a module inside it, as the explainer's `capture`
+    does: hooks see the tensors a layer computes, so such a pass must keep them (B, T, ...)."""
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        for m in module.modules()
+    )
 
 
 class TransformerStack(nn.Module):
@@ -80,6 +90,7 @@ class TransformerStack(nn.Module):
         super().__init__()
         self.config = config
         self.causal = causal
+        self.padding_free = True  # False: always the padded path (a reference for tests)
         self.embeddings = Embeddings(config, tokens)
         self.blocks = nn.ModuleList(
             DecoderBlock(config, cross_attention=cross_attention)
@@ -92,6 +103,34 @@ class TransformerStack(nn.Module):
             if config.use_final_norm
             else None
         )
+
+    def _packed_layout(
+        self, attention_mask: Tensor | None, *, cache: KVCache | None, introspect: bool
+    ) -> PackedLayout | None:
+        """The layout of the real tokens when this pass runs padding-free, else None.
+
+        Packed (see `tformer.modules.packing`): a non-causal stack (an encoder, or the encoder
+        of a seq2seq model) without a KV cache over a batch with padding, in training too.
+        Padded: causal stacks and cached passes (decoding keeps (B, H, T, hd) caches per row),
+        batches without padding (nothing to skip), `introspect` passes that return every
+        layer's attentions or hidden states, passes observed by hooks (which expect (B, T, ...)
+        tensors), and `torch.compile` (the token count is data-dependent). Deciding reads the
+        mask, a device sync on a GPU. At real positions both paths give the same result; a
+        packed pass leaves zeros in the output's padding rows, where the padded path leaves
+        values nobody should read.
+        """
+        if (
+            not self.padding_free
+            or self.causal
+            or cache is not None
+            or attention_mask is None
+            or introspect
+            or torch.compiler.is_compiling()
+            or bool(attention_mask.all())
+            or _watched(self)
+        ):
+            return None
+        return PackedLayout.from_mask(attention_mask)
 
     def forward(
         self,
@@ -143,6 +182,12 @@ class TransformerStack(nn.Module):
                 device=x.device,
             )
 
+        layout = self._packed_layout(
+            attention_mask, cache=cache, introspect=output_attentions or output_hidden_states
+        )
+        if layout is not None:
+            x = layout.pack(x)  # (B, T, d_model) -> (N, d_model)
+
         hidden_states = [x] if output_hidden_states else None
         attentions: list[Tensor] = []
         cross_attentions: list[Tensor] = []
@@ -157,6 +202,7 @@ class TransformerStack(nn.Module):
                 context_mask=cross_mask,
                 cache=layer_cache,
                 need_weights=output_attentions,
+                layout=layout,
             )
             x = out.hidden
             if hidden_states is not None:
@@ -167,6 +213,8 @@ class TransformerStack(nn.Module):
                 cross_attentions.append(out.cross_weights)
         if self.final_norm is not None:
             x = self.final_norm(x)
+        if layout is not None:
+            x = layout.pad(x)  # (N, d_model) -> (B, T, d_model)
         return StackOutput(
             last_hidden_state=x,
             hidden_states=tuple(hidden_states) if hidden_states is not None else None,

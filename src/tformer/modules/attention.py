@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from tformer.modules.packing import PackedLayout
 from tformer.modules.position import apply_rotary
 
 
@@ -250,8 +251,11 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
         self.out_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
 
-    def _split_heads(self, x: Tensor, n_heads: int) -> Tensor:
-        """(B, T, n_heads * head_dim) -> (B, n_heads, T, head_dim)."""
+    def _split_heads(self, x: Tensor, n_heads: int, layout: PackedLayout | None) -> Tensor:
+        """(B, T, n_heads * head_dim), or packed (N, n_heads * head_dim) with its `layout`,
+        -> (B, n_heads, T, head_dim)."""
+        if layout is not None:
+            x = layout.pad(x)  # (N, H * hd) -> (B, T, H * hd)
         batch, length, _ = x.shape
         return x.view(batch, length, n_heads, self.head_dim).transpose(1, 2)
 
@@ -264,21 +268,27 @@ class MultiHeadAttention(nn.Module):
         rotation: tuple[Tensor, Tensor] | None = None,
         cache: LayerKVCache | None = None,
         need_weights: bool = False,
+        layout: PackedLayout | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend from `x` (B, T, d_model) to itself, or to `context` (B, S, d_model) if cross.
 
         Returns the output (B, T, d_model) and, if `need_weights`, the attention weights
-        (B, n_heads, T, T_key).
+        (B, n_heads, T, T_key). With a `layout`, `x` and the output are packed tokens
+        (N, d_model): the projections run on the tokens only, and queries, keys and values
+        are scattered to the padded layout just for the attention product, where `mask` and
+        the (B, 1, T, hd) rotary tables apply unchanged.
         """
-        q = self._split_heads(self.q_proj(x), self.n_heads)  # (B, H, T, hd)
+        q = self._split_heads(self.q_proj(x), self.n_heads, layout)  # (B, H, T, hd)
         if self.cross and cache is not None and cache.key is not None and cache.value is not None:
             k, v = cache.key, cache.value  # encoder keys/values were projected on step one
         else:
             source = context if self.cross else x
             if source is None:
                 raise ValueError("cross-attention needs the encoder output as `context`")
-            k = self._split_heads(self.k_proj(source), self.n_kv_heads)  # (B, H_kv, S, hd)
-            v = self._split_heads(self.v_proj(source), self.n_kv_heads)
+            # keys and values (B, H_kv, S, hd); cross-attention's encoder output is never packed
+            kv_layout = None if self.cross else layout
+            k = self._split_heads(self.k_proj(source), self.n_kv_heads, kv_layout)
+            v = self._split_heads(self.v_proj(source), self.n_kv_heads, kv_layout)
             if rotation is not None:
                 k = apply_rotary(k, *rotation)
             if cache is not None:
@@ -301,6 +311,8 @@ class MultiHeadAttention(nn.Module):
             )
             weights = None
         out = out.transpose(1, 2).flatten(2)  # (B, T, H * hd)
+        if layout is not None:
+            out = layout.pack(out)  # (N, H * hd)
         return self.out_proj(out), (weights if need_weights else None)
 
     def _math_attention(

@@ -16,11 +16,12 @@ from tformer.config import ModelConfig
 from tformer.modules.attention import AttentionMask, LayerKVCache, MultiHeadAttention
 from tformer.modules.feedforward import make_feedforward
 from tformer.modules.norm import make_norm
+from tformer.modules.packing import PackedLayout
 
 
 @dataclass
 class BlockOutput:
-    hidden: Tensor  # (B, T, d_model)
+    hidden: Tensor  # (B, T, d_model), or (N, d_model) when the block ran on packed tokens
     self_weights: Tensor | None = None  # (B, H, T, T_key) when asked for
     cross_weights: Tensor | None = None  # (B, H, T, S) when asked for
 
@@ -74,14 +75,25 @@ class TransformerBlock(nn.Module):
         context_mask: AttentionMask | None = None,
         cache: tuple[LayerKVCache, LayerKVCache] | None = None,
         need_weights: bool = False,
+        layout: PackedLayout | None = None,
     ) -> BlockOutput:
-        """x: (B, T, d_model); context: encoder output (B, S, d_model) for cross-attention."""
+        """x: (B, T, d_model); context: encoder output (B, S, d_model) for cross-attention.
+
+        With a `layout`, x is the batch's real tokens packed as (N, d_model): the norms,
+        residual adds and feed-forward are position-wise and run on them as they are; only
+        attention needs the positions, and it asks `layout` for them.
+        """
         self_cache, cross_cache = cache if cache is not None else (None, None)
         x, self_weights = self._residual(
             x,
             self.self_attn_norm,
             lambda h: self.self_attn(
-                h, mask=mask, rotation=rotation, cache=self_cache, need_weights=need_weights
+                h,
+                mask=mask,
+                rotation=rotation,
+                cache=self_cache,
+                need_weights=need_weights,
+                layout=layout,
             ),
         )
         cross_weights = None
@@ -96,6 +108,7 @@ class TransformerBlock(nn.Module):
                     context=context,
                     cache=cross_cache,
                     need_weights=need_weights,
+                    layout=layout,
                 ),
             )
         x, _ = self._residual(x, self.ffn_norm, lambda h: (self.ffn(h), None))
