@@ -7,7 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tformer.modules.attention import MultiHeadAttention, build_attention_mask
+from tformer.modules.attention import (
+    EXPLICIT_MAX_KEYS,
+    MultiHeadAttention,
+    build_attention_mask,
+    explicit_is_faster,
+)
 
 D_MODEL = 32
 
@@ -106,3 +111,30 @@ def test_unpadded_causal_mask_uses_the_fused_causal_kernel() -> None:
 def test_mask_of_wrong_length_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="attention_mask covers 4 positions but there are 6 keys"):
         build_attention_mask(6, 6, causal=True, key_padding_mask=torch.ones(1, 4))
+
+
+def test_cpu_bf16_training_on_short_sequences_takes_the_explicit_path(monkeypatch) -> None:
+    """The CPU flash kernel's bf16 backward is slow on short sequences, so that case uses the
+    explicit path; its gradients equal float32 SDPA's up to bf16 rounding."""
+    q = torch.randn(2, 4, 16, 8, dtype=torch.bfloat16, requires_grad=True)
+    assert explicit_is_faster(q, 16)
+    assert not explicit_is_faster(q.detach(), 16)  # inference
+    assert not explicit_is_faster(q, EXPLICIT_MAX_KEYS + 1)  # long sequences
+    assert not explicit_is_faster(q.detach().float().requires_grad_(), 16)  # float32
+
+    torch.manual_seed(0)
+    reference = _attention(4, 2).train()
+    fast = _attention(4, 2).train().to(torch.bfloat16)
+    fast.load_state_dict(reference.state_dict())
+    mask = build_attention_mask(16, 16, causal=True)
+    x = torch.randn(2, 16, D_MODEL)
+    x_ref, x_fast = x.clone().requires_grad_(), x.to(torch.bfloat16).requires_grad_()
+    reference(x_ref, mask=mask)[0].square().sum().backward()
+
+    def no_sdpa(*args, **kwargs):
+        raise AssertionError("SDPA was called")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", no_sdpa)
+    fast(x_fast, mask=mask)[0].float().square().sum().backward()
+    assert x_ref.grad is not None and x_fast.grad is not None
+    torch.testing.assert_close(x_fast.grad.float(), x_ref.grad, atol=0.05, rtol=0.05)

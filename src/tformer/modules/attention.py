@@ -220,6 +220,27 @@ class StaticKVCache(KVCache):
         return self.filled - 1
 
 
+EXPLICIT_MAX_KEYS = 256  # see `explicit_is_faster`
+
+
+def explicit_is_faster(q: Tensor, key_len: int) -> bool:
+    """Whether the explicit softmax(QK^T)V path beats SDPA's fused kernel for this call.
+
+    Only for bfloat16 training on the CPU with at most EXPLICIT_MAX_KEYS keys: there the CPU
+    flash-attention kernel's backward pass is 1.3-2.6x slower than two bf16 batched matmuls
+    and a softmax (fwd + bwd, 4 heads of 32-64 dims, ~4k tokens, one thread of an
+    AVX512-BF16 EPYC), while from 512 keys on, and in float32 or inference everywhere, the
+    fused kernel wins (docs/performance.md). The (B, H, T, T) weights this materialises are
+    small at such lengths.
+    """
+    return (
+        q.device.type == "cpu"
+        and q.dtype == torch.bfloat16
+        and q.requires_grad
+        and key_len <= EXPLICIT_MAX_KEYS
+    )
+
+
 class MultiHeadAttention(nn.Module):
     """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = softmax(Q K^T / sqrt(d_k)) V.
 
@@ -297,7 +318,8 @@ class MultiHeadAttention(nn.Module):
             q = apply_rotary(q, *rotation)
 
         dropout_p = self.dropout if self.training else 0.0
-        if need_weights or self.implementation == "math":
+        explicit = self.implementation == "math" or explicit_is_faster(q, k.shape[2])
+        if need_weights or explicit:
             out, weights = self._math_attention(q, k, v, mask, dropout_p)
         else:
             out = F.scaled_dot_product_attention(
