@@ -3,7 +3,8 @@
 A case builds one `Contender` per implementation. Contenders are set up once, warmed up, then
 timed in interleaved rounds (the order rotates each round) so that drift in the machine's
 speed hits all of them alike. Peak memory is measured separately, in a fresh process per
-contender, because a process's peak RSS cannot be reset.
+contender, because a process's peak RSS cannot be reset -- except for contenders whose step
+already runs in a worker process of its own (`benchmarks.isolation`), which report it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from tqdm import tqdm
+
+from benchmarks.isolation import WorkerStep
 
 Step = Callable[[], None]
 
@@ -38,9 +42,21 @@ class Case:
     contenders: list[Contender]
     work_per_step: float
     unit: str  # what `work_per_step` counts, e.g. "tokens"
-    ours: str = "tformer"  # ratios are ours / each other contender
+    ours: tuple[str, ...] = ("tformer",)  # each is compared with every other contender (a peer)
     notes: str = ""
     params: dict[str, object] = field(default_factory=dict)
+    # Where one step takes seconds (generating a whole sequence), the case sets its own
+    # schedule; None keeps the run's defaults. An explicit --rounds still wins.
+    rounds: int | None = None
+    steps_per_round: int | None = None
+    warmup: int | None = None
+    # Measured once after the timing, per contender: numbers that qualify its speed (e.g. the
+    # perplexity of a reduced precision), written next to it in the report.
+    checks: Callable[[], dict[str, dict[str, float]]] | None = None
+
+    @property
+    def peers(self) -> list[str]:
+        return [c.name for c in self.contenders if c.name not in self.ours]
 
 
 @dataclass
@@ -51,6 +67,7 @@ class Measurement:
     throughputs: list[float]  # work per second, one per round
     flops_per_step: float | None
     work_per_step: float
+    peak_mib: float | None = None  # set when the contender ran in a worker process
 
     @property
     def median(self) -> float:
@@ -75,20 +92,33 @@ def time_steps(step: Step, n_steps: int, device: torch.device) -> float:
 def run_case(
     case: Case, *, rounds: int, steps_per_round: int, warmup: int, device: torch.device
 ) -> list[Measurement]:
-    """Time every contender of `case` in `rounds` interleaved rounds."""
-    steps = {}
-    for contender in case.contenders:
-        steps[contender.name] = contender.setup()
-        for _ in range(warmup):
-            steps[contender.name]()
-    times: dict[str, list[float]] = {c.name: [] for c in case.contenders}
-    names = [c.name for c in case.contenders]
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            times[name].append(time_steps(steps[name], steps_per_round, device))
-    del steps
-    gc.collect()
+    """Time every contender of `case` in `rounds` interleaved rounds.
+
+    A contender whose library is not installed (its set-up raises ImportError) is left out
+    with a message; the others still run.
+    """
+    steps: dict[str, Step] = {}
+    try:
+        for contender in case.contenders:
+            try:
+                steps[contender.name] = contender.setup()
+            except ImportError as error:
+                tqdm.write(f"{case.name}: {contender.name} left out: {error}")
+                continue
+            for _ in range(warmup):
+                steps[contender.name]()
+        names = list(steps)
+        if not names:
+            return []
+        times: dict[str, list[float]] = {name: [] for name in names}
+        for round_index in range(rounds):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                times[name].append(time_steps(steps[name], steps_per_round, device))
+    finally:  # worker processes end here, also when a contender failed
+        peaks = {n: s.close() for n, s in steps.items() if isinstance(s, WorkerStep)}
+        del steps
+        gc.collect()
     return [
         Measurement(
             case=case.name,
@@ -97,8 +127,10 @@ def run_case(
             throughputs=[case.work_per_step / t for t in times[c.name]],
             flops_per_step=c.flops_per_step,
             work_per_step=case.work_per_step,
+            peak_mib=peaks.get(c.name),
         )
         for c in case.contenders
+        if c.name in times
     ]
 
 
@@ -117,14 +149,14 @@ def peak_memory_of(contender: Contender, *, steps: int, device: torch.device) ->
         return torch.cuda.max_memory_allocated(device) / 2**20
     for module in contender.imports:  # a library's import cost is not the model's memory
         importlib.import_module(module)
-    before = _proc_status_mib("VmRSS")
+    before = proc_status_mib("VmRSS")
     step = contender.setup()
     for _ in range(steps):
         step()
-    return _proc_status_mib("VmHWM") - before
+    return proc_status_mib("VmHWM") - before
 
 
-def _proc_status_mib(field: str) -> float:
+def proc_status_mib(field: str) -> float:
     """A memory field of /proc/self/status in MiB. VmHWM is the peak RSS of this process image;
     unlike getrusage's ru_maxrss it does not inherit the parent's peak across fork + exec."""
     with open("/proc/self/status") as status:

@@ -1,6 +1,7 @@
 """Peak memory of one contender, in a fresh process: `python -m benchmarks.memory CASE NAME`.
 
-Run by `benchmarks.__main__` for every contender; prints the peak in MiB on its last line.
+Run by `benchmarks.__main__` for every contender the harness times in its own process (one run
+in a worker process reports its peak itself); prints the peak in MiB on its last line.
 """
 
 from __future__ import annotations

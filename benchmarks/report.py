@@ -1,26 +1,37 @@
-"""Results as JSONL (one line per case and contender), a Markdown table and a PNG chart."""
+"""Results as JSONL (one line per case and contender), a Markdown table and a PNG chart.
+
+Each of our contenders (a case may have several, e.g. tformer in fp32, bf16 and int8) gets
+its throughput ratio against every peer of the case: ours / peer, above 1 = we are faster.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from benchmarks.harness import Measurement
+from benchmarks.harness import Case, Measurement
 
 
 def rows(
     measurements: list[Measurement],
     memory_mib: dict[tuple[str, str], float | None],
-    ours: dict[str, str],
+    cases: list[Case],
     facts: dict[str, object],
+    checks: dict[tuple[str, str], dict[str, float]] | None = None,
 ) -> list[dict[str, object]]:
     """One record per measurement, with ratios ours/peer and MFU against the matmul peak."""
-    by_case: dict[str, dict[str, Measurement]] = {}
-    for m in measurements:
-        by_case.setdefault(m.case, {})[m.contender] = m
+    by_name = {case.name: case for case in cases}
+    medians = {(m.case, m.contender): m.median for m in measurements}
     records = []
     for m in measurements:
-        mine = by_case[m.case].get(ours[m.case])
+        case = by_name[m.case]
+        ratios = {}
+        if m.contender in case.ours:
+            ratios = {
+                peer: m.median / medians[(m.case, peer)]
+                for peer in case.peers
+                if (m.case, peer) in medians
+            }
         peak_key = "matmul_bf16_gflops" if m.case.endswith("bf16") else "matmul_fp32_gflops"
         mfu = None
         if m.flops_per_step is not None:
@@ -36,11 +47,19 @@ def rows(
                 "max": max(m.throughputs),
                 "rounds": len(m.throughputs),
                 "peak_mib": memory_mib.get((m.case, m.contender)),
-                "ours_over_this": (mine.median / m.median) if mine and mine is not m else None,
+                "ours_over_peer": ratios,
                 "mfu": mfu,
+                "checks": (checks or {}).get((m.case, m.contender)),
+                "params": case.params,
+                "notes": case.notes,
             }
         )
     return records
+
+
+def _ratios(record: dict[str, object]) -> str:
+    ratios: dict[str, float] = record["ours_over_peer"]  # type: ignore[assignment]
+    return ", ".join(f"{ratio:.2f}x {peer}" for peer, ratio in ratios.items())
 
 
 def markdown(records: list[dict[str, object]], facts: dict[str, object]) -> str:
@@ -49,29 +68,55 @@ def markdown(records: list[dict[str, object]], facts: dict[str, object]) -> str:
         f"{facts['matmul_fp32_gflops']:.0f} GFLOP/s fp32, {facts['matmul_bf16_gflops']:.0f} "
         "GFLOP/s bf16 (measured in the same run).",
         "",
-        "| case | contender | median | min–max | peak MiB | ours / this | MFU |",
+        "| case | contender | median | min–max | peak MiB | ours / peer | MFU |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in records:
         peak = "" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
-        ratio = "" if r["ours_over_this"] is None else f"{r['ours_over_this']:.2f}x"
         mfu = "" if r["mfu"] is None else f"{100 * r['mfu']:.0f}%"
         lines.append(
             f"| {r['case']} | {r['contender']} | {r['median']:.1f} {r['unit']} | "
-            f"{r['min']:.1f}–{r['max']:.1f} | {peak} | {ratio} | {mfu} |"
+            f"{r['min']:.1f}–{r['max']:.1f} | {peak} | {_ratios(r)} | {mfu} |"
         )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _checks_table(records) + _notes(records)) + "\n"
+
+
+def _checks_table(records: list[dict[str, object]]) -> list[str]:
+    checked = [r for r in records if r["checks"]]
+    names = list(dict.fromkeys(name for r in checked for name in r["checks"]))  # type: ignore[union-attr]
+    if not checked:
+        return []
+    lines = ["", "Checks:", "", f"| case | contender | {' | '.join(names)} |"]
+    lines.append("|---|---|" + "---|" * len(names))
+    for r in checked:
+        values: dict[str, float] = r["checks"]  # type: ignore[assignment]
+        cells = " | ".join(f"{values[n]:.3f}" if n in values else "" for n in names)
+        lines.append(f"| {r['case']} | {r['contender']} | {cells} |")
+    return lines
+
+
+def _notes(records: list[dict[str, object]]) -> list[str]:
+    cases = {r["case"]: r for r in records}  # one line per case
+    notes = [
+        f"- {name} ({', '.join(f'{k} {v}' for k, v in r['params'].items())}): {r['notes']}"  # type: ignore[union-attr]
+        for name, r in cases.items()
+        if r["notes"]
+    ]
+    return ["", "Notes:", "", *notes] if notes else []
 
 
 def bar_chart(records: list[dict[str, object]], path: Path) -> None:
-    """Ours / peer throughput ratios, one bar per (case, peer); 1.0 is parity."""
+    """Ours / peer throughput ratios, one bar per (case, our contender, peer); 1.0 is parity."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    pairs = [(f"{r['case']}\nvs {r['contender']}", r["ours_over_this"]) for r in records]
-    pairs = [(label, ratio) for label, ratio in pairs if ratio is not None]
+    pairs = [
+        (f"{r['case']} {r['contender']}\nvs {peer}", ratio)
+        for r in records
+        for peer, ratio in r["ours_over_peer"].items()  # type: ignore[attr-defined]
+    ]
     if not pairs:
         return
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(pairs) + 1.5))
