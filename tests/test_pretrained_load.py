@@ -47,3 +47,24 @@ def test_hf_directory_loads_in_requested_dtype_and_drops_foreign_ids(tmp_path: P
 def test_unrecognised_paths_are_clear_errors(tmp_path: Path, make, error, message) -> None:
     with pytest.raises(error, match=message):
         tformer.load(make(tmp_path))
+
+
+def test_hf_weights_are_read_one_tensor_at_a_time_when_looked_up(tmp_path: Path) -> None:
+    """`read_safetensors` reads headers up front and each tensor only on lookup (so importing
+    never holds a second full copy of the weights): its values are safetensors' own, and a
+    file damaged after the headers were read fails at the lookup, as a CheckpointError."""
+    from safetensors.torch import load_file
+
+    from tformer.pretrained.hf import read_safetensors
+
+    config = transformers.GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=16)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path)
+    file = tmp_path / "model.safetensors"
+    reference = load_file(file)
+    tensors = read_safetensors(tmp_path)
+    assert sorted(tensors) == sorted(reference)
+    for name, value in reference.items():
+        assert torch.equal(tensors[name], value)
+    file.write_bytes(file.read_bytes()[:64])  # truncated after the headers were read
+    with pytest.raises(CheckpointError, match="corrupted or truncated"):
+        tensors[next(iter(reference))]

@@ -103,25 +103,27 @@ def _mapping(model: nn.Module, family: Family, prefix: str, *, unique: bool) -> 
 def load_hf_tensors(
     model: nn.Module, family: Family, tensors: Mapping[str, Tensor], prefix: str, source: str
 ) -> None:
-    """Copy HF `tensors` into `model`, checking every name and shape first."""
-    expected = unique_state_dict(model)
-    mapping = _mapping(model, family, prefix, unique=True)
-    problems, weights = [], {}
-    for name, mapped in mapping.items():
-        want = tuple(expected[name].shape)
+    """Copy HF `tensors` into `model`, each as soon as it is looked up and checked, so a lazy
+    mapping (`LazyTensors`) never holds more than one. Every problem is collected and raised
+    together; the model is then partly filled, so callers build it for this load only."""
+    expected = unique_state_dict(model)  # detached views of the model's own tensors
+    problems = []
+    for name, mapped in _mapping(model, family, prefix, unique=True).items():
+        target = expected[name]
         if mapped.hf_name not in tensors:
-            hf_shape = mapped.hf_shape(expected[name])
+            hf_shape = mapped.hf_shape(target)
             problems.append(f"missing tensor {mapped.hf_name!r} (expected shape {hf_shape})")
             continue
-        value = mapped.to_tformer(tensors[mapped.hf_name])
-        if tuple(value.shape) != want:
-            hf_shape = mapped.hf_shape(expected[name])
+        stored = tensors[mapped.hf_name]
+        value = mapped.to_tformer(stored)
+        if value.shape != target.shape:
             problems.append(
-                f"tensor {mapped.hf_name!r} has shape {tuple(tensors[mapped.hf_name].shape)}, "
-                f"expected shape {hf_shape} (for tformer's {name})"
+                f"tensor {mapped.hf_name!r} has shape {tuple(stored.shape)}, "
+                f"expected shape {mapped.hf_shape(target)} (for tformer's {name})"
             )
             continue
-        weights[name] = value.to(expected[name].dtype)
+        with torch.no_grad():
+            target.copy_(value)
     known = {m.hf_name for m in _mapping(model, family, prefix, unique=False).values()}
     unused = sorted(
         n for n in tensors if n not in known and not any(re.search(p, n) for p in family.ignored)
@@ -130,7 +132,6 @@ def load_hf_tensors(
         problems.append(f"unexpected tensor(s) tformer would ignore: {', '.join(unused[:8])}")
     if problems:
         raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(problems))
-    model.load_state_dict(weights, strict=False)  # every unique name was checked above
 
 
 def hf_tensors(model: nn.Module, family: Family, prefix: str) -> dict[str, Tensor]:

@@ -9,6 +9,7 @@ package (an optional dependency: `pip install tformer[gguf]`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import Tensor
 from tformer.checkpoint import CheckpointError
 from tformer.models import TformerModel
 from tformer.pretrained.hf import model_from_hf
+from tformer.pretrained.lazy import LazyTensors
 from tformer.pretrained.tokenizers import GGUFVocabulary, tokenizer_from_gguf
 from tformer.tokenizer import Tokenizer
 
@@ -170,16 +172,20 @@ def load_gguf(
     return model_from_hf(hf_config, tensors, source, dtype), _tokenizer(meta, source)
 
 
-def _hf_tensors(gguf_tensors: Any, hf_config: dict[str, Any], source: str) -> dict[str, Tensor]:
-    """Every tensor dequantised, under its Hugging Face name, q/k rows back in HF order."""
+def _hf_tensors(gguf_tensors: Any, hf_config: dict[str, Any], source: str) -> LazyTensors:
+    """Every tensor under its Hugging Face name, dequantised (q/k rows back in HF order) only
+    when looked up, so loading holds one dequantised tensor at a time."""
     n_heads = hf_config["num_attention_heads"]
     heads = {"q_proj": n_heads, "k_proj": hf_config.get("num_key_value_heads", n_heads)}
-    tensors = {}
-    for tensor in gguf_tensors:
-        name = _hf_name(tensor.name, source)
-        value = _dequantise(tensor, source)
-        projection = name.split(".")[-2]
-        if projection in heads:
-            value = unpermute_rope(value, heads[projection])
-        tensors[name] = value
-    return tensors
+
+    def loader(tensor: Any, name: str) -> Callable[[], Tensor]:
+        rope_heads = heads.get(name.split(".")[-2])
+
+        def load() -> Tensor:
+            value = _dequantise(tensor, source)
+            return value if rope_heads is None else unpermute_rope(value, rope_heads)
+
+        return load
+
+    named = [(_hf_name(tensor.name, source), tensor) for tensor in gguf_tensors]
+    return LazyTensors({name: loader(tensor, name) for name, tensor in named})

@@ -8,6 +8,9 @@ holds for the other.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from tformer.pretrained.config_map import (
 )
 from tformer.pretrained.convert import hf_tensors, load_hf_tensors
 from tformer.pretrained.families import family_for
+from tformer.pretrained.lazy import LazyTensors
 from tformer.pretrained.tokenizers import tokenizer_from_hf_directory
 from tformer.tokenizer import Tokenizer
 
@@ -50,24 +54,35 @@ def _weight_files(directory: Path) -> list[Path]:
     return files
 
 
-def read_safetensors(directory: str | Path) -> dict[str, Tensor]:
-    """Every tensor of the directory's safetensors file(s), by name."""
-    tensors: dict[str, Tensor] = {}
+def read_safetensors(directory: str | Path) -> LazyTensors:
+    """Every tensor of the directory's safetensors file(s), by name, each read when looked up
+    (the file headers are read now, so a missing or unreadable file fails here)."""
+    loaders: dict[str, Callable[[], Tensor]] = {}
     for file in _weight_files(Path(directory)):
         if not file.is_file():
             raise CheckpointError(f"shard {file.name} listed in {INDEX_FILE} is missing")
-        try:
-            with safe_open(str(file), framework="pt") as handle:
-                names = list(handle.keys())  # a safe_open handle is not iterable
-                tensors.update({name: handle.get_tensor(name) for name in names})
-        except (SafetensorError, OSError) as error:
-            raise CheckpointError(f"{file} is corrupted or truncated ({error})") from error
-    return tensors
+        with _reading(file), safe_open(str(file), framework="pt") as handle:
+            names = list(handle.keys())  # a safe_open handle is not iterable
+        loaders.update({name: partial(_read_tensor, file, name) for name in names})
+    return LazyTensors(loaders)
+
+
+@contextmanager
+def _reading(file: Path) -> Iterator[None]:
+    try:
+        yield
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{file} is corrupted or truncated ({error})") from error
+
+
+def _read_tensor(file: Path, name: str) -> Tensor:
+    with _reading(file), safe_open(str(file), framework="pt") as handle:
+        return handle.get_tensor(name)
 
 
 def model_from_hf(
     hf_config: dict[str, Any],
-    tensors: dict[str, Tensor],
+    tensors: Mapping[str, Tensor],
     source: str,
     dtype: torch.dtype = torch.float32,
 ) -> TformerModel:
