@@ -51,7 +51,7 @@ class TransformerBlock(nn.Module):
             make_norm(config.norm, config.d_model, config.norm_eps) if cross_attention else None
         )
         self.ffn = make_feedforward(
-            config.d_model, config.d_ff, config.activation, bias=config.bias, dropout=config.dropout
+            config.d_model, config.d_ff, config.activation, bias=config.bias
         )
         self.ffn_norm = make_norm(config.norm, config.d_model, config.norm_eps)
         self.dropout = nn.Dropout(config.dropout)  # on each sub-layer's output (section 5.4)

@@ -1,4 +1,9 @@
-"""Position-wise feed-forward networks (paper section 3.3) and their gated variants."""
+"""Position-wise feed-forward networks (paper section 3.3) and their gated variants.
+
+There is no dropout inside the network: the 2017 paper, BERT and GPT-2 all drop out the
+sub-layer's *output* (which `TransformerBlock` does, section 5.4), not its hidden units, and
+on the CPU a dropout mask over the 4x wider hidden layer costs as much as a matmul.
+"""
 
 from __future__ import annotations
 
@@ -16,41 +21,33 @@ _ACTIVATIONS = {
 class FeedForward(nn.Module):
     """FFN(x) = W2 act(W1 x + b1) + b2, applied to each position separately (eq. 2)."""
 
-    def __init__(
-        self, d_model: int, d_ff: int, activation: str, *, bias: bool, dropout: float
-    ) -> None:
+    def __init__(self, d_model: int, d_ff: int, activation: str, *, bias: bool) -> None:
         super().__init__()
         self.up = nn.Linear(d_model, d_ff, bias=bias)
         self.down = nn.Linear(d_ff, d_model, bias=bias)
         self.act = _ACTIVATIONS[activation]
-        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, d_model) -> (B, T, d_ff) -> (B, T, d_model)."""
-        return self.down(self.dropout(self.act(self.up(x))))
+        return self.down(self.act(self.up(x)))
 
 
 class GatedFeedForward(nn.Module):
     """GLU-variant FFN (Shazeer, 2020): down(act(gate(x)) * up(x)); SwiGLU uses SiLU (Llama)."""
 
-    def __init__(
-        self, d_model: int, d_ff: int, activation: str, *, bias: bool, dropout: float
-    ) -> None:
+    def __init__(self, d_model: int, d_ff: int, activation: str, *, bias: bool) -> None:
         super().__init__()
         self.gate = nn.Linear(d_model, d_ff, bias=bias)
         self.up = nn.Linear(d_model, d_ff, bias=bias)
         self.down = nn.Linear(d_ff, d_model, bias=bias)
         self.act = F.silu if activation == "swiglu" else F.gelu
-        self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, d_model) -> (B, T, d_ff) -> (B, T, d_model)."""
-        return self.down(self.dropout(self.act(self.gate(x)) * self.up(x)))
+        return self.down(self.act(self.gate(x)) * self.up(x))
 
 
-def make_feedforward(
-    d_model: int, d_ff: int, activation: str, *, bias: bool, dropout: float
-) -> nn.Module:
+def make_feedforward(d_model: int, d_ff: int, activation: str, *, bias: bool) -> nn.Module:
     """A gated FFN for "swiglu"/"geglu", the plain two-layer FFN otherwise."""
     cls = GatedFeedForward if activation in ("swiglu", "geglu") else FeedForward
-    return cls(d_model, d_ff, activation, bias=bias, dropout=dropout)
+    return cls(d_model, d_ff, activation, bias=bias)
