@@ -47,7 +47,9 @@ class BucketedBatches:
 
     Each epoch shuffles the examples, sorts them by length within pools of `pool_batches`
     batches, cuts the pools into batches of at most `max_tokens` padded tokens (and at most
-    `batch_size` examples), and shuffles the batch order.
+    `batch_size` examples), and shuffles the batch order. How many batches the cut makes
+    depends on the shuffle, so epochs differ in length and a position is found by counting
+    the batches of the epochs before it.
     """
 
     def __init__(
@@ -63,7 +65,8 @@ class BucketedBatches:
         self.batch_size, self.seed = batch_size, seed
         self.max_tokens = max_tokens
         self.pool = pool_batches * batch_size
-        self.batches_per_epoch = len(self._epoch(0))
+        self._epoch_sizes: list[int] = []  # batches in epochs 0, 1, ... as far as known
+        self.batches_per_epoch = self._epoch_size(0)  # the first epoch's; others differ a little
 
     @lru_cache(maxsize=2)  # noqa: B019 - one plan per run; the cache holds two epochs at most
     def _epoch(self, epoch: int) -> list[list[int]]:
@@ -94,9 +97,17 @@ class BucketedBatches:
             batches.append(current)
         return batches
 
+    def _epoch_size(self, epoch: int) -> int:
+        while len(self._epoch_sizes) <= epoch:
+            self._epoch_sizes.append(len(self._epoch(len(self._epoch_sizes))))
+        return self._epoch_sizes[epoch]
+
     def batch(self, position: int) -> list[int]:
-        epoch, index = divmod(position, self.batches_per_epoch)
-        return self._epoch(epoch)[index]
+        epoch = 0
+        while position >= self._epoch_size(epoch):
+            position -= self._epoch_size(epoch)
+            epoch += 1
+        return self._epoch(epoch)[position]
 
 
 class SequentialBatches:

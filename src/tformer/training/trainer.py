@@ -228,9 +228,13 @@ class Trainer:
             done = self.step == c.max_steps or out_of_time
             logged = self._log_train(grad_norm, force=done)
             if logged:
-                bar.set_postfix(
-                    loss=f"{logged['loss']:.4f}", tok_s=f"{logged['tokens_per_s']:,.0f}"
-                )
+                postfix = {
+                    "loss": f"{logged['loss']:.4f}",
+                    "tok_s": f"{logged['tokens_per_s']:,.0f}",
+                }
+                if c.max_time_s is not None:  # the bar's ETA counts steps, this the time cap
+                    postfix["time_left"] = f"{max(c.max_time_s - self.elapsed_s, 0) / 60:.1f} min"
+                bar.set_postfix(postfix)
             bar.update(1)
             if self.val_data is not None and (self.step % c.eval_every == 0 or done):
                 metrics = self.evaluate()
