@@ -1,8 +1,9 @@
 """`python -m benchmarks [--quick] [--case PREFIX ...]`: run the side-by-side benchmarks.
 
 Writes benchmarks/results/<device>-<date>{.jsonl,.md,.png}. Quick mode (small sizes, fewer
-rounds) is a smoke run of a few minutes; the full mode is the one to record. `--case
-generation` selects the generation cases (SmolLM2 against transformers and llama.cpp).
+rounds, generation at batch 1 only) is a smoke run of under 5 minutes on 2 cores; the full
+mode is the one to record. `--case generation` selects the generation cases (SmolLM2 against
+transformers and llama.cpp).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def run_checks(case: Case) -> dict[tuple[str, str], dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, 3 rounds (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, 3 rounds, generation at batch 1 only (smoke run)")
     parser.add_argument("--case", nargs="*", default=None, help="only cases with these prefixes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per contender")
