@@ -26,6 +26,25 @@ def test_tformer_checkpoint_loads_with_its_tokenizer(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("with_best", [True, False])
+def test_training_run_directory_loads_its_best_else_latest_checkpoint(
+    tmp_path: Path, with_best: bool
+) -> None:
+    """`tformer generate runs/x` works like `tformer evaluate runs/x`: a run directory stands
+    for its best checkpoint, or its latest one when no validation picked a best."""
+    checkpoints = {}
+    names = ["checkpoints/step-00000010", "checkpoints/step-00000020"]
+    names += ["best"] if with_best else []
+    for seed, name in enumerate(names):
+        torch.manual_seed(seed)
+        checkpoints[name] = build_model(ModelConfig.preset("tiny-decoder", vocab_size=32))
+        checkpoints[name].save_pretrained(tmp_path / "run" / name)
+    loaded, _ = tformer.load(tmp_path / "run")
+    expected = checkpoints["best" if with_best else "checkpoints/step-00000020"]
+    for ours, theirs in zip(loaded.parameters(), expected.parameters(), strict=True):
+        assert torch.equal(ours, theirs)
+
+
 def test_hf_directory_loads_in_requested_dtype_and_drops_foreign_ids(tmp_path: Path) -> None:
     config = transformers.GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2, n_positions=16)
     transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tformer.commands import MODEL_HELP
+
 
 def run(args: argparse.Namespace) -> None:
     from tformer.pipelines import classify
@@ -22,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="classify texts with a sequence-classification encoder",
         description="Print the --top-k likeliest labels (with probabilities) for each text.",
     )
-    p.add_argument("model", metavar="MODEL", help="checkpoint directory (tformer or HF)")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("texts", nargs="*", metavar="TEXT")
     p.add_argument("--file", help="also read texts from this file, one per line")
     p.add_argument("--top-k", type=int, default=1, help="labels shown per text (default 1)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from tformer.commands import MODEL_HELP
+
 
 def run(args: argparse.Namespace) -> None:
     from tformer.pipelines import cosine_similarity, embed
@@ -32,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Embed each sentence with an encoder (e.g. all-MiniLM-L6-v2) and print "
         "the cosine similarity of every pair.",
     )
-    p.add_argument("model", metavar="MODEL", help="checkpoint directory (tformer or HF)")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("sentences", nargs="*", metavar="SENTENCE")
     p.add_argument("--file", help="also read sentences from this file, one per line")
     p.add_argument("--max-length", type=int, help="tokens per sentence (default: model max)")

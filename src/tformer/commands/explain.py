@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tformer.commands import MODEL_HELP
+
 
 def _png_targets(specs: list[str], out: Path) -> list[tuple[str, Path]]:
     """Parse `--png NAME[=PATH]`; without a path the PNG goes next to the report. Unknown
@@ -49,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "residual stream, predictions and logit lens, cross-attention alignment, token "
         "attributions. See docs/explain.md.",
     )
-    p.add_argument("model", metavar="MODEL", help="model directory or file (as tformer.load reads)")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--text", required=True, help="the input text (the source, for translation)")
     p.add_argument(
         "--target",

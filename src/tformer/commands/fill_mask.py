@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from tformer.commands import MODEL_HELP
+
 
 def run(args: argparse.Namespace) -> None:
     from tformer.pipelines import fill_mask
@@ -21,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Print the --top-k likeliest tokens for each mask token (e.g. [MASK]) in "
         "TEXT, with their probabilities. Needs a model with a masked-LM head.",
     )
-    p.add_argument("model", metavar="MODEL", help="checkpoint directory (tformer or HF)")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("text", metavar="TEXT", help="text containing the mask token")
     p.add_argument("--top-k", type=int, default=5, help="candidates per mask (default 5)")
     p.set_defaults(handler=run)

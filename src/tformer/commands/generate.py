@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from tformer.commands import MODEL_HELP
+
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p")
 
 
@@ -134,7 +136,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "chat template) with a model loaded by tformer.load: a tformer checkpoint, a Hugging "
         "Face directory or a .gguf file. Prints one continuation per prompt.",
     )
-    p.add_argument("model", metavar="MODEL", help="checkpoint directory or .gguf file")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
     p.add_argument("--chat", metavar="MESSAGE", help="a user message, wrapped in the template")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")

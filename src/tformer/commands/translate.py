@@ -8,6 +8,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from tformer.commands import MODEL_HELP
+
 
 def translate_lines(
     model: Any, tokenizer: Any, lines: list[str], *, batch_size: int, **options: Any
@@ -71,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read lines from FILE (or stdin) and write one translation per line, "
         "decoded with beam search (--beams) or greedily, with a model loaded by tformer.load.",
     )
-    p.add_argument("model", metavar="MODEL", help="checkpoint directory")
+    p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("input", metavar="FILE", nargs="?", help="input text (default: stdin)")
     p.add_argument("--batch-size", type=int, default=16, help="lines decoded together")
     add_decoding_options(p, max_new_tokens=128)

@@ -30,8 +30,9 @@ def load(
 ) -> tuple[TformerModel, Tokenizer | None]:
     """The model and tokenizer (None if the checkpoint has none) stored at `path`.
 
-    `path` may be a tformer checkpoint directory, a Hugging Face directory (config.json +
-    *.safetensors) or a .gguf file. Imported weights are float32 unless `dtype` says otherwise;
+    `path` may be a tformer checkpoint directory, a training run directory (its best
+    checkpoint, else its latest), a Hugging Face directory (config.json + *.safetensors) or
+    a .gguf file. Imported weights are float32 unless `dtype` says otherwise;
     tformer checkpoints keep their stored dtype.
     """
     path = Path(path)
@@ -45,6 +46,10 @@ def load(
         raise FileNotFoundError(f"no checkpoint at {path}")
     config_file = path / "config.json"
     if not config_file.is_file():
+        from tformer.training.checkpointing import holds_run, run_checkpoint
+
+        if holds_run(path):  # a `tformer train` run directory
+            return load(run_checkpoint(path), dtype=dtype)
         raise CheckpointError(
             f"{path} has no config.json: not a tformer or Hugging Face checkpoint"
         )

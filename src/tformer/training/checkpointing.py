@@ -94,6 +94,13 @@ def latest_checkpoint(run_dir: Path) -> Path:
     return found[-1]
 
 
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a finished run stands for: its best (lowest validation loss), else its
+    latest."""
+    best = run_dir / BEST
+    return best if best.is_dir() else latest_checkpoint(run_dir)
+
+
 def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
     """Delete all but the newest `keep_last` step checkpoints (`best/` is separate)."""
     for old in list_checkpoints(run_dir)[:-keep_last]:

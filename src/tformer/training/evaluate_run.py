@@ -8,7 +8,7 @@ from typing import Any
 from tformer.checkpoint import CheckpointError
 from tformer.data import TaskData
 from tformer.models import TformerModel
-from tformer.training.checkpointing import BEST, latest_checkpoint
+from tformer.training.checkpointing import run_checkpoint
 from tformer.training.distributed import Distributed
 from tformer.training.evaluation import evaluate_batches
 from tformer.training.generation_metrics import corpus_bleu, exact_match
@@ -16,12 +16,6 @@ from tformer.training.recipe import RECIPE_FILE, load_recipe
 from tformer.training.run import build_streams, load_data
 
 TOKENIZER_FROM_CHECKPOINT = ("seq2seq", "classification")
-
-
-def find_checkpoint(run_dir: Path) -> Path:
-    """The run's best checkpoint (lowest validation loss), else its latest."""
-    best = run_dir / BEST
-    return best if best.is_dir() else latest_checkpoint(run_dir)
 
 
 def task_metrics(model: TformerModel, data: TaskData, split: str, num_beams: int) -> dict[str, Any]:
@@ -57,7 +51,7 @@ def evaluate_run(
     run_dir = Path(run_dir)
     if not (run_dir / RECIPE_FILE).is_file():
         raise CheckpointError(f"{run_dir} is not a training run: no {RECIPE_FILE} in it")
-    ckpt = Path(checkpoint) if checkpoint else find_checkpoint(run_dir)
+    ckpt = Path(checkpoint) if checkpoint else run_checkpoint(run_dir)
     recipe = load_recipe(run_dir / RECIPE_FILE)
     if recipe.data.get("task") in TOKENIZER_FROM_CHECKPOINT:
         recipe.data["tokenizer"] = str(ckpt.resolve())  # the vocabulary the model was trained with
