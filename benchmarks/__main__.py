@@ -70,7 +70,11 @@ def run_checks(case: Case) -> dict[tuple[str, str], dict[str, float]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, 3 rounds, generation at batch 1 only (smoke run)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes, 3 rounds, generation at batch 1 only (smoke run)",
+    )
     parser.add_argument("--case", nargs="*", default=None, help="only cases with these prefixes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds per contender")

@@ -67,10 +67,36 @@ def test_generate_batch_and_seeded_sampling(tmp_path, tokenizer, capsys) -> None
     assert run_cli([*args, "--seed", "4"], capsys)[1] == out
 
 
+def stdin_bytes(data: bytes) -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+
+
+def test_translate_rejects_bad_input_before_decoding_any_line(
+    tmp_path, tokenizer, capsys, monkeypatch
+) -> None:
+    """Non-UTF-8 text, a line past the context and a bad option each end in one error line
+    that names the problem (and the line), before any output."""
+    path = save_tiny(tmp_path, tokenizer, "encoder-decoder", "mt")
+    cases = [
+        (b"hello\ncaf\xe9\n", [], "<stdin>:2: not valid UTF-8 (byte 0xe9)"),
+        (b"hello\n" + b"the dog " * 10 + b"\n", [], "input line 2 has 80 tokens"),
+        (b"\n", ["--beams", "0"], "num_beams=0 must be >= 1"),
+    ]
+    for data, options, message in cases:
+        monkeypatch.setattr("sys.stdin", stdin_bytes(data))
+        code, out, err = run_cli(["translate", str(path), *options], capsys)
+        assert (code, out) == (2, "")
+        assert message in err and len(err.splitlines()) == 1
+    bad_file = tmp_path / "latin1.txt"
+    bad_file.write_bytes(b"caf\xe9\n")
+    code, _, err = run_cli(["translate", str(path), str(bad_file)], capsys)
+    assert code == 2 and f"{bad_file}:1: not valid UTF-8" in err
+
+
 def test_translate_writes_one_line_per_input_line(tmp_path, tokenizer, capsys, monkeypatch) -> None:
     path = save_tiny(tmp_path, tokenizer, "encoder-decoder", "mt")
     lines = ["hello world", "", "the lazy dog jumps"]
-    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    monkeypatch.setattr("sys.stdin", stdin_bytes(("\n".join(lines) + "\n").encode()))
     code, out, _ = run_cli(["translate", str(path), "--max-new-tokens", "10"], capsys)
     assert code == 0
     expected = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ def translate_lines(
 ) -> Iterator[str]:
     """Translate `lines` in length-sorted batches (less padding); yield outputs in input order.
 
-    Empty lines give empty outputs. Sources are right-padded: the encoder's padding mask
+    Empty lines give empty outputs; a line longer than the model's context is an error, raised
+    before any decoding. Sources are right-padded: the encoder's padding mask
     makes the side irrelevant, and positions then start at 0 as in training.
     """
     from tformer.commands.generate import end_token_ids, one_line
@@ -25,6 +26,14 @@ def translate_lines(
     from tformer.generation.text import decode_rows
 
     sources = [tokenizer.encode(line) if line.strip() else [] for line in lines]
+    limit = model.config.max_seq_len
+    too_long = [i for i, source in enumerate(sources) if len(source) > limit]
+    if too_long:  # checked before decoding anything, so no work is thrown away
+        first = too_long[0]
+        raise ValueError(
+            f"input line {first + 1} has {len(sources[first])} tokens but the model's context "
+            f"is max_seq_len={limit} ({len(too_long)} line(s) too long); shorten or split them"
+        )
     order = sorted((i for i, s in enumerate(sources) if s), key=lambda i: len(sources[i]))
     outputs = [""] * len(lines)
     device = next(model.parameters()).device
@@ -39,27 +48,31 @@ def translate_lines(
     yield from outputs
 
 
-def _read_lines(source: Iterable[str]) -> list[str]:
-    return [line.rstrip("\n") for line in source]
+def _read_lines(source: str | None) -> list[str]:
+    """The lines of file `source`, or of stdin for None or "-"; both must be UTF-8."""
+    from tformer.data.records import decode_utf8
+
+    if source is None or source == "-":
+        return decode_utf8(sys.stdin.buffer.read(), "<stdin>").splitlines()
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"no input file at {path}")
+    return decode_utf8(path.read_bytes(), path).splitlines()
 
 
 def run(args: argparse.Namespace) -> None:
     from tformer.commands.generate import decoding_options, load_for_generation
+    from tformer.generation import make_config
     from tformer.models import EncoderDecoder
 
     model, tokenizer = load_for_generation(args.model, args.device, quantize=args.quantize)
     if not isinstance(model, EncoderDecoder):
         raise ValueError(f"{args.model} is not an encoder-decoder model; use `tformer generate`")
-    if args.input is None or args.input == "-":
-        lines = _read_lines(sys.stdin)
-    else:
-        path = Path(args.input)
-        if not path.is_file():
-            raise FileNotFoundError(f"no input file at {path}")
-        lines = _read_lines(path.read_text(encoding="utf-8").splitlines())
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size} must be >= 1")
     options = decoding_options(args, room=model.config.max_seq_len - 1)  # after the start token
+    make_config(model, **options)  # a bad option fails now, not after reading the input
+    lines = _read_lines(args.input)
     for text in translate_lines(model, tokenizer, lines, batch_size=args.batch_size, **options):
         sys.stdout.write(text + "\n")
 

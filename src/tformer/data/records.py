@@ -12,6 +12,17 @@ from tformer.data.errors import DataError
 TABLE_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 
 
+def decode_utf8(raw: bytes, source: str | Path) -> str:
+    """`raw` as UTF-8 text; otherwise a DataError naming `source` and the line of the bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw.count(b"\n", 0, error.start) + 1
+        raise DataError(
+            source, f"not valid UTF-8 (byte {raw[error.start]:#04x}); re-encode the file", line
+        ) from error
+
+
 def read_text(path: str | Path) -> str:
     """The whole file as UTF-8 text; a missing, empty or non-UTF-8 file is a DataError."""
     path = Path(path)
@@ -20,13 +31,7 @@ def read_text(path: str | Path) -> str:
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(path, "file is empty")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
-        raise DataError(
-            path, f"not valid UTF-8 (byte {raw[error.start]:#04x}); re-encode the file", line
-        ) from error
+    return decode_utf8(raw, path)
 
 
 def read_records(path: str | Path, columns: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:

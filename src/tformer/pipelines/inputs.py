@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from tformer.data.records import decode_utf8
 from tformer.models import TformerModel
 from tformer.tokenizer import Tokenizer
 
@@ -24,7 +25,10 @@ def read_texts(texts: Sequence[str], file: str | None) -> list[str]:
     """The texts given as arguments, then the lines of `file`; at least one is required."""
     collected = list(texts)
     if file is not None:
-        collected += Path(file).read_text(encoding="utf-8").splitlines()
+        path = Path(file)
+        if not path.is_file():
+            raise FileNotFoundError(f"no input file at {path}")
+        collected += decode_utf8(path.read_bytes(), path).splitlines()
     if not collected:
         raise ValueError("give at least one text (as arguments or with --file)")
     return collected
