@@ -349,3 +349,29 @@ def test_unseeded_sampling_leaves_the_global_rng_alone() -> None:
     torch.manual_seed(5)
     generate(model, prompts(), max_new_tokens=3, do_sample=True)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_decoding_projects_only_the_last_position_to_the_vocabulary(model) -> None:
+    """Prefill of a 6-token prompt (or a 6-token target prefix) asks the output projection for
+    one position, whose logits equal the last row of the full projection."""
+    projected: list[tuple[int, ...]] = []
+    model.lm_head.proj.register_forward_hook(lambda m, i, o: projected.append(tuple(i[0].shape)))
+    generate(model, prompts(), max_new_tokens=3)
+    assert projected and all(shape[1] == 1 for shape in projected)
+
+    ids = prompts()
+    with torch.no_grad():
+        if model.config.arch == "decoder":
+            full, last = model(ids).logits, model(ids, logits_to_keep=2).logits
+        else:
+            memory = model.encode(ids)
+            full = model.decode(ids, memory).logits
+            last = model.decode(ids, memory, logits_to_keep=2).logits
+    assert last.shape == (2, 2, VOCAB)
+    torch.testing.assert_close(last, full[:, -2:], rtol=1e-5, atol=1e-6)
+
+
+def test_logits_to_keep_refuses_a_loss() -> None:
+    model = tiny("decoder")
+    with pytest.raises(ValueError, match="a loss needs every position's logits"):
+        model(prompts(), labels=prompts(), logits_to_keep=1)

@@ -79,7 +79,9 @@ class DecodingState:
     ) -> Tensor:
         """ids (N, T) -> logits (N, V) at the last position."""
         if self.context is None:
-            out = self.model(ids, attention_mask=mask, position_ids=positions, cache=cache)
+            out = self.model(
+                ids, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1
+            )
         else:
             assert isinstance(self.model, EncoderDecoder)
             out = self.model.decode(
@@ -89,9 +91,10 @@ class DecodingState:
                 decoder_attention_mask=mask,
                 decoder_position_ids=positions,
                 cache=cache,
+                logits_to_keep=1,
             )
         assert out.logits is not None
-        return out.logits[:, -1]
+        return out.logits[:, -1]  # (N, 1, V) -> (N, V)
 
     def _mask_so_far(self) -> Tensor | None:
         """The padding mask of every position so far; None when nothing is padding."""

@@ -38,6 +38,7 @@ class DecoderOnlyLM(TformerModel):
         labels: Tensor | None = None,
         cache: KVCache | None = None,
         label_smoothing: float = 0.0,
+        logits_to_keep: int | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> ModelOutput:
@@ -46,7 +47,8 @@ class DecoderOnlyLM(TformerModel):
         labels (B, T): the id to predict *at* each position -- already shifted, i.e.
         labels[:, t] == input_ids[:, t + 1] for plain LM training; -100 positions are ignored.
         attention_mask (B, T_past + T): 1 for tokens, 0 for padding. cache: pass the same
-        KVCache across calls to decode incrementally (see `new_cache`).
+        KVCache across calls to decode incrementally (see `new_cache`). logits_to_keep: only
+        the last n positions' logits, (B, n, vocab) (generation keeps 1).
         """
         out = self.decoder(
             input_ids,
@@ -56,4 +58,6 @@ class DecoderOnlyLM(TformerModel):
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        return self.lm_head.output(out, labels, label_smoothing, cache=cache)
+        return self.lm_head.output(
+            out, labels, label_smoothing, logits_to_keep=logits_to_keep, cache=cache
+        )

@@ -66,11 +66,23 @@ class LMHead(nn.Module):
         stack: StackOutput,
         labels: Tensor | None,
         label_smoothing: float = 0.0,
+        logits_to_keep: int | None = None,
         **extra: Any,
     ) -> ModelOutput:
         """Logits, the loss when `labels` are given, and what the stack recorded, as one output
-        (the decoder-only and encoder-decoder models both end here)."""
-        logits = self(stack.last_hidden_state)
+        (the decoder-only and encoder-decoder models both end here).
+
+        `logits_to_keep=n` projects only the last n positions: generation needs one, and a
+        1,000-token prompt would otherwise make (1000, vocab) logits to keep one row.
+        """
+        hidden = stack.last_hidden_state  # (B, T, d_model)
+        if logits_to_keep is not None:
+            if labels is not None:
+                raise ValueError("a loss needs every position's logits; omit logits_to_keep")
+            if logits_to_keep < 1:
+                raise ValueError(f"logits_to_keep={logits_to_keep} must be >= 1")
+            hidden = hidden[:, -logits_to_keep:]  # (B, n, d_model)
+        logits = self(hidden)
         return ModelOutput(
             logits=logits,
             loss=None if labels is None else self.loss(logits, labels, label_smoothing),

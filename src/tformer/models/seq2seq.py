@@ -53,6 +53,7 @@ class EncoderDecoder(TformerModel):
         labels: Tensor | None = None,
         cache: KVCache | None = None,
         label_smoothing: float = 0.0,
+        logits_to_keep: int | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> ModelOutput:
@@ -60,6 +61,7 @@ class EncoderDecoder(TformerModel):
 
         attention_mask: the source padding mask (B, S); decoder_attention_mask: the target's
         (B, T_past + T). labels (B, T): the next target token at each position, -100 ignored.
+        logits_to_keep: only the last n positions' logits, (B, n, vocab).
         """
         out = self.decoder(
             decoder_input_ids,
@@ -72,7 +74,12 @@ class EncoderDecoder(TformerModel):
             output_hidden_states=output_hidden_states,
         )
         return self.lm_head.output(
-            out, labels, label_smoothing, encoder_last_hidden_state=encoder_output, cache=cache
+            out,
+            labels,
+            label_smoothing,
+            logits_to_keep=logits_to_keep,
+            encoder_last_hidden_state=encoder_output,
+            cache=cache,
         )
 
     def forward(
