@@ -140,3 +140,23 @@ def test_int4_model_equals_the_float_model_with_reference_quantised_weights() ->
     assert not any(isinstance(m, nn.Linear) for m in model.modules())
     relative = (quantised - expected).norm() / expected.norm()
     assert relative < 0.03  # bf16 activations; the 4-bit rounding itself moved logits by ~17%
+
+
+def test_each_float_layer_is_freed_once_replaced() -> None:
+    """Converting never holds the whole float model and its quantised copy at once: when a
+    layer is converted, every layer replaced before it has been freed (SmolLM2-135M: the peak
+    memory of int4 conversion went from +489 MiB above loading to +0)."""
+    import weakref
+
+    from tformer.quantize import _replace_linears
+
+    model = build_model(ModelConfig.preset("llama-mini", n_layers=2, tie_embeddings=False))
+    replaced: list[weakref.ref] = []
+
+    def make(name: str, linear: nn.Linear) -> nn.Module:
+        assert all(ref() is None for ref in replaced), f"a replaced layer is alive at {name}"
+        replaced.append(weakref.ref(linear))
+        return Int8Linear(linear)
+
+    _replace_linears(model, make)
+    assert len(replaced) > 10 and all(ref() is None for ref in replaced)

@@ -157,9 +157,11 @@ def _replace_linears(
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise ValueError("weight-only quantisation uses CPU kernels; move the model to cpu")
     model.eval()
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    for name, linear in linears:
-        replacement = make(name, linear)
+    # Names, not modules: each float32 layer is freed as soon as it is replaced, so converting
+    # never holds the whole float32 model and its quantised copy at once.
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    for name in names:
+        replacement = make(name, model.get_submodule(name))
         if replacement is not None:
             parent_name, _, child_name = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child_name, replacement)
