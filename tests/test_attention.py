@@ -9,6 +9,7 @@ import torch
 
 from tformer.modules.attention import (
     EXPLICIT_MAX_KEYS,
+    LayerKVCache,
     MultiHeadAttention,
     build_attention_mask,
     explicit_is_faster,
@@ -138,3 +139,31 @@ def test_cpu_bf16_training_on_short_sequences_takes_the_explicit_path(monkeypatc
     fast(x_fast, mask=mask)[0].float().square().sum().backward()
     assert x_ref.grad is not None and x_fast.grad is not None
     torch.testing.assert_close(x_fast.grad.float(), x_ref.grad, atol=0.05, rtol=0.05)
+
+
+def test_kv_cache_appends_in_place_and_reallocates_only_when_doubling() -> None:
+    """23 positions appended as a 3-token prompt and 20 single steps: the cache equals their
+    concatenation, and its buffer moved only when full (3 -> 6 -> 12 -> 24 slots), instead of
+    being copied at every step."""
+    cache = LayerKVCache()
+    chunks = [torch.randn(2, 3, 3, 8)] + [torch.randn(2, 3, 1, 8) for _ in range(20)]
+    buffers = set()
+    for chunk in chunks:
+        key, value = cache.update(chunk, -chunk)
+        buffers.add(cache._key.data_ptr())
+    expected = torch.cat(chunks, dim=2)
+    assert cache.seq_len == 23
+    assert torch.equal(key, expected) and torch.equal(value, -expected)
+    assert len(buffers) == 4
+
+
+def test_kv_cache_keeps_gradients_across_steps() -> None:
+    """With gradients recorded the cache concatenates (writing in place would modify tensors
+    autograd saved): gradients through two cached steps equal those of one concatenation."""
+    chunks = [torch.randn(1, 2, n, 4, requires_grad=True) for n in (3, 1, 1)]
+    cache = LayerKVCache()
+    total = sum((cache.update(c, c)[0] ** 2).sum() for c in chunks)
+    total.backward()
+    # positions of chunk i are summed once per update from i on: 3, 2 and 1 times
+    for times, chunk in zip((3, 2, 1), chunks, strict=True):
+        torch.testing.assert_close(chunk.grad, 2 * times * chunk.detach())
