@@ -16,6 +16,7 @@ from tformer.config import ModelConfig
 from tformer.models.output import ModelOutput
 from tformer.modules.embedding import TokenEmbedding
 from tformer.modules.feedforward import _ACTIVATIONS
+from tformer.modules.linear import Linear
 from tformer.modules.norm import make_norm
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class LMHead(nn.Module):
 
     def __init__(self, config: ModelConfig, tokens: TokenEmbedding, *, bias: bool = False) -> None:
         super().__init__()
-        self.proj = nn.Linear(config.d_model, config.vocab_size, bias=bias)
+        self.proj = Linear(config.d_model, config.vocab_size, bias=bias)
         if config.tie_embeddings:
             self.proj.weight = tokens.weight
 
@@ -99,7 +100,7 @@ class MaskedLMHead(LMHead):
 
     def __init__(self, config: ModelConfig, tokens: TokenEmbedding) -> None:
         super().__init__(config, tokens, bias=True)
-        self.transform = nn.Linear(config.d_model, config.d_model)
+        self.transform = Linear(config.d_model, config.d_model)
         self.act = _ACTIVATIONS[
             "gelu" if config.activation in ("swiglu", "geglu") else config.activation
         ]
@@ -115,7 +116,7 @@ class TokenClassificationHead(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = nn.Linear(config.d_model, config.n_labels)
+        self.classifier = Linear(config.d_model, config.n_labels)
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.classifier(self.dropout(hidden))
@@ -133,7 +134,7 @@ class SequenceClassificationHead(TokenClassificationHead):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.pooling = config.pooling
-        self.pooler = nn.Linear(config.d_model, config.d_model) if config.pooler else None
+        self.pooler = Linear(config.d_model, config.d_model) if config.pooler else None
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, T, d_model) -> (B, n_labels)."""

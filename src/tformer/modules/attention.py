@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from tformer.modules.linear import Linear
 from tformer.modules.packing import PackedLayout
 from tformer.modules.position import apply_rotary
 
@@ -303,10 +304,10 @@ class MultiHeadAttention(nn.Module):
         self.cross = cross
         self.dropout = dropout
         self.implementation = "sdpa"
-        self.q_proj = nn.Linear(d_model, n_heads * head_dim, bias=bias)
-        self.k_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
-        self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
-        self.out_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
+        self.q_proj = Linear(d_model, n_heads * head_dim, bias=bias)
+        self.k_proj = Linear(d_model, n_kv_heads * head_dim, bias=bias)
+        self.v_proj = Linear(d_model, n_kv_heads * head_dim, bias=bias)
+        self.out_proj = Linear(n_heads * head_dim, d_model, bias=bias)
 
     def _split_heads(self, x: Tensor, n_heads: int, layout: PackedLayout | None) -> Tensor:
         """(B, T, n_heads * head_dim), or packed (N, n_heads * head_dim) with its `layout`,

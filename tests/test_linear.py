@@ -1,0 +1,60 @@
+"""The model's Linear: the split float32 path equals the plain product, and is used only for
+few-row CPU inference with more than one thread."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tformer.modules import linear as linear_module
+from tformer.modules.linear import Linear, split_linear
+
+
+@pytest.mark.parametrize("parts", [2, 4])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(1, 1, 24), (8, 1, 24), (3, 24)])
+def test_split_product_equals_the_plain_product(parts: int, bias: bool, shape: tuple) -> None:
+    layer = torch.nn.Linear(24, 16, bias=bias)
+    x = torch.randn(*shape)
+    reference = (x.double() @ layer.weight.double().T).float()
+    if bias:
+        reference = reference + layer.bias.detach()
+    with torch.no_grad():
+        out = split_linear(x, layer.weight, layer.bias, parts)
+    assert out.shape == (*shape[:-1], 16)
+    torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_split_path_only_for_few_row_float32_inference(two_threads, monkeypatch) -> None:
+    calls: list[int] = []
+    real = linear_module.split_linear
+
+    def spy(x, weight, bias, parts):
+        calls.append(parts)
+        return real(x, weight, bias, parts)
+
+    monkeypatch.setattr(linear_module, "split_linear", spy)
+    layer = Linear(24, 16)
+    with torch.no_grad():
+        layer(torch.randn(1, 1, 24))  # decoding one token: split over 2 threads
+        layer(torch.randn(4, 64, 24))  # a prompt: plain
+        layer.to(torch.bfloat16)(torch.randn(1, 24, dtype=torch.bfloat16))  # bf16: plain
+    layer.float()
+    out = layer(torch.randn(1, 24))  # gradients recorded: plain
+    out.sum().backward()
+    assert calls == [2] and layer.weight.grad is not None
+
+
+def test_state_dict_is_that_of_nn_linear() -> None:
+    plain = torch.nn.Linear(8, 4)
+    ours = Linear(8, 4)
+    ours.load_state_dict(plain.state_dict())
+    assert ours.state_dict().keys() == plain.state_dict().keys()
