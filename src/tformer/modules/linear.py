@@ -25,9 +25,10 @@ class Linear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., in_features) -> (..., out_features)."""
-        parts = torch.get_num_threads()
-        if _split_is_faster(x, self.weight, parts):
-            return split_linear(x, self.weight, self.bias, parts)
+        if not torch.compiler.is_compiling():  # compiled code stays one graph, with F.linear
+            parts = torch.get_num_threads()
+            if _split_is_faster(x, self.weight, parts):
+                return split_linear(x, self.weight, self.bias, parts)
         return F.linear(x, self.weight, self.bias)
 
 
@@ -41,7 +42,6 @@ def _split_is_faster(x: Tensor, weight: Tensor, parts: int) -> bool:
         and weight.shape[0] % parts == 0
         and weight.is_contiguous()
         and not torch.is_grad_enabled()
-        and not torch.compiler.is_compiling()
     )
 
 
