@@ -25,15 +25,8 @@ def test_split_product_equals_the_plain_product(parts: int, bias: bool, shape: t
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_split_path_only_for_few_row_float32_inference(two_threads, monkeypatch) -> None:
+def test_split_path_only_for_few_row_float32_inference(torch_threads, monkeypatch) -> None:
+    torch_threads(2)
     calls: list[int] = []
     real = linear_module.split_linear
 

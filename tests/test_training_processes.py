@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from tformer.training import load_recipe, train_recipe
 from tformer.training.checkpointing import list_checkpoints
@@ -76,16 +75,8 @@ def _curve(run_dir: Path) -> list[tuple]:
     ]
 
 
-@pytest.fixture
-def one_thread():
-    """Same thread count as the subprocesses: float sums then run in the same order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_resume_after_kill_9_is_bitwise_identical(tmp_path, one_thread):
+def test_resume_after_kill_9_is_bitwise_identical(tmp_path, torch_threads):
+    torch_threads(1)  # as in the subprocesses: float sums then run in the same order
     recipe = _recipe(tmp_path, steps=200, save_every=50)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     train_recipe(load_recipe(recipe), whole)
