@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from tformer.commands import MODEL_HELP
@@ -50,14 +49,11 @@ def translate_lines(
 
 def _read_lines(source: str | None) -> list[str]:
     """The lines of file `source`, or of stdin for None or "-"; both must be UTF-8."""
-    from tformer.data.records import decode_utf8
+    from tformer.data.records import decode_utf8, read_utf8
 
     if source is None or source == "-":
         return decode_utf8(sys.stdin.buffer.read(), "<stdin>").splitlines()
-    path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"no input file at {path}")
-    return decode_utf8(path.read_bytes(), path).splitlines()
+    return read_utf8(source).splitlines()
 
 
 def run(args: argparse.Namespace) -> None:

@@ -23,15 +23,21 @@ def decode_utf8(raw: bytes, source: str | Path) -> str:
         ) from error
 
 
-def read_text(path: str | Path) -> str:
-    """The whole file as UTF-8 text; a missing, empty or non-UTF-8 file is a DataError."""
+def read_utf8(path: str | Path) -> str:
+    """The whole file as UTF-8 text: a missing file is a FileNotFoundError, a non-UTF-8 one a
+    DataError naming the line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    raw = path.read_bytes()
-    if not raw.strip():
+    return decode_utf8(path.read_bytes(), path)
+
+
+def read_text(path: str | Path) -> str:
+    """`read_utf8`, and an empty (or whitespace-only) file is a DataError too."""
+    text = read_utf8(path)
+    if not text.strip():
         raise DataError(path, "file is empty")
-    return decode_utf8(raw, path)
+    return text
 
 
 def read_records(path: str | Path, columns: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from tformer.data.records import decode_utf8
+from tformer.data.records import read_utf8
 from tformer.models import TformerModel
 from tformer.tokenizer import Tokenizer
 
@@ -25,10 +25,7 @@ def read_texts(texts: Sequence[str], file: str | None) -> list[str]:
     """The texts given as arguments, then the lines of `file`; at least one is required."""
     collected = list(texts)
     if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise FileNotFoundError(f"no input file at {path}")
-        collected += decode_utf8(path.read_bytes(), path).splitlines()
+        collected += read_utf8(file).splitlines()
     if not collected:
         raise ValueError("give at least one text (as arguments or with --file)")
     return collected

@@ -139,14 +139,11 @@ def _dequantise(tensor: Any, source: str) -> Tensor:
     shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))  # GGUF lists dims fastest-first
     out = np.empty(shape, dtype=np.float32)
     packed = tensor.data  # (rows, bytes of a row) for quantised types; rows match `shape[0]`
-    if packed.ndim == 1:  # a vector (norm weights): small
-        out[...] = _gguf().quants.dequantize(packed, tensor.tensor_type).reshape(shape)
-        return torch.from_numpy(out)
+    packed = packed if packed.ndim > 1 else packed[None]  # a vector (norm weights): one row
     rows = out.reshape(packed.shape[0], -1)  # a view of `out`
+    dequantize = _gguf().quants.dequantize
     for start in range(0, packed.shape[0], DEQUANTISE_ROWS):
-        block = _gguf().quants.dequantize(
-            packed[start : start + DEQUANTISE_ROWS], tensor.tensor_type
-        )
+        block = dequantize(packed[start : start + DEQUANTISE_ROWS], tensor.tensor_type)
         rows[start : start + DEQUANTISE_ROWS] = block.reshape(-1, rows.shape[1])
     return torch.from_numpy(out)
 
