@@ -20,12 +20,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tformer.config import ModelConfig
+from tformer.errors import TformerError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(TformerError, ValueError):
     """A checkpoint is missing, corrupted or does not fit the model."""
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tformer.errors import InputError
 
-class DataError(ValueError):
+
+class DataError(InputError):
     """Input data that cannot be used: `path:line: problem` (line omitted when not known).
 
-    A ValueError, so the `tformer` command reports it as one `tformer: error:` line.
+    A user error (`InputError`), so the `tformer` command reports it as one `tformer: error:`
+    line.
     """
 
     def __init__(self, path: str | Path, problem: str, line: int | None = None) -> None:
