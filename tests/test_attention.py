@@ -7,13 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tformer.modules.attention import (
-    EXPLICIT_MAX_KEYS,
-    LayerKVCache,
-    MultiHeadAttention,
-    build_attention_mask,
-    explicit_is_faster,
-)
+from tformer.kernels import EXPLICIT_MAX_KEYS, explicit_attention
+from tformer.modules.attention import MultiHeadAttention
+from tformer.modules.kv_cache import KVCache
+from tformer.modules.mask import build_attention_mask
 
 D_MODEL = 32
 
@@ -118,10 +115,10 @@ def test_cpu_bf16_training_on_short_sequences_takes_the_explicit_path(monkeypatc
     """The CPU flash kernel's bf16 backward is slow on short sequences, so that case uses the
     explicit path; its gradients equal float32 SDPA's up to bf16 rounding."""
     q = torch.randn(2, 4, 16, 8, dtype=torch.bfloat16, requires_grad=True)
-    assert explicit_is_faster(q, 16)
-    assert not explicit_is_faster(q.detach(), 16)  # inference
-    assert not explicit_is_faster(q, EXPLICIT_MAX_KEYS + 1)  # long sequences
-    assert not explicit_is_faster(q.detach().float().requires_grad_(), 16)  # float32
+    assert explicit_attention(q, 16)
+    assert not explicit_attention(q.detach(), 16)  # inference
+    assert not explicit_attention(q, EXPLICIT_MAX_KEYS + 1)  # long sequences
+    assert not explicit_attention(q.detach().float().requires_grad_(), 16)  # float32
 
     torch.manual_seed(0)
     reference = _attention(4, 2).train()
@@ -145,14 +142,16 @@ def test_kv_cache_appends_in_place_and_reallocates_only_when_doubling() -> None:
     """23 positions appended as a 3-token prompt and 20 single steps: the cache equals their
     concatenation, and its buffer moved only when full (3 -> 6 -> 12 -> 24 slots), instead of
     being copied at every step."""
-    cache = LayerKVCache()
+    cache = KVCache(n_layers=1)
+    layer = cache.self_attn[0]
     chunks = [torch.randn(2, 3, 3, 8)] + [torch.randn(2, 3, 1, 8) for _ in range(20)]
     buffers = set()
     for chunk in chunks:
-        key, value = cache.update(chunk, -chunk)
-        buffers.add(cache._key.data_ptr())
+        key, value = layer.update(chunk, -chunk)
+        cache.advance(chunk.shape[2], 2, chunk.device)
+        buffers.add(layer.key.data_ptr())
     expected = torch.cat(chunks, dim=2)
-    assert cache.seq_len == 23
+    assert cache.longest == 23 and cache.lengths.tolist() == [23, 23]
     assert torch.equal(key, expected) and torch.equal(value, -expected)
     assert len(buffers) == 4
 
@@ -161,8 +160,11 @@ def test_kv_cache_keeps_gradients_across_steps() -> None:
     """With gradients recorded the cache concatenates (writing in place would modify tensors
     autograd saved): gradients through two cached steps equal those of one concatenation."""
     chunks = [torch.randn(1, 2, n, 4, requires_grad=True) for n in (3, 1, 1)]
-    cache = LayerKVCache()
-    total = sum((cache.update(c, c)[0] ** 2).sum() for c in chunks)
+    cache = KVCache(n_layers=1)
+    total = torch.zeros(())
+    for chunk in chunks:
+        total = total + (cache.self_attn[0].update(chunk, chunk)[0] ** 2).sum()
+        cache.advance(chunk.shape[2], 1, chunk.device)
     total.backward()
     # positions of chunk i are summed once per update from i on: 3, 2 and 1 times
     for times, chunk in zip((3, 2, 1), chunks, strict=True):

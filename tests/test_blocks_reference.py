@@ -11,8 +11,9 @@ import torch
 from torch import nn
 
 from tformer import ModelConfig
-from tformer.modules.attention import MultiHeadAttention, build_attention_mask
+from tformer.modules.attention import MultiHeadAttention
 from tformer.modules.block import DecoderBlock, EncoderBlock
+from tformer.modules.mask import build_attention_mask
 
 D_MODEL, N_HEADS, D_FF = 32, 4, 64
 

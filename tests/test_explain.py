@@ -18,7 +18,7 @@ import tformer
 from tformer.cli import main
 from tformer.explainer import capture, explain
 from tformer.explainer.attribution import attention_rollout
-from tformer.modules.attention import build_attention_mask
+from tformer.modules.mask import build_attention_mask
 
 TEXT = "To be, or not to be: that is the question."
 VOID_TAGS = {"meta", "br", "img", "input", "link", "hr", "col", "source", "wbr"}

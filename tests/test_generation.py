@@ -244,16 +244,15 @@ def test_stream_yields_what_generate_returns(model) -> None:
     assert torch.equal(streamed, generate(model, source, **kwargs))
 
 
-def test_static_cache_is_bounded_with_a_clear_error() -> None:
-    from tformer.modules.attention import StaticKVCache
-
+def test_fixed_capacity_cache_is_bounded_with_a_clear_error() -> None:
     model = tiny("decoder", **DECODERS["llama-gqa"])
     cache = model.new_cache()
     model(prompts(1, 3), cache=cache)
-    static = StaticKVCache(cache, capacity=4)
-    assert static.claim_slot() == 3
-    with pytest.raises(ValueError, match="static KV cache is full"):
-        static.claim_slot()
+    cache.fix_capacity(4)
+    cache.reserve(1)  # the fourth slot
+    assert cache.lengths.tolist() == [3] and cache.key_slots(1) == 4
+    with pytest.raises(ValueError, match="KV cache is full"):
+        cache.reserve(1)
 
 
 @pytest.mark.parametrize(

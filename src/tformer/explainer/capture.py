@@ -211,15 +211,23 @@ def capture(model: nn.Module) -> Iterator[Capture]:
     >>> seen["decoder"].layers[0].self_attention.shape  # (B, H, T, T)
 
     Each stack's record is reset when that stack runs again, so after several passes the
-    record describes the last one. Hooks are removed on exit, even after an exception.
+    record describes the last one. The stacks keep the padded layout while observed (the
+    hooks read (B, T, ...) tensors). Hooks are removed and layouts restored on exit, even
+    after an exception.
     """
     record = Capture()
+    stacks = [stack for _, stack in _stacks(model)]
+    padding_free = [stack.padding_free for stack in stacks]
+    for stack in stacks:
+        stack.padding_free = False
     recorder = _Recorder(model, record)
     try:
         yield record
     finally:
         for handle in recorder.handles:
             handle.remove()
+        for stack, value in zip(stacks, padding_free, strict=True):
+            stack.padding_free = value
 
 
 def residual_norms(record: StackRecord) -> tuple[list[str], Tensor]:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from tformer.models import DecoderOnlyLM, EncoderDecoder
-from tformer.modules.attention import KVCache, StaticKVCache
+from tformer.modules.kv_cache import KVCache
 
 
 def position_ids_from_mask(mask: Tensor) -> Tensor:
@@ -118,9 +118,9 @@ class DecodingState:
             ids = self.tokens[:, : self.length]
             return self._forward(ids, self._mask_so_far(), position_ids_from_mask(mask), None)
         if self.static_cache:
-            if not isinstance(self.cache, StaticKVCache):
-                self.cache = StaticKVCache(self.cache, self.tokens.shape[1])
-            self.cache.claim_slot()
+            if self.cache.capacity is None:  # after the prompt: one shape for every step
+                self.cache.fix_capacity(self.tokens.shape[1])
+            self.cache.reserve(1)
             return self._step(next_tokens[:, None], self.mask, positions, self.cache)
         return self._forward(next_tokens[:, None], self._mask_so_far(), positions, self.cache)
 
@@ -131,4 +131,4 @@ class DecodingState:
         if self.context is not None and self.context_mask is not None:
             self.context, self.context_mask = self.context[index], self.context_mask[index]
         if self.cache is not None:
-            self.cache.reorder(index)
+            self.cache.select(index)

@@ -17,7 +17,6 @@ from tformer.checkpoint import (
     write_weights,
 )
 from tformer.config import ModelConfig
-from tformer.modules.attention import MultiHeadAttention
 
 M = TypeVar("M", bound="TformerModel")
 
@@ -34,14 +33,6 @@ class TformerModel(nn.Module):
     def num_parameters(self, *, trainable_only: bool = False) -> int:
         """Parameters counted once even when tied (the embedding shared with the output)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
-    def set_attention_implementation(self, implementation: str) -> None:
-        """ "sdpa" (fused, default) or "math" (explicit softmax; can return weights)."""
-        if implementation not in ("sdpa", "math"):
-            raise ValueError(f"implementation={implementation!r}; choose 'sdpa' or 'math'")
-        for module in self.modules():
-            if isinstance(module, MultiHeadAttention):
-                module.implementation = implementation
 
     def save_pretrained(self, directory: str | Path, tokenizer: Any = None) -> Path:
         """Write config.json, model.safetensors and (if given) the tokenizer, atomically."""

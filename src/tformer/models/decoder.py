@@ -10,8 +10,8 @@ from tformer.models.heads import LMHead
 from tformer.models.init import init_weights
 from tformer.models.output import ModelOutput
 from tformer.models.stack import TransformerStack
-from tformer.modules.attention import KVCache
 from tformer.modules.embedding import TokenEmbedding
+from tformer.modules.kv_cache import KVCache
 
 
 class DecoderOnlyLM(TformerModel):

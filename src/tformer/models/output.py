@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from tformer.modules.attention import KVCache
+from tformer.modules.kv_cache import KVCache
 
 
 @dataclass

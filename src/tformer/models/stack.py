@@ -11,10 +11,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from tformer import kernels
 from tformer.config import ModelConfig
-from tformer.modules.attention import KVCache, build_attention_mask
+from tformer.errors import InputError
 from tformer.modules.block import DecoderBlock, EncoderBlock, TransformerBlock
 from tformer.modules.embedding import TokenEmbedding
+from tformer.modules.kv_cache import KVCache
+from tformer.modules.mask import build_attention_mask
 from tformer.modules.norm import make_norm
 from tformer.modules.packing import PackedLayout
 from tformer.modules.position import make_positional
@@ -66,15 +69,6 @@ class StackOutput:
     cross_attentions: tuple[Tensor, ...] | None = None
 
 
-def _watched(module: nn.Module) -> bool:
-    """Whether a hook observes `module` or a module inside it, as the explainer's `capture`
-    does: hooks see the tensors a layer computes, so such a pass must keep them (B, T, ...)."""
-    return any(
-        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
-        for m in module.modules()
-    )
-
-
 class TransformerStack(nn.Module):
     """N blocks over embedded tokens; causal and/or with cross-attention as configured."""
 
@@ -90,7 +84,9 @@ class TransformerStack(nn.Module):
         super().__init__()
         self.config = config
         self.causal = causal
-        self.padding_free = True  # False: always the padded path (a reference for tests)
+        # False: always the padded layout (observers such as the explainer's hooks, which
+        # expect (B, T, ...) tensors, and tests that compare both paths turn it off)
+        self.padding_free = True
         self.embeddings = Embeddings(config, tokens)
         self.blocks = nn.ModuleList(
             DecoderBlock(config, cross_attention=cross_attention)
@@ -109,27 +105,18 @@ class TransformerStack(nn.Module):
     ) -> PackedLayout | None:
         """The layout of the real tokens when this pass runs padding-free, else None.
 
-        Packed (see `tformer.modules.packing`): a non-causal stack (an encoder, or the encoder
-        of a seq2seq model) without a KV cache over a batch with padding, in training too.
-        Padded: causal stacks and cached passes (decoding keeps (B, H, T, hd) caches per row),
-        batches without padding (nothing to skip), `introspect` passes that return every
-        layer's attentions or hidden states, passes observed by hooks (which expect (B, T, ...)
-        tensors), and `torch.compile` (the token count is data-dependent). Deciding reads the
-        mask, a device sync on a GPU. At real positions both paths give the same result; a
-        packed pass leaves zeros in the output's padding rows, where the padded path leaves
-        values nobody should read.
+        Only a non-causal stack (an encoder, or the encoder of a seq2seq model) without a KV
+        cache can: causal and cached passes keep (B, H, T, hd) caches per row. `introspect`
+        passes, which return every layer's attentions or hidden states, keep the padded
+        layout; whether packing pays for the batch at hand is `kernels`' choice. At real
+        positions both layouts give the same result; a packed pass leaves zeros in the
+        output's padding rows, where the padded one leaves values nobody should read.
         """
-        if (
-            not self.padding_free
-            or self.causal
-            or cache is not None
-            or attention_mask is None
-            or introspect
-            or torch.compiler.is_compiling()
-            or bool(attention_mask.all())
-            or _watched(self)
-        ):
+        if not self.padding_free or self.causal or cache is not None or introspect:
             return None
+        if not kernels.use_packed_layout(attention_mask):
+            return None
+        assert attention_mask is not None
         return PackedLayout.from_mask(attention_mask)
 
     def forward(
@@ -147,29 +134,36 @@ class TransformerStack(nn.Module):
     ) -> StackOutput:
         """Run the stack over `input_ids` (B, T).
 
-        attention_mask: (B, T_past + T), 1 for tokens and 0 for padding (with a cache it
-            covers the cached positions too). position_ids: (B, T); default T_past + 0..T-1,
-            right for unpadded and right-padded input; left-padded input must pass its own.
+        attention_mask: (B, K), 1 for tokens and 0 for padding, over the K key slots
+            attention sees (with a cache, `cache.key_slots(T)`: the cached ones too).
+        position_ids: (B, T); default: each row's cached length + 0..T-1 (0..T-1 without a
+            cache), right for unpadded and right-padded input; left-padded input must pass
+            its own.
         context, context_mask: encoder output (B, S, d_model) and its padding mask (B, S).
+        cache: its rows' lengths advance by T.
         """
-        past_len = cache.seq_len if cache is not None else 0
-        length = input_ids.shape[1]
-        if past_len + length > self.config.max_seq_len:
-            raise ValueError(
-                f"sequence of {past_len + length} positions exceeds max_seq_len="
+        batch, length = input_ids.shape
+        key_len = cache.key_slots(length) if cache is not None else length
+        if key_len > self.config.max_seq_len:
+            raise InputError(
+                f"sequence of {key_len} positions exceeds max_seq_len="
                 f"{self.config.max_seq_len}; truncate the input or use a model with a longer context"
             )
+        cached = cache is not None and cache.lengths is not None
         if position_ids is None:
-            position_ids = torch.arange(
-                past_len, past_len + length, device=input_ids.device
-            ).expand_as(input_ids)
+            position_ids = (
+                cache.next_positions(length)  # type: ignore[union-attr]
+                if cached
+                else torch.arange(length, device=input_ids.device).expand_as(input_ids)
+            )
         x = self.embeddings(input_ids, position_ids, token_type_ids)
         rotation = self.embeddings.positions.rotation(position_ids)
         mask = build_attention_mask(
             length,
-            past_len + length,
+            key_len,
             causal=self.causal,
             key_padding_mask=attention_mask,
+            query_offsets=cache.query_offsets() if cached else None,  # type: ignore[union-attr]
             device=x.device,
         )
         cross_mask = None
@@ -211,6 +205,8 @@ class TransformerStack(nn.Module):
                 attentions.append(out.self_weights)
             if out.cross_weights is not None:
                 cross_attentions.append(out.cross_weights)
+        if cache is not None:
+            cache.advance(length, batch, input_ids.device)
         if self.final_norm is not None:
             x = self.final_norm(x)
         if layout is not None:

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from tformer.config import ModelConfig
-from tformer.modules.attention import AttentionMask, LayerKVCache, MultiHeadAttention
+from tformer.modules.attention import MultiHeadAttention
 from tformer.modules.feedforward import make_feedforward
+from tformer.modules.kv_cache import CrossAttentionCache, LayerKVCache
+from tformer.modules.mask import AttentionMask
 from tformer.modules.norm import make_norm
 from tformer.modules.packing import PackedLayout
 
@@ -73,7 +75,7 @@ class TransformerBlock(nn.Module):
         rotation: tuple[Tensor, Tensor] | None = None,
         context: Tensor | None = None,
         context_mask: AttentionMask | None = None,
-        cache: tuple[LayerKVCache, LayerKVCache] | None = None,
+        cache: tuple[LayerKVCache, CrossAttentionCache] | None = None,
         need_weights: bool = False,
         layout: PackedLayout | None = None,
     ) -> BlockOutput:

@@ -1,0 +1,157 @@
+"""Which implementation runs where: the one place that chooses kernels and dtypes.
+
+The blocks (`modules/`, `models/`) are written as the papers describe them; where two
+computations give the same result and one is faster on some hardware, the block asks this
+module which to run. Every rule here is a function of what the device can do -- queried or
+measured once per process -- and of the call's shapes and dtypes, never of what one machine
+happened to measure. The measurements behind each rule, per CPU class, are in
+docs/performance.md.
+
+Rules:
+* `bf16_is_fast`: bfloat16 is the fast dtype only where the hardware computes it natively
+  (CUDA with bf16, CPUs with AVX512-BF16 or AMX, Arm CPUs with BF16). Elsewhere (e.g.
+  AVX2-only x86) PyTorch emulates it and a bf16 matmul is ~100x slower than fp32, so
+  `resolve_precision("auto")` and `compute_dtype` choose float32 there.
+* `linear_split_parts`: few-row float32 products on the CPU split the weight's output rows
+  over the threads (MKL's kernel for a product with so few rows runs on one thread).
+* `explicit_attention`: bfloat16 training on the CPU over short keys runs softmax(QK^T)V
+  written out (the CPU flash kernel's bf16 backward is slower there).
+* `use_packed_layout`: encoders run position-wise layers on the real tokens only when a
+  batch has padding (see `modules/packing.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+SPLIT_MAX_ROWS = 32  # beyond this many rows MKL's own threading takes over
+EXPLICIT_MAX_KEYS = 256  # from 512 keys on the fused kernel wins in bf16 training too
+_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16, AMX; Arm BF16
+_BF16_MIN_SPEEDUP = 0.5  # measured fallback: bf16 at least half as fast as fp32 counts
+
+
+@dataclass(frozen=True)
+class CPUInfo:
+    """What the CPU can do, as benchmarks record it and the rules below read it."""
+
+    model: str  # e.g. "AMD EPYC 7B12"
+    capability: str  # torch.backends.cpu.get_cpu_capability(): "AVX512", "AVX2", "DEFAULT"...
+    native_bf16: bool  # bf16 arithmetic in hardware (not emulated)
+    bf16_source: str  # how native_bf16 was decided: "cpu flags" or "measured"
+
+
+@functools.cache
+def cpu_info() -> CPUInfo:
+    """Queried once per process: /proc/cpuinfo's flags where the OS has them, else a short
+    fp32-vs-bf16 matmul measurement (about 50 ms)."""
+    model, flags = _proc_cpuinfo()
+    capability = torch.backends.cpu.get_cpu_capability()
+    if flags is not None:
+        native = any(flag in flags for flag in _BF16_CPU_FLAGS)
+        return CPUInfo(model, capability, native, "cpu flags")
+    return CPUInfo(model, capability, _bf16_measured_fast(), "measured")
+
+
+def _proc_cpuinfo() -> tuple[str, set[str] | None]:
+    """(model name, feature flags) from Linux's /proc/cpuinfo; flags None elsewhere."""
+    model = platform.processor() or platform.machine()
+    path = Path("/proc/cpuinfo")
+    if not path.is_file():
+        return model, None
+    fields: dict[str, str] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())  # the first CPU's entries
+    flags_line = fields.get("flags", fields.get("features"))  # x86, Arm
+    return fields.get("model name", model), None if flags_line is None else set(flags_line.split())
+
+
+def _bf16_measured_fast(size: int = 256, repeats: int = 3) -> bool:
+    """Whether a (size x size) bf16 matmul runs at least half as fast as in fp32."""
+
+    def seconds(dtype: torch.dtype) -> float:
+        a = torch.randn(size, size).to(dtype)
+        a @ a  # warm-up
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ a
+        return time.perf_counter() - started
+
+    return seconds(torch.float32) / seconds(torch.bfloat16) >= _BF16_MIN_SPEEDUP
+
+
+def bf16_is_fast(device: torch.device | str) -> bool:
+    """Whether bfloat16 arithmetic is native (fast) on `device`."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return cpu_info().native_bf16
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """A recipe's `precision` -> "bf16" or "fp32"; "auto" is bf16 only where it is fast."""
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    return precision
+
+
+def compute_dtype(device: torch.device | str) -> torch.dtype:
+    """The dtype quantised layers multiply in: bfloat16 where it is fast, else float32."""
+    return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+
+
+def linear_split_parts(x: Tensor, weight: Tensor) -> int:
+    """Into how many blocks of output rows to split x W^T (0 or 1: don't split).
+
+    PyTorch sends a float32 product with few rows to MKL, whose kernel for it runs on one
+    thread however many torch uses; one batched matmul over a block of W's rows per thread
+    is spread over all of them. bf16 products are threaded already; training (gradients),
+    long inputs and `torch.compile` (which fuses its own way, and for which reading the
+    thread count would break the graph) keep the plain product.
+    """
+    if torch.compiler.is_compiling() or torch.is_grad_enabled():
+        return 0
+    if x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32:
+        return 0
+    parts = torch.get_num_threads()
+    few_rows = x.numel() <= SPLIT_MAX_ROWS * x.shape[-1]
+    if parts > 1 and few_rows and weight.shape[0] % parts == 0 and weight.is_contiguous():
+        return parts
+    return 0
+
+
+def explicit_attention(q: Tensor, key_len: int) -> bool:
+    """Whether softmax(QK^T)V written out beats SDPA's fused kernel for this call.
+
+    Only bfloat16 training on the CPU with at most EXPLICIT_MAX_KEYS keys: there the CPU
+    flash-attention kernel's backward pass is slower than two bf16 batched matmuls and a
+    softmax; at longer keys, in float32 and in inference the fused kernel wins. The
+    (B, H, T, T) weights it materialises are small at such lengths.
+    """
+    return (
+        q.device.type == "cpu"
+        and q.dtype == torch.bfloat16
+        and q.requires_grad
+        and key_len <= EXPLICIT_MAX_KEYS
+    )
+
+
+def use_packed_layout(attention_mask: Tensor | None) -> bool:
+    """Whether an encoder pass that may run padding-free (see `models/stack.py`) should.
+
+    Only when the batch has padding: without it there is nothing to skip. Never under
+    `torch.compile`, where the token count would be a data-dependent shape. Deciding reads
+    the mask, a device sync on a GPU.
+    """
+    if attention_mask is None or torch.compiler.is_compiling():
+        return False
+    return not bool(attention_mask.all())

@@ -1,0 +1,103 @@
+"""The one mask function: which keys each query may attend to.
+
+Padding, causal and cross-attention masks are all made by `build_attention_mask`, so "which
+key may a query see" is decided once for the whole library (and tested once for padding
+invariance and causality).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from tformer.errors import InputError
+
+
+@dataclass
+class AttentionMask:
+    """Which keys each query may attend to.
+
+    `allowed` is (B or 1, 1, T_query, T_key) bool, True where attention is allowed, or None
+    when every key is allowed. `is_causal` marks the pure causal case with T_query == T_key
+    and no padding: then `allowed` is None and SDPA's fused causal kernel is used.
+    """
+
+    allowed: Tensor | None
+    is_causal: bool = False
+    _bias: dict[torch.dtype, Tensor] = field(default_factory=dict, repr=False)
+
+    def bias(self, dtype: torch.dtype) -> Tensor | None:
+        """Additive form: 0 where allowed, the dtype's lowest finite value where not.
+
+        A finite value rather than -inf keeps a row whose keys are all masked (a fully padded
+        sequence) finite: softmax spreads it uniformly instead of producing NaN. Made once per
+        dtype, so bf16 attention under autocast gets a bf16 mask.
+        """
+        if self.allowed is None:
+            return None
+        if dtype not in self._bias:
+            zeros = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
+            self._bias[dtype] = zeros.masked_fill(~self.allowed, torch.finfo(dtype).min)
+        return self._bias[dtype]
+
+    def dense(self, query_len: int, key_len: int, device: torch.device) -> Tensor | None:
+        """`allowed` with the implicit causal triangle made explicit (for the math path)."""
+        if self.is_causal:
+            return torch.ones(query_len, key_len, dtype=torch.bool, device=device).tril()[
+                None, None
+            ]
+        return self.allowed
+
+
+def build_attention_mask(
+    query_len: int,
+    key_len: int,
+    *,
+    causal: bool,
+    key_padding_mask: Tensor | None = None,
+    query_offsets: Tensor | None = None,
+    device: torch.device | None = None,
+) -> AttentionMask:
+    """The one mask function: padding, causal and cross-attention masks.
+
+    Args:
+        query_len: number of new query positions T_query.
+        key_len: number of key slots T_key the queries attend over.
+        causal: forbid attending to later positions (decoder self-attention).
+        key_padding_mask: (B, T_key), 1/True for real tokens, 0/False for padding. Padding keys
+            are never attended to; cross-attention passes the source padding mask here.
+        query_offsets: (B,) long, the key slot of each row's first query, when rows of a KV
+            cache hold different numbers of positions: query i of row b sits at slot
+            query_offsets[b] + i, and slots past query_offsets[b] + query_len hold nothing
+            yet. None: every row's queries are the last `query_len` of the `key_len` slots.
+    """
+    if key_padding_mask is not None and key_padding_mask.shape[-1] != key_len:
+        raise InputError(
+            f"attention_mask covers {key_padding_mask.shape[-1]} positions but there are "
+            f"{key_len} keys (cached + new); pass a mask for every position"
+        )
+    if key_padding_mask is None and query_offsets is None:
+        if not causal or query_len == 1:
+            return AttentionMask(allowed=None)
+        if query_len == key_len:
+            return AttentionMask(allowed=None, is_causal=True)
+    if key_padding_mask is not None:
+        device = key_padding_mask.device
+    elif query_offsets is not None:
+        device = query_offsets.device
+    keys = torch.arange(key_len, device=device)  # (T_key,)
+    if query_offsets is None:
+        first = torch.tensor([key_len - query_len], device=device)  # (1,): the same for all rows
+    else:
+        first = query_offsets
+    query_slots = first[:, None] + torch.arange(query_len, device=device)  # (B or 1, T_query)
+    if causal:  # (B or 1, T_query, T_key): a query sees its own slot and earlier ones
+        allowed = keys <= query_slots[:, :, None]
+    else:  # every slot written so far, including this pass's
+        allowed = (keys < query_slots[:, -1:, None] + 1).expand(-1, query_len, -1)
+    allowed = allowed[:, None]  # (B or 1, 1, T_query, T_key)
+    if key_padding_mask is not None:
+        allowed = allowed & key_padding_mask.bool()[:, None, None, :]
+    return AttentionMask(allowed=allowed)
