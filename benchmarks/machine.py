@@ -1,4 +1,6 @@
-"""What the machine can do: matrix-multiply peak per precision, the denominator of MFU."""
+"""What the machine can do: its CPU class and matrix-multiply peak per precision (the
+denominator of MFU). Every result records the CPU's model, torch's CPU capability and whether
+bf16 is native, since a speed claim holds only for its CPU class."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import platform
 import torch
 
 from benchmarks.harness import time_steps
+from tformer import kernels
 
 
 def matmul_gflops(dtype: torch.dtype, size: int, device: torch.device, repeats: int) -> float:
@@ -20,17 +23,23 @@ def matmul_gflops(dtype: torch.dtype, size: int, device: torch.device, repeats: 
 
 
 def device_name(device: torch.device) -> str:
+    """Names results files: the GPU, or the CPU's capability class and threads."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    capability = kernels.cpu_info().capability.lower()
+    return f"{platform.machine()}-{capability} x{torch.get_num_threads()} threads"
 
 
 def machine_facts(device: torch.device, quick: bool) -> dict[str, object]:
     size, repeats = (1024, 5) if quick else (2048, 10)
     if device.type == "cuda":
         size, repeats = 8192, 20
+    cpu = kernels.cpu_info()
     return {
         "device": device_name(device),
+        "cpu_model": cpu.model,
+        "cpu_capability": cpu.capability,
+        "native_bf16": cpu.native_bf16,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

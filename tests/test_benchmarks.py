@@ -25,7 +25,15 @@ from tformer import ModelConfig, build_model
 from tformer.pretrained import save_hf_directory
 
 CPU = torch.device("cpu")
-FACTS = {"device": "cpu", "torch": "x", "matmul_fp32_gflops": 1.0, "matmul_bf16_gflops": 2.0}
+FACTS = {
+    "device": "cpu",
+    "cpu_model": "test CPU",
+    "cpu_capability": "AVX2",
+    "native_bf16": False,
+    "torch": "x",
+    "matmul_fp32_gflops": 1.0,
+    "matmul_bf16_gflops": 2.0,
+}
 
 
 class FakeClock:
@@ -238,6 +246,9 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     command += ["--rounds", "1", "--out", str(tmp_path / "quick")]
     subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[1])
     records = [json.loads(line) for line in (tmp_path / "quick.jsonl").read_text().splitlines()]
+    machine = records[0]["machine"]  # every result names its CPU class
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["cpu_model"] and isinstance(machine["native_bf16"], bool)
     assert {r.get("contender") for r in records[1:]} == {
         "tformer",
         "transformers-eager",

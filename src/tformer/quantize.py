@@ -2,21 +2,23 @@
 
 Decoding one token multiplies a handful of activation rows by every weight matrix, so its
 speed is set by how many bytes of weights are read per token, not by arithmetic. Two layouts,
-each multiplied by a PyTorch CPU kernel that takes bfloat16 activations and the packed
-weights directly (no dequantised copy is ever made):
+each multiplied by a PyTorch CPU kernel that takes the activations and the packed weights
+directly (no dequantised copy is ever made). Activations, scales and the layers left
+unquantised use `kernels.compute_dtype`: bfloat16 where the CPU computes it natively, float32
+where bfloat16 would be emulated (and many times slower).
 
-* int8 (`quantize_int8`): one bfloat16 scale per output row (symmetric, absmax), a quarter of
-  the float32 bytes; kernel `torch._weight_int8pack_mm`.
+* int8 (`quantize_int8`): one scale per output row (symmetric, absmax), a quarter of the
+  float32 bytes; kernel `torch._weight_int8pack_mm`.
 * int4 (`quantize_int4`): groups of `group_size` consecutive input weights of a row share a
   scale and an offset (asymmetric min-max, the layout of GGUF's Q4_1), about a sixth of the
   float32 bytes; kernel `torch._weight_int4pack_mm_for_cpu`. Re-quantising weights that were
   dequantised from a Q4_1 GGUF file with group 32 finds the file's own 4-bit grid again
   (each block's minimum and maximum sit on it), so such a model loses nothing but the
-  rounding of scales and offsets to bfloat16.
+  rounding of scales and offsets to the compute dtype.
 
 Measured on SmolLM2-135M (speed, and held-out perplexity against float32 as the quality
 check): see docs/performance.md. The kernels are tuned for few rows (decoding); long prompts
-run slower than in bfloat16. A quantised model is inference-only: it cannot be trained or
+run slower than unquantised ones. A quantised model is inference-only: it cannot be trained or
 saved with `save_pretrained`.
 """
 
@@ -26,6 +28,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from tformer import kernels
+from tformer.errors import InputError
 
 INT8_MAX = 127
 INT4_LEVELS = 15  # 4-bit codes 0..15
@@ -42,13 +47,14 @@ class Int8Linear(nn.Module):
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / INT8_MAX  # (out,)
         quantised = (weight / scale[:, None]).round().clamp(-INT8_MAX, INT8_MAX)
         self.in_features, self.out_features = linear.in_features, linear.out_features
+        dtype = kernels.compute_dtype("cpu")
         self.register_buffer("weight", quantised.to(torch.int8))
-        self.register_buffer("scale", scale.to(torch.bfloat16))
-        self.register_buffer("bias", _bf16_bias(linear))
+        self.register_buffer("scale", scale.to(dtype))
+        self.register_buffer("bias", _bias(linear, dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        """(..., in) -> (..., out), computed and returned in bfloat16."""
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (N, in)
+        """(..., in) -> (..., out), computed and returned in the scales' dtype."""
+        rows = x.reshape(-1, self.in_features).to(self.scale.dtype)  # (N, in)
         out = torch._weight_int8pack_mm(rows, self.weight, self.scale)  # (N, out)
         return _finish(out, self.bias, x.shape[:-1])
 
@@ -64,7 +70,7 @@ class Int4Linear(nn.Module):
     def __init__(self, linear: nn.Linear, group_size: int = 32) -> None:
         super().__init__()
         if not int4_supported(linear, group_size):
-            raise ValueError(
+            raise InputError(
                 f"int4 needs in_features divisible by group_size={group_size} (one of "
                 f"{INT4_GROUP_SIZES}) and out_features divisible by {INT4_ROW_MULTIPLE}; got "
                 f"{linear.in_features} -> {linear.out_features}"
@@ -77,16 +83,15 @@ class Int4Linear(nn.Module):
         codes = codes.to(torch.int32).view(out_features, in_features)
         zero = low + 8 * scale
         self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
+        dtype = kernels.compute_dtype("cpu")
         self.register_buffer("weight", torch._convert_weight_to_int4pack_for_cpu(codes, 1))
         # (G, out, 2): the kernel's layout of scales and zeros
-        self.register_buffer(
-            "scales_and_zeros", torch.stack((scale.T, zero.T), dim=-1).to(torch.bfloat16)
-        )
-        self.register_buffer("bias", _bf16_bias(linear))
+        self.register_buffer("scales_and_zeros", torch.stack((scale.T, zero.T), dim=-1).to(dtype))
+        self.register_buffer("bias", _bias(linear, dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        """(..., in) -> (..., out), computed and returned in bfloat16."""
-        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)  # (N, in)
+        """(..., in) -> (..., out), computed and returned in the scales' dtype."""
+        rows = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype)  # (N, in)
         out = torch._weight_int4pack_mm_for_cpu(
             rows, self.weight, self.group_size, self.scales_and_zeros
         )  # (N, out)
@@ -107,8 +112,8 @@ OUTPUT_PROJECTION = "lm_head.proj"  # the vocabulary projection of both LM famil
 
 def quantize_int8(model: nn.Module, *, keep: tuple[str, ...] = ("ffn.down",)) -> nn.Module:
     """Replace the nn.Linear layers of `model` (in place) by Int8Linear, except those whose
-    name ends with one of `keep`; everything else (kept layers, embeddings, norms) becomes
-    bfloat16. Returns the model, in eval mode. CPU only.
+    name ends with one of `keep`; everything else (kept layers, embeddings, norms) takes the
+    compute dtype (`kernels.compute_dtype`). Returns the model, in eval mode. CPU only.
 
     The feed-forward down projections are kept by default: their inputs (the activated hidden
     units) have the largest outliers, and on SmolLM2-135M quantising them too moved held-out
@@ -127,7 +132,7 @@ def quantize_int4(
     """Replace the nn.Linear layers of `model` (in place) by Int4Linear with groups of
     `group_size`, except the output projection, which becomes Int8Linear, layers whose name
     ends with one of `keep`, and layers whose shape the kernel cannot take (see
-    `int4_supported`); everything else becomes bfloat16. Returns the model, in eval mode.
+    `int4_supported`); everything else takes the compute dtype. Returns the model, in eval mode.
 
     Why the output projection gets 8 bits: its rows are the logits, and 4-bit ones moved
     SmolLM2-135M's held-out perplexity by +3.9% against float32 (8 bits: within 1%). GGUF's
@@ -153,9 +158,10 @@ QUANTIZERS: dict[str, Callable[[nn.Module], nn.Module]] = {
 def _replace_linears(
     model: nn.Module, make: Callable[[str, nn.Linear], nn.Module | None]
 ) -> nn.Module:
-    """Swap each nn.Linear for `make(name, linear)` unless that is None; the rest -> bf16."""
+    """Swap each nn.Linear for `make(name, linear)` unless that is None; the rest -> the
+    compute dtype."""
     if any(p.device.type != "cpu" for p in model.parameters()):
-        raise ValueError("weight-only quantisation uses CPU kernels; move the model to cpu")
+        raise InputError("weight-only quantisation uses CPU kernels; move the model to cpu")
     model.eval()
     # Names, not modules: each float32 layer is freed as soon as it is replaced, so converting
     # never holds the whole float32 model and its quantised copy at once.
@@ -165,11 +171,11 @@ def _replace_linears(
         if replacement is not None:
             parent_name, _, child_name = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child_name, replacement)
-    return model.to(torch.bfloat16)
+    return model.to(kernels.compute_dtype("cpu"))
 
 
-def _bf16_bias(linear: nn.Linear) -> Tensor | None:
-    return None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
+def _bias(linear: nn.Linear, dtype: torch.dtype) -> Tensor | None:
+    return None if linear.bias is None else linear.bias.detach().to(dtype)
 
 
 def _finish(out: Tensor, bias: Tensor | None, leading_shape: torch.Size) -> Tensor:

@@ -33,7 +33,7 @@ class TrainConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     label_smoothing: float | None = None  # None: 0.1 for seq2seq (paper 5.4), else 0
-    precision: str = "auto"  # "auto": bf16 autocast on a GPU that supports it, else fp32
+    precision: str = "auto"  # "auto": bf16 autocast where bf16 is native (kernels), else fp32
     compile: bool = False
     seed: int = 1337
     eval_every: int = 250

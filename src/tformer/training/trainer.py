@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from tformer import kernels
 from tformer.data.loader import BatchStream
 from tformer.models.base import TformerModel
 from tformer.tokenizer import Tokenizer
@@ -39,9 +40,8 @@ class TrainResult:
 
 
 def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast when asked for, or for "auto" on a GPU with bf16 support; else a no-op."""
-    cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    if precision == "bf16" or (precision == "auto" and cuda_bf16):
+    """bf16 autocast when asked for, or for "auto" where bf16 is native; else a no-op."""
+    if kernels.resolve_precision(precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

@@ -1,0 +1,53 @@
+"""The one place that chooses kernels and dtypes: bf16 only where the CPU computes it
+natively, quantised layers follow the same choice, and the facts it reads are recorded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tformer import kernels
+from tformer.quantize import Int4Linear, Int8Linear
+
+
+def _cpu(native_bf16: bool) -> kernels.CPUInfo:
+    return kernels.CPUInfo("test CPU", "AVX2", native_bf16, "cpu flags")
+
+
+@pytest.fixture
+def emulated_bf16(monkeypatch):
+    """A CPU like the AVX2-only EPYC (Zen 2): bf16 is emulated."""
+    monkeypatch.setattr(kernels, "cpu_info", lambda: _cpu(False))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_bf16_is_native(monkeypatch, native: bool) -> None:
+    monkeypatch.setattr(kernels, "cpu_info", lambda: _cpu(native))
+    assert kernels.resolve_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    assert kernels.compute_dtype("cpu") == (torch.bfloat16 if native else torch.float32)
+    # an explicit choice is the user's, whatever the CPU
+    assert kernels.resolve_precision("bf16", "cpu") == "bf16"
+    assert kernels.resolve_precision("fp32", "cpu") == "fp32"
+
+
+@pytest.mark.parametrize("layer", [Int8Linear, Int4Linear])
+def test_quantised_layers_compute_in_float32_where_bf16_is_emulated(emulated_bf16, layer) -> None:
+    """Float32 activations and scales: the product matches a float64 matmul with the layer's
+    own weight grid (read back through identity rows) far more tightly than bf16 activations
+    could (their rounding alone moves it by ~1e-2)."""
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 32)
+    quantised = layer(linear)
+    x = torch.randn(3, 64)
+    out = quantised(x)
+    assert out.dtype == torch.float32
+    reference = quantised(torch.eye(64)).double() - quantised.bias.double()  # rows of W^T
+    expected = x.double() @ reference + quantised.bias.double()
+    torch.testing.assert_close(out.double(), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_cpu_facts_are_those_torch_reports() -> None:
+    info = kernels.cpu_info()
+    assert info.capability == torch.backends.cpu.get_cpu_capability()
+    assert info.model and info.bf16_source in ("cpu flags", "measured")
