@@ -17,6 +17,8 @@ from tokenizers import models, pre_tokenizers
 from torch import Tensor
 from torch.nn import functional as F
 
+from tformer.generation import generate
+from tformer.models import ModelOutput, TformerModel
 from tformer.models.heads import mean_pool
 from tformer.tokenizer import Tokenizer
 
@@ -32,7 +34,7 @@ class Plan:
     scored at each row, filled from the model's own argmax when not given.
     """
 
-    kwargs: dict[str, Any]
+    kwargs: dict[str, Tensor]
     stack: str
     rows: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
@@ -91,7 +93,7 @@ def plan_encoder(ids: list[int], mask_id: int | None, head: str, device: torch.d
 
 
 def plan_seq2seq(
-    model: Any, ids: list[int], target_ids: list[int] | None, device: torch.device
+    model: TformerModel, ids: list[int], target_ids: list[int] | None, device: torch.device
 ) -> Plan:
     """2017 Transformer: teacher-force `target_ids` (or the greedy translation) after the start
     token; explain the target tokens' log-probabilities."""
@@ -108,10 +110,8 @@ def plan_seq2seq(
     return Plan(kwargs, "decoder", rows, list(target_ids), what)
 
 
-def greedy_target(model: Any, source: Tensor) -> list[int]:
+def greedy_target(model: TformerModel, source: Tensor) -> list[int]:
     """The model's greedy output for `source` (1, S), up to and including its EOS."""
-    from tformer.generation import generate
-
     limit = min(MAX_GENERATED, model.config.max_seq_len - 1)
     tokens = generate(model, source, max_new_tokens=limit)[0].tolist()
     eos = model.config.eos_id
@@ -128,7 +128,7 @@ def fill_labels(plan: Plan, logits: Tensor | None) -> None:
         plan.labels = [int(logits[0, row].argmax()) for row in plan.rows]
 
 
-def score(plan: Plan, output: Any, neighbour: Tensor | None) -> Tensor:
+def score(plan: Plan, output: ModelOutput, neighbour: Tensor | None) -> Tensor:
     """The scalar the attributions explain, from the model's output."""
     if output.logits is None:  # embedding head: cosine with the nearest neighbour sentence
         if neighbour is None:
