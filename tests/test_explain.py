@@ -18,7 +18,8 @@ from torch.nn import functional as F
 
 import tformer
 from tformer.cli import main
-from tformer.explainer import capture, explain, render_html
+from tformer.errors import InputError
+from tformer.explainer import capture, explain, render_html, save_png
 from tformer.explainer.attribution import attention_rollout
 from tformer.modules.attention import build_attention_mask
 
@@ -311,6 +312,16 @@ def test_html_report_is_valid_self_contained_with_one_heatmap_per_layer_and_head
     assert all(int(a["data-map"]) < len(maps) for a in thumbnails)
 
 
+def test_figure_mistakes_are_user_errors(tmp_path: Path, tokenizer: tformer.Tokenizer) -> None:
+    """A wrong figure name, a layer or head out of range, or a figure the model has not got is
+    the user's mistake (one `tformer: error:` line), not a bug."""
+    report = explain(_model(tokenizer, "tiny-decoder"), tokenizer, "To be")
+    for name in ("nonsense", "attention:9:0", "attention:0:x", "cross-attention"):
+        with pytest.raises(InputError):
+            save_png(report, name, tmp_path / "figure.png")
+    assert not (tmp_path / "figure.png").exists()
+
+
 # ---- layering --------------------------------------------------------------------------------
 EXPLAINER = Path(tformer.__file__).parent / "explainer"
 
@@ -431,7 +442,7 @@ def test_model_without_tokenizer_reads_text_as_token_ids(tokenizer: tformer.Toke
     report = explain(model, None, "5 6 7", target="7 6")
     assert report.capture["encoder"].input_ids.tolist() == [[5, 6, 7]]
     assert report.capture["decoder"].input_ids.tolist() == [[model.config.bos_id, 7, 6]]
-    with pytest.raises(ValueError, match="token ids"):
+    with pytest.raises(InputError, match="token ids"):
         explain(model, None, "5 six 7")
 
 

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from tformer.commands import MODEL_HELP
+from tformer.errors import InputError
 
 
 def _png_targets(specs: list[str], out: Path) -> list[tuple[str, Path]]:
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> None:
     from tformer.explainer import explain, save_html, save_png
 
     if not args.text.strip():  # before loading: a large model takes seconds to load
-        raise ValueError("--text is empty; give the text to explain, e.g. --text 'To be, or not'")
+        raise InputError("--text is empty; give the text to explain, e.g. --text 'To be, or not'")
     pngs = _png_targets(args.png, args.out)
     model, tokenizer = tformer.load(args.model)
     report = explain(

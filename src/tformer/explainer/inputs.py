@@ -17,6 +17,7 @@ from tokenizers import models, pre_tokenizers
 from torch import Tensor
 from torch.nn import functional as F
 
+from tformer.errors import ConfigError, InputError
 from tformer.generation import generate
 from tformer.models import ModelOutput, TformerModel
 from tformer.models.heads import mean_pool
@@ -44,13 +45,13 @@ class Plan:
 def encode_text(tokenizer: Tokenizer, text: str, what: str = "text") -> list[int]:
     """Token ids of `text`, refusing empty input with a message that says how to fix it."""
     if not text.strip():
-        raise ValueError(f"the {what} to explain is empty; pass some text, e.g. --text 'Hello'")
+        raise InputError(f"the {what} to explain is empty; pass some text, e.g. --text 'Hello'")
     ids = tokenizer.encode(text)
     pad = tokenizer.token_id("pad")
     while ids and ids[-1] == pad:  # one unbatched text: a tokenizer's fixed-length padding is noise
         ids.pop()
     if not ids:
-        raise ValueError(f"the {what} {text!r} encodes to no tokens with this tokenizer")
+        raise InputError(f"the {what} {text!r} encodes to no tokens with this tokenizer")
     return ids
 
 
@@ -59,7 +60,7 @@ def id_tokenizer(vocab_size: int, text: str) -> Tokenizer:
     (synthetic tasks such as copying) be explained. `text` is checked to be such ids."""
     for part in text.split():
         if not part.isdigit() or int(part) >= vocab_size:
-            raise ValueError(
+            raise InputError(
                 f"this model was saved without a tokenizer, so the text must be token ids in "
                 f"[0, {vocab_size}) separated by spaces, e.g. '3 4 5'; got {part!r}"
             )
@@ -99,7 +100,7 @@ def plan_seq2seq(
     token; explain the target tokens' log-probabilities."""
     start = model.config.start_id
     if start is None:
-        raise ValueError("the model config has no decoder_start_id or bos_id to start decoding")
+        raise ConfigError("the model config has no decoder_start_id or bos_id to start decoding")
     source = torch.tensor([ids], device=device)
     what = "the target text"
     if target_ids is None:
@@ -132,7 +133,7 @@ def score(plan: Plan, output: ModelOutput, neighbour: Tensor | None) -> Tensor:
     """The scalar the attributions explain, from the model's output."""
     if output.logits is None:  # embedding head: cosine with the nearest neighbour sentence
         if neighbour is None:
-            raise ValueError("nothing to explain for an embedding model without --sentences")
+            raise InputError("nothing to explain for an embedding model without --sentences")
         return output.embeddings[0].float() @ neighbour
     log_probs = F.log_softmax(output.logits[0].float(), dim=-1)
     if log_probs.dim() == 1:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from tformer.errors import InputError
 from tformer.explainer.capture import residual_norms
 from tformer.explainer.explanation import Explanation
 
@@ -40,7 +41,7 @@ def figure_name(name: str) -> tuple[str, list[str]]:
     The CLI calls this before loading a model, so a typo fails at once."""
     base, *spec = name.split(":")
     if base not in FIGURES:
-        raise ValueError(f"unknown figure {name!r}; choose one of {', '.join(FIGURES)}")
+        raise InputError(f"unknown figure {name!r}; choose one of {', '.join(FIGURES)}")
     return base, spec
 
 
@@ -51,7 +52,7 @@ def _pyplot() -> ModuleType:
         matplotlib.use("Agg")  # files only; never needs a display
         import matplotlib.pyplot as plt
     except ImportError as error:
-        raise ValueError(
+        raise InputError(
             "PNG export needs matplotlib; install it with: pip install 'tformer[plot]'"
         ) from error
     return plt
@@ -65,14 +66,14 @@ def _attention_args(ex: Explanation, name: str, spec: list[str]) -> tuple[str, s
     }[name]
     weights = ex.attention(stack, kind)
     if not weights:
-        raise ValueError(f"figure {name!r} does not exist for a {ex.config.arch} model")
+        raise InputError(f"figure {name!r} does not exist for a {ex.config.arch} model")
     try:
         layer, head = (int(spec[0]) if spec else 0), (int(spec[1]) if len(spec) > 1 else 0)
     except ValueError as error:
-        raise ValueError(f"{name}:LAYER:HEAD takes integers, got {':'.join(spec)!r}") from error
+        raise InputError(f"{name}:LAYER:HEAD takes integers, got {':'.join(spec)!r}") from error
     n_layers, n_heads = len(weights), weights[0].shape[0]
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
-        raise ValueError(
+        raise InputError(
             f"{name}:{layer}:{head} is out of range: layers 0..{n_layers - 1}, "
             f"heads 0..{n_heads - 1}"
         )
@@ -112,7 +113,7 @@ def figure(ex: Explanation, name: str) -> Figure:
 
 def _positions(plt: ModuleType, ex: Explanation) -> Figure:
     if ex.position_table is None:
-        raise ValueError(f"positional={ex.config.positional!r} adds no encodings to plot")
+        raise InputError(f"positional={ex.config.positional!r} adds no encodings to plot")
     fig, ax = plt.subplots(figsize=(8, 5))
     image = ax.imshow(
         ex.position_table.cpu().numpy(), cmap="RdBu_r", aspect="auto", vmin=-1, vmax=1
@@ -132,7 +133,7 @@ def _residual(plt: ModuleType, ex: Explanation) -> Figure:
 
 def _lens(plt: ModuleType, ex: Explanation) -> Figure:
     if ex.lens is None:
-        raise ValueError("the logit lens needs a model with a vocabulary head")
+        raise InputError("the logit lens needs a model with a vocabulary head")
     depths = ["embeddings"] + [f"block {i}" for i in range(ex.lens.ids.shape[0] - 1)]
     fig = _heatmap(plt, ex.lens.probs, depths, ex.tokens[ex.stack], "logit lens (top-1 prob)")
     ax = fig.axes[0]
