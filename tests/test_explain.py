@@ -4,6 +4,8 @@ self-contained page; a trained copy-task model shows the diagonal cross-attentio
 
 from __future__ import annotations
 
+import ast
+import graphlib
 import json
 import re
 from html.parser import HTMLParser
@@ -16,7 +18,8 @@ from torch.nn import functional as F
 
 import tformer
 from tformer.cli import main
-from tformer.explainer import capture, explain
+from tformer.errors import InputError
+from tformer.explainer import capture, explain, render_html, save_png
 from tformer.explainer.attribution import attention_rollout
 from tformer.modules.mask import build_attention_mask
 
@@ -276,7 +279,7 @@ def test_html_report_is_valid_self_contained_with_one_heatmap_per_layer_and_head
     tokenizer: tformer.Tokenizer, any_model: tformer.TformerModel
 ) -> None:
     model = any_model
-    page = explain(model, tokenizer, "To be, or not").to_html()
+    page = render_html(explain(model, tokenizer, "To be, or not"))
     assert page.startswith("<!DOCTYPE html>")
     assert not re.search(r"https?://", page), "the report must not reference the network"
     parser = _StrictParser()
@@ -307,6 +310,51 @@ def test_html_report_is_valid_self_contained_with_one_heatmap_per_layer_and_head
     assert data is not None
     maps = json.loads(data.group(1))["maps"]
     assert all(int(a["data-map"]) < len(maps) for a in thumbnails)
+
+
+def test_figure_mistakes_are_user_errors(tmp_path: Path, tokenizer: tformer.Tokenizer) -> None:
+    """A wrong figure name, a layer or head out of range, or a figure the model has not got is
+    the user's mistake (one `tformer: error:` line), not a bug."""
+    report = explain(_model(tokenizer, "tiny-decoder"), tokenizer, "To be")
+    for name in ("nonsense", "attention:9:0", "attention:0:x", "cross-attention"):
+        with pytest.raises(InputError):
+            save_png(report, name, tmp_path / "figure.png")
+    assert not (tmp_path / "figure.png").exists()
+
+
+# ---- layering --------------------------------------------------------------------------------
+EXPLAINER = Path(tformer.__file__).parent / "explainer"
+
+
+def _explainer_import_graph() -> dict[str, set[str]]:
+    """tformer.explainer module -> the tformer.explainer modules it imports anywhere in its
+    source, function-level imports included (read with `ast`, so nothing is executed)."""
+    paths = {}
+    for path in EXPLAINER.rglob("*.py"):
+        parts = path.relative_to(EXPLAINER.parent).with_suffix("").parts
+        paths[".".join(("tformer", *parts)).removesuffix(".__init__")] = path
+    graph = {}
+    for name, path in paths.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0 and node.module, f"{name}: relative import"
+                for alias in node.names:  # `from package import module` names a module
+                    child = f"{node.module}.{alias.name}"
+                    targets.add(child if child in paths else node.module)
+        graph[name] = {target for target in targets if target in paths and target != name}
+    return graph
+
+
+def test_explainer_imports_point_one_way_data_never_imports_renderers() -> None:
+    graph = _explainer_import_graph()
+    renderers = {name for name in graph if name.startswith("tformer.explainer.report")}
+    assert "tformer.explainer.explanation" in graph["tformer.explainer.report.html"]
+    for name in graph.keys() - renderers - {"tformer.explainer"}:  # the package re-exports both
+        assert not graph[name] & renderers, f"{name} imports a renderer"
+    list(graphlib.TopologicalSorter(graph).static_order())  # raises CycleError on a cycle
 
 
 # ---- copy task -------------------------------------------------------------------------------
@@ -394,7 +442,7 @@ def test_model_without_tokenizer_reads_text_as_token_ids(tokenizer: tformer.Toke
     report = explain(model, None, "5 6 7", target="7 6")
     assert report.capture["encoder"].input_ids.tolist() == [[5, 6, 7]]
     assert report.capture["decoder"].input_ids.tolist() == [[model.config.bos_id, 7, 6]]
-    with pytest.raises(ValueError, match="token ids"):
+    with pytest.raises(InputError, match="token ids"):
         explain(model, None, "5 six 7")
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import tformer
-from tformer.explainer import explain
+from tformer.explainer import explain, save_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -47,9 +47,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = tformer.build_model(tformer.ModelConfig.preset("tiny-seq2seq", **ids))
     # "</script>" inside the data must not end the page's script early.
-    return explain(model, tokenizer, "To be </script>", target="or not").save_html(
-        directory / "report.html"
-    )
+    report = explain(model, tokenizer, "To be </script>", target="or not")
+    return save_html(report, directory / "report.html")
 
 
 def test_report_renders_every_heatmap_without_console_errors(report: Path, tmp_path: Path) -> None:

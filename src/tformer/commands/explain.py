@@ -6,20 +6,18 @@ import argparse
 from pathlib import Path
 
 from tformer.commands import MODEL_HELP
+from tformer.errors import InputError
 
 
 def _png_targets(specs: list[str], out: Path) -> list[tuple[str, Path]]:
     """Parse `--png NAME[=PATH]`; without a path the PNG goes next to the report. Unknown
     names fail here, before a model is loaded."""
-    from tformer.explainer.figures import FIGURES
+    from tformer.explainer.report.figures import figure_name
 
     targets = []
     for spec in specs:
         name, _, path = spec.partition("=")
-        if name.split(":")[0] not in FIGURES:
-            raise ValueError(
-                f"unknown figure {name!r} for --png; choose one of {', '.join(FIGURES)}"
-            )
+        figure_name(name)
         default = out.with_name(f"{out.stem}-{name.replace(':', '-')}.png")
         targets.append((name, Path(path) if path else default))
     return targets
@@ -27,19 +25,18 @@ def _png_targets(specs: list[str], out: Path) -> list[tuple[str, Path]]:
 
 def run(args: argparse.Namespace) -> None:
     import tformer
-    from tformer.explainer import explain
+    from tformer.explainer import explain, save_html, save_png
 
     if not args.text.strip():  # before loading: a large model takes seconds to load
-        raise ValueError("--text is empty; give the text to explain, e.g. --text 'To be, or not'")
+        raise InputError("--text is empty; give the text to explain, e.g. --text 'To be, or not'")
     pngs = _png_targets(args.png, args.out)
     model, tokenizer = tformer.load(args.model)
     report = explain(
         model, tokenizer, args.text, args.target, sentences=args.sentences, k=args.top_k
     )
-    out = report.save_html(args.out)
-    print(f"wrote {out}")
+    print(f"wrote {save_html(report, args.out)}")
     for name, path in pngs:
-        print(f"wrote {report.save_png(name, path)}")
+        print(f"wrote {save_png(report, name, path)}")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

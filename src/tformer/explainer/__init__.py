@@ -1,15 +1,29 @@
 """See inside a Transformer: every stage of one forward pass, as tensors or as a report.
 
->>> from tformer.explainer import capture, explain
+>>> from tformer.explainer import capture, explain, save_html
 >>> with capture(model) as seen:           # hooks exist only inside the block
 ...     model(ids)
 >>> report = explain(model, tokenizer, "To be, or not to be")
->>> report.save_html("report.html")         # one self-contained page
+>>> save_html(report, "report.html")        # one self-contained page
 
-docs/explain.md explains how to read each view of the report.
+Two layers: the data (`capture`, `lens`, `attribution`, `inputs`, and `explanation`, which
+gathers them into an `Explanation`) and the renderers in `report/` (HTML page, PNG figures),
+which read the data and are never imported by it. docs/explain.md explains how to read each
+view of the report.
 """
 
 from tformer.explainer.capture import Capture, LayerRecord, StackRecord, capture
 from tformer.explainer.explanation import Explanation, explain
+from tformer.explainer.report import render_html, save_html, save_png
 
-__all__ = ["Capture", "Explanation", "LayerRecord", "StackRecord", "capture", "explain"]
+__all__ = [
+    "Capture",
+    "Explanation",
+    "LayerRecord",
+    "StackRecord",
+    "capture",
+    "explain",
+    "render_html",
+    "save_html",
+    "save_png",
+]

@@ -17,14 +17,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from tformer.models.output import ModelOutput
 from tformer.models.stack import TransformerStack
-from tformer.modules.block import TransformerBlock
+from tformer.modules.attention import MultiHeadAttention
+from tformer.modules.block import BlockOutput, TransformerBlock
 
 SUBLAYERS = ("self_attn", "cross_attn", "ffn")
 
@@ -69,7 +70,7 @@ class Capture:
 
     def __init__(self) -> None:
         self.stacks: dict[str, StackRecord] = {}
-        self.output: Any = None  # the model's ModelOutput
+        self.output: ModelOutput | None = None  # what the last forward pass returned
 
     def __getitem__(self, stack: str) -> StackRecord:
         return self.stacks[stack]
@@ -99,14 +100,16 @@ class _Recorder:
             self._hook_stack(name, stack)
         self.handles.append(model.register_forward_hook(self._on_model_output))
 
-    def _on_model_output(self, module: nn.Module, args: Any, output: Any) -> None:
+    def _on_model_output(
+        self, module: nn.Module, args: tuple[object, ...], output: ModelOutput
+    ) -> None:
         self.record.output = output
 
     def _add(self, handle: RemovableHandle) -> None:
         self.handles.append(handle)
 
     def _hook_stack(self, name: str, stack: TransformerStack) -> None:
-        def reset(module: nn.Module, args: Any) -> None:
+        def reset(module: nn.Module, args: tuple[object, ...]) -> None:
             self.record.stacks[name] = StackRecord(layers=[LayerRecord() for _ in stack.blocks])
 
         def current() -> StackRecord:
@@ -148,7 +151,7 @@ class _Recorder:
         def block_input(module: nn.Module, args: tuple[Tensor, ...]) -> None:
             layer().residual["input"] = args[0].detach()
 
-        def block_output(module: nn.Module, args: Any, output: Any) -> None:
+        def block_output(module: nn.Module, args: tuple[object, ...], output: BlockOutput) -> None:
             rec = layer()
             names = [name for name, _ in _sublayers(block)]
             for i, name in enumerate(names):
@@ -174,12 +177,16 @@ class _Recorder:
         self._add(block.ffn.down.register_forward_pre_hook(ffn_hidden))
 
     def _hook_attention(
-        self, attention: nn.Module, layer: Callable[[], LayerRecord], attribute: str
+        self, attention: MultiHeadAttention, layer: Callable[[], LayerRecord], attribute: str
     ) -> None:
-        def ask_for_weights(module: nn.Module, args: Any, kwargs: dict[str, Any]) -> Any:
+        def ask_for_weights(
+            module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]
+        ) -> tuple[tuple[object, ...], dict[str, object]]:
             return args, {**kwargs, "need_weights": True}
 
-        def keep_weights(module: nn.Module, args: Any, output: tuple[Tensor, Tensor]) -> None:
+        def keep_weights(
+            module: nn.Module, args: tuple[object, ...], output: tuple[Tensor, Tensor]
+        ) -> None:
             setattr(layer(), attribute, output[1].detach())
 
         self._add(attention.register_forward_pre_hook(ask_for_weights, with_kwargs=True))
@@ -187,7 +194,7 @@ class _Recorder:
 
 
 def _store(current: Callable[[], StackRecord], attribute: str) -> Callable[..., None]:
-    def hook(module: nn.Module, args: Any, output: Tensor) -> None:
+    def hook(module: nn.Module, args: tuple[object, ...], output: Tensor) -> None:
         setattr(current(), attribute, output.detach())
 
     return hook

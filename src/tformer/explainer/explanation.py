@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -25,6 +23,7 @@ from tformer.explainer.inputs import (
     score,
 )
 from tformer.explainer.lens import LogitLens, TopK, logit_lens, top_k, vocabulary_head
+from tformer.models import ModelOutput, TformerModel
 from tformer.models.stack import TransformerStack
 from tformer.tokenizer import Tokenizer
 
@@ -70,23 +69,6 @@ class Explanation:
         weights = [r.self_attention if kind == "self" else r.cross_attention for r in layers]
         return [w[0] for w in weights if w is not None]
 
-    def to_html(self) -> str:
-        """One self-contained HTML page (inline data, script and style; no network)."""
-        from tformer.explainer.html import render
-
-        return render(self)
-
-    def save_html(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(self.to_html(), encoding="utf-8")
-        return path
-
-    def save_png(self, figure: str, path: str | Path) -> Path:
-        """Write one figure (see `tformer.explainer.figures.FIGURES`) as a PNG; needs matplotlib."""
-        from tformer.explainer.figures import save_png
-
-        return save_png(self, figure, Path(path))
-
 
 def display_token(text: str) -> str:
     """Make whitespace visible: a token that is a space or newline must not look empty."""
@@ -108,7 +90,7 @@ class TokenNames:
 
 
 def explain(
-    model: Any,
+    model: TformerModel,
     tokenizer: Tokenizer | None,
     text: str,
     target: str | None = None,
@@ -123,7 +105,7 @@ def explain(
     Encoders: `sentences` are compared with the text by pooled embedding.
     Without a tokenizer, `text` and `target` are token ids separated by spaces ("5 3 9").
     """
-    config: ModelConfig = model.config
+    config = model.config
     if tokenizer is None:  # a model saved without one (synthetic tasks): text is token ids
         tokenizer = id_tokenizer(config.vocab_size, f"{text} {target or ''}")
     was_training = model.training
@@ -135,14 +117,14 @@ def explain(
 
 
 def _explain(
-    model: Any,
+    model: TformerModel,
     tokenizer: Tokenizer,
     text: str,
     target: str | None,
     sentences: Sequence[str],
     k: int,
 ) -> Explanation:
-    config: ModelConfig = model.config
+    config = model.config
     device = next(model.parameters()).device
     plan = _plan(model, tokenizer, text, target, device)
     with capture(model) as seen, torch.no_grad():
@@ -167,14 +149,18 @@ def _explain(
 
 
 def _plan(
-    model: Any, tokenizer: Tokenizer, text: str, target: str | None, device: torch.device
+    model: TformerModel,
+    tokenizer: Tokenizer,
+    text: str,
+    target: str | None,
+    device: torch.device,
 ) -> Plan:
     ids = encode_text(tokenizer, text)
     target_ids = None
     if target is not None:
         encode_text(tokenizer, target, "target")  # refuses an empty target
         target_ids = tokenizer.encode(target, add_special_tokens=False)
-    config: ModelConfig = model.config
+    config = model.config
     if config.arch == "decoder":
         return plan_decoder(ids, target_ids or [], device)
     if config.arch == "encoder":
@@ -183,7 +169,7 @@ def _plan(
 
 
 def _add_predictions(
-    result: Explanation, model: Any, output: Any, names: TokenNames, k: int
+    result: Explanation, model: TformerModel, output: ModelOutput, names: TokenNames, k: int
 ) -> None:
     head = vocabulary_head(model)
     if output.logits is None or output.logits.dim() != 3 or head is None:
@@ -198,7 +184,7 @@ def _add_predictions(
 
 def _add_neighbours(
     result: Explanation,
-    model: Any,
+    model: TformerModel,
     tokenizer: Tokenizer,
     sentences: Sequence[str],
     device: torch.device,
@@ -213,7 +199,9 @@ def _add_neighbours(
     return embeddings[1 + order[0]]
 
 
-def _add_attributions(result: Explanation, model: Any, plan: Plan, nearest: Tensor | None) -> None:
+def _add_attributions(
+    result: Explanation, model: TformerModel, plan: Plan, nearest: Tensor | None
+) -> None:
     if plan.labels or nearest is not None:
         grads = gradient_x_input(model, lambda: score(plan, model(**plan.kwargs), nearest))
         result.attributions["gradient × input"] = grads[result.attribution_stack]

@@ -17,6 +17,9 @@ from tokenizers import models, pre_tokenizers
 from torch import Tensor
 from torch.nn import functional as F
 
+from tformer.errors import ConfigError, InputError
+from tformer.generation import generate
+from tformer.models import ModelOutput, TformerModel
 from tformer.models.heads import mean_pool
 from tformer.tokenizer import Tokenizer
 
@@ -32,7 +35,7 @@ class Plan:
     scored at each row, filled from the model's own argmax when not given.
     """
 
-    kwargs: dict[str, Any]
+    kwargs: dict[str, Tensor]
     stack: str
     rows: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
@@ -42,13 +45,13 @@ class Plan:
 def encode_text(tokenizer: Tokenizer, text: str, what: str = "text") -> list[int]:
     """Token ids of `text`, refusing empty input with a message that says how to fix it."""
     if not text.strip():
-        raise ValueError(f"the {what} to explain is empty; pass some text, e.g. --text 'Hello'")
+        raise InputError(f"the {what} to explain is empty; pass some text, e.g. --text 'Hello'")
     ids = tokenizer.encode(text)
     pad = tokenizer.token_id("pad")
     while ids and ids[-1] == pad:  # one unbatched text: a tokenizer's fixed-length padding is noise
         ids.pop()
     if not ids:
-        raise ValueError(f"the {what} {text!r} encodes to no tokens with this tokenizer")
+        raise InputError(f"the {what} {text!r} encodes to no tokens with this tokenizer")
     return ids
 
 
@@ -57,7 +60,7 @@ def id_tokenizer(vocab_size: int, text: str) -> Tokenizer:
     (synthetic tasks such as copying) be explained. `text` is checked to be such ids."""
     for part in text.split():
         if not part.isdigit() or int(part) >= vocab_size:
-            raise ValueError(
+            raise InputError(
                 f"this model was saved without a tokenizer, so the text must be token ids in "
                 f"[0, {vocab_size}) separated by spaces, e.g. '3 4 5'; got {part!r}"
             )
@@ -91,13 +94,13 @@ def plan_encoder(ids: list[int], mask_id: int | None, head: str, device: torch.d
 
 
 def plan_seq2seq(
-    model: Any, ids: list[int], target_ids: list[int] | None, device: torch.device
+    model: TformerModel, ids: list[int], target_ids: list[int] | None, device: torch.device
 ) -> Plan:
     """2017 Transformer: teacher-force `target_ids` (or the greedy translation) after the start
     token; explain the target tokens' log-probabilities."""
     start = model.config.start_id
     if start is None:
-        raise ValueError("the model config has no decoder_start_id or bos_id to start decoding")
+        raise ConfigError("the model config has no decoder_start_id or bos_id to start decoding")
     source = torch.tensor([ids], device=device)
     what = "the target text"
     if target_ids is None:
@@ -108,10 +111,8 @@ def plan_seq2seq(
     return Plan(kwargs, "decoder", rows, list(target_ids), what)
 
 
-def greedy_target(model: Any, source: Tensor) -> list[int]:
+def greedy_target(model: TformerModel, source: Tensor) -> list[int]:
     """The model's greedy output for `source` (1, S), up to and including its EOS."""
-    from tformer.generation import generate
-
     limit = min(MAX_GENERATED, model.config.max_seq_len - 1)
     tokens = generate(model, source, max_new_tokens=limit)[0].tolist()
     eos = model.config.eos_id
@@ -128,11 +129,11 @@ def fill_labels(plan: Plan, logits: Tensor | None) -> None:
         plan.labels = [int(logits[0, row].argmax()) for row in plan.rows]
 
 
-def score(plan: Plan, output: Any, neighbour: Tensor | None) -> Tensor:
+def score(plan: Plan, output: ModelOutput, neighbour: Tensor | None) -> Tensor:
     """The scalar the attributions explain, from the model's output."""
     if output.logits is None:  # embedding head: cosine with the nearest neighbour sentence
         if neighbour is None:
-            raise ValueError("nothing to explain for an embedding model without --sentences")
+            raise InputError("nothing to explain for an embedding model without --sentences")
         return output.embeddings[0].float() @ neighbour
     log_probs = F.log_softmax(output.logits[0].float(), dim=-1)
     if log_probs.dim() == 1:

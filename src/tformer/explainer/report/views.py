@@ -15,20 +15,9 @@ from torch import Tensor
 
 from tformer.explainer.capture import StackRecord, residual_norms
 from tformer.explainer.explanation import Explanation
-from tformer.explainer.html import Page, canvas
+from tformer.explainer.report.page import Page, canvas, chip, section, token_table
 
 STACK_TITLES = {"encoder": "Encoder", "decoder": "Decoder"}
-
-
-def _section(title: str, help_text: str, content: str) -> str:
-    return f'<section>\n<h2>{escape(title)}</h2>\n<p class="help">{help_text}</p>\n{content}\n</section>'
-
-
-def _chip(text: str, note: str = "", style: str = "", title: str = "") -> str:
-    small = f"<small>{escape(note)}</small>" if note else ""
-    style_attr = f' style="{style}"' if style else ""
-    title_attr = f' title="{escape(title)}"' if title else ""
-    return f'<span class="tok"{style_attr}{title_attr}>{escape(text)}{small}</span>'
 
 
 def header(ex: Explanation, page: Page) -> str:
@@ -57,11 +46,11 @@ def tokenisation(ex: Explanation, page: Page) -> str:
     for stack, tokens in ex.tokens.items():
         ids = ex.capture[stack].input_ids[0].tolist()
         chips = "".join(
-            _chip(t, str(i), title=f"position {p}, id {i}")
+            chip(t, str(i), title=f"position {p}, id {i}")
             for p, (t, i) in enumerate(zip(tokens, ids, strict=True))
         )
         parts.append(f'<h3>{STACK_TITLES[stack]} input</h3><div class="tokens">{chips}</div>')
-    return _section(
+    return section(
         "Tokenisation",
         "The text as the model reads it: one box per token, with its id. ␣ is a space, ⏎ a "
         "newline. Every later view has one row or column per token shown here.",
@@ -87,7 +76,7 @@ def _embedding_rows(record: StackRecord) -> list[tuple[str, list[str]]]:
 
 def embeddings(ex: Explanation, page: Page) -> str:
     tables = "".join(
-        f"<h3>{STACK_TITLES[stack]}</h3>" + _token_table(tokens, _embedding_rows(ex.capture[stack]))
+        f"<h3>{STACK_TITLES[stack]}</h3>" + token_table(tokens, _embedding_rows(ex.capture[stack]))
         for stack, tokens in ex.tokens.items()
     )
     plot = ""
@@ -102,7 +91,7 @@ def embeddings(ex: Explanation, page: Page) -> str:
         plot = (
             f"<h3>Positional encodings: {escape(title)}</h3>{canvas(map_id, 'labelled positions')}"
         )
-    return _section(
+    return section(
         "Embeddings and positions",
         "Each token id is looked up in the embedding matrix; position information is added "
         "(sinusoidal or learned) or applied inside attention (rotary). The table gives vector "
@@ -149,7 +138,7 @@ def attention(ex: Explanation, page: Page) -> str:
         '</select><select id="head"></select></div><div id="detail-caption"></div>'
         '<canvas id="detail"></canvas>'
     )
-    return _section(
+    return section(
         "Attention",
         "Row i shows how query token i spreads its attention over the key tokens (columns); "
         "each row sums to 1. Causal (decoder) self-attention is zero above the diagonal. Click "
@@ -172,7 +161,7 @@ def alignment(ex: Explanation, page: Page) -> str:
             ex.tokens["encoder"],
         )
         maps.append(f"<div><small>layer {layer}</small><br>{canvas(map_id)}</div>")
-    return _section(
+    return section(
         "Cross-attention alignment",
         "Which source tokens (columns) each output token (rows: the token predicted at that "
         "step) reads, averaged over heads. For translation it resembles a word alignment; for "
@@ -200,7 +189,7 @@ def residual_stream(ex: Explanation, page: Page) -> str:
         [f"layer {i}" for i in range(len(ffn))],
         tokens,
     )
-    return _section(
+    return section(
         "Residual stream and feed-forward layers",
         "Left: the length (log10) of each token's vector in the residual stream, entering the "
         "first block and after each sub-layer (self_attn, cross_attn, ffn) of each block. "
@@ -208,13 +197,6 @@ def residual_stream(ex: Explanation, page: Page) -> str:
         "layer per token — where the MLPs fire. Hover a map for its value range.",
         f'<div class="explorer"><div>{canvas(stream_id)}</div><div>{canvas(ffn_id)}</div></div>',
     )
-
-
-def _token_table(tokens: list[str], rows: list[tuple[str, list[str]]]) -> str:
-    """A table with one column per token and one row per (label, cells)."""
-    head = "".join(f"<th>{escape(t)}</th>" for t in tokens)
-    body = "".join(f"<tr><th>{escape(label)}</th>{''.join(cells)}</tr>" for label, cells in rows)
-    return f'<div class="scroll"><table><tr><th></th>{head}</tr>{body}</table></div>'
 
 
 def _prob_cells(ids: Tensor, probs: Tensor, names: dict[int, str]) -> list[str]:
@@ -242,13 +224,13 @@ def predictions(ex: Explanation, page: Page) -> str:
         )
         for depth in range(ex.lens.ids.shape[0])
     ]
-    return _section(
+    return section(
         "Predictions and logit lens",
         "Top: the model's most likely next tokens after each input token (for a masked LM: the "
         "most likely token at that position), shaded by probability. Bottom (logit lens): the "
         "residual stream after each block read through the final norm and output layer, as if "
         "the model ended there — watch the final prediction form with depth.",
-        _token_table(tokens, ranks) + "<h3>Logit lens</h3>" + _token_table(tokens, depths),
+        token_table(tokens, ranks) + "<h3>Logit lens</h3>" + token_table(tokens, depths),
     )
 
 
@@ -265,7 +247,7 @@ def attributions(ex: Explanation, page: Page) -> str:
         signed = bool((values < 0).any())
         scale = float(values.abs().max())
         chips = "".join(
-            _chip(
+            chip(
                 t,
                 title=f"{method}: {float(v):.4f}",
                 style=_attribution_style(float(v), scale, signed),
@@ -273,7 +255,7 @@ def attributions(ex: Explanation, page: Page) -> str:
             for t, v in zip(tokens, values.tolist(), strict=True)
         )
         rows.append(f'<h3>{escape(method)}</h3><div class="tokens attr">{chips}</div>')
-    return _section(
+    return section(
         f"Token attributions for {ex.explained}",
         "How much each input token contributes to the explained prediction. Gradient × input: "
         "red tokens push the prediction up, blue ones down (first-order estimate). Attention "
@@ -289,7 +271,7 @@ def neighbours(ex: Explanation, page: Page) -> str:
     rows = "".join(
         f"<tr><td>{sim:.3f}</td><td>{escape(sentence)}</td></tr>" for sentence, sim in ex.neighbours
     )
-    return _section(
+    return section(
         "Nearest sentences by pooled embedding",
         "Cosine similarity between the text's pooled (mean, L2-normalised) embedding and each "
         "given sentence, most similar first.",
@@ -297,7 +279,7 @@ def neighbours(ex: Explanation, page: Page) -> str:
     )
 
 
-ALL: list[Callable[[Explanation, Page], str]] = [
+VIEWS: list[Callable[[Explanation, Page], str]] = [
     header,
     tokenisation,
     embeddings,

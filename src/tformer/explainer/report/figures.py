@@ -13,14 +13,17 @@ Figure names (`--png NAME`):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import torch
 
+from tformer.errors import InputError
 from tformer.explainer.capture import residual_norms
+from tformer.explainer.explanation import Explanation
 
-if TYPE_CHECKING:
-    from tformer.explainer.explanation import Explanation
+if TYPE_CHECKING:  # matplotlib is optional: only needed when a figure is drawn
+    from matplotlib.figure import Figure
 
 FIGURES = (
     "positions",
@@ -33,14 +36,23 @@ FIGURES = (
 )
 
 
-def _pyplot() -> Any:
+def figure_name(name: str) -> tuple[str, list[str]]:
+    """Split "attention:1:2" into ("attention", ["1", "2"]), refusing names not in FIGURES.
+    The CLI calls this before loading a model, so a typo fails at once."""
+    base, *spec = name.split(":")
+    if base not in FIGURES:
+        raise InputError(f"unknown figure {name!r}; choose one of {', '.join(FIGURES)}")
+    return base, spec
+
+
+def _pyplot() -> ModuleType:
     try:
         import matplotlib
 
         matplotlib.use("Agg")  # files only; never needs a display
         import matplotlib.pyplot as plt
     except ImportError as error:
-        raise ValueError(
+        raise InputError(
             "PNG export needs matplotlib; install it with: pip install 'tformer[plot]'"
         ) from error
     return plt
@@ -54,21 +66,23 @@ def _attention_args(ex: Explanation, name: str, spec: list[str]) -> tuple[str, s
     }[name]
     weights = ex.attention(stack, kind)
     if not weights:
-        raise ValueError(f"figure {name!r} does not exist for a {ex.config.arch} model")
+        raise InputError(f"figure {name!r} does not exist for a {ex.config.arch} model")
     try:
         layer, head = (int(spec[0]) if spec else 0), (int(spec[1]) if len(spec) > 1 else 0)
     except ValueError as error:
-        raise ValueError(f"{name}:LAYER:HEAD takes integers, got {':'.join(spec)!r}") from error
+        raise InputError(f"{name}:LAYER:HEAD takes integers, got {':'.join(spec)!r}") from error
     n_layers, n_heads = len(weights), weights[0].shape[0]
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
-        raise ValueError(
+        raise InputError(
             f"{name}:{layer}:{head} is out of range: layers 0..{n_layers - 1}, "
             f"heads 0..{n_heads - 1}"
         )
     return stack, kind, layer, head
 
 
-def _heatmap(plt: Any, data: torch.Tensor, rows: list[str], cols: list[str], title: str) -> Any:
+def _heatmap(
+    plt: ModuleType, data: torch.Tensor, rows: list[str], cols: list[str], title: str
+) -> Figure:
     height, width = data.shape
     fig, ax = plt.subplots(figsize=(min(2 + 0.3 * width, 16), min(1.5 + 0.3 * height, 16)))
     image = ax.imshow(data.float().cpu().numpy(), cmap="viridis", aspect="auto")
@@ -79,12 +93,10 @@ def _heatmap(plt: Any, data: torch.Tensor, rows: list[str], cols: list[str], tit
     return fig
 
 
-def figure(ex: Explanation, name: str) -> Any:
+def figure(ex: Explanation, name: str) -> Figure:
     """The matplotlib Figure called `name` (see the module docstring)."""
+    base, spec = figure_name(name)
     plt = _pyplot()
-    base, *spec = name.split(":")
-    if base not in FIGURES:
-        raise ValueError(f"unknown figure {name!r}; choose one of {', '.join(FIGURES)}")
     if base.endswith("attention"):
         stack, kind, layer, head = _attention_args(ex, base, spec)
         keys = ex.tokens["encoder" if kind == "cross" else stack]
@@ -99,9 +111,9 @@ def figure(ex: Explanation, name: str) -> Any:
     return _attributions(plt, ex)
 
 
-def _positions(plt: Any, ex: Explanation) -> Any:
+def _positions(plt: ModuleType, ex: Explanation) -> Figure:
     if ex.position_table is None:
-        raise ValueError(f"positional={ex.config.positional!r} adds no encodings to plot")
+        raise InputError(f"positional={ex.config.positional!r} adds no encodings to plot")
     fig, ax = plt.subplots(figsize=(8, 5))
     image = ax.imshow(
         ex.position_table.cpu().numpy(), cmap="RdBu_r", aspect="auto", vmin=-1, vmax=1
@@ -113,15 +125,15 @@ def _positions(plt: Any, ex: Explanation) -> Any:
     return fig
 
 
-def _residual(plt: Any, ex: Explanation) -> Any:
+def _residual(plt: ModuleType, ex: Explanation) -> Figure:
     labels, norms = residual_norms(ex.capture[ex.stack])
     log_norms = norms.clamp_min(1e-6).log10()
     return _heatmap(plt, log_norms, labels, ex.tokens[ex.stack], "log10 residual-stream norm")
 
 
-def _lens(plt: Any, ex: Explanation) -> Any:
+def _lens(plt: ModuleType, ex: Explanation) -> Figure:
     if ex.lens is None:
-        raise ValueError("the logit lens needs a model with a vocabulary head")
+        raise InputError("the logit lens needs a model with a vocabulary head")
     depths = ["embeddings"] + [f"block {i}" for i in range(ex.lens.ids.shape[0] - 1)]
     fig = _heatmap(plt, ex.lens.probs, depths, ex.tokens[ex.stack], "logit lens (top-1 prob)")
     ax = fig.axes[0]
@@ -131,7 +143,7 @@ def _lens(plt: Any, ex: Explanation) -> Any:
     return fig
 
 
-def _attributions(plt: Any, ex: Explanation) -> Any:
+def _attributions(plt: ModuleType, ex: Explanation) -> Figure:
     tokens = ex.tokens[ex.attribution_stack]
     methods = list(ex.attributions.items())
     fig, axes = plt.subplots(
@@ -149,8 +161,9 @@ def _attributions(plt: Any, ex: Explanation) -> Any:
     return fig
 
 
-def save_png(ex: Explanation, name: str, path: Path) -> Path:
-    """Draw figure `name` and write it to `path`."""
+def save_png(ex: Explanation, name: str, path: str | Path) -> Path:
+    """Draw figure `name` (see the module docstring) and write it to `path` as a PNG."""
+    path = Path(path)
     fig = figure(ex, name)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     _pyplot().close(fig)
