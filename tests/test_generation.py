@@ -90,14 +90,10 @@ def full_forward_logits(model, source, new_tokens):
 @torch.no_grad()
 def test_cached_decoding_matches_full_recomputation(model, cache: str) -> None:
     source, steps = prompts(), 12
-    state = DecodingState(
-        model,
-        source,
-        torch.ones_like(source),
-        max_new_tokens=steps,
-        use_cache=cache != "none",
-        static_cache=cache == "static",
+    config = GenerationConfig(
+        max_new_tokens=steps, use_cache=cache != "none", static_cache=cache == "static"
     )
+    state = DecodingState(model, source, torch.ones_like(source), config)
     logits, tokens = [state.prefill()], []
     for _ in range(steps - 1):
         tokens.append(logits[-1].argmax(-1))
@@ -223,7 +219,9 @@ def test_beam_scores_are_length_normalised_log_probs_best_first(model, length_pe
         length_penalty=length_penalty,
         eos_token_ids=(model.config.eos_id, 5, 9, 13),  # several EOS ids: beams end early
     )
-    state = DecodingState(model, source, torch.ones_like(source), max_new_tokens=8)
+    state = DecodingState(
+        model, source, torch.ones_like(source), GenerationConfig(max_new_tokens=8)
+    )
     out = beam_search(state, config, pad_id=0)
     assert (out.scores[:, :-1] >= out.scores[:, 1:]).all()
     for b, n in itertools.product(range(source.shape[0]), range(3)):
@@ -293,9 +291,63 @@ def test_prompt_longer_than_context_fails_clearly(model) -> None:
     max_len = model.config.max_seq_len
     with pytest.raises(ValueError, match=f"max_seq_len={max_len}"):
         generate(model, prompts(1, max_len + 1), max_new_tokens=1)
-    if model.config.arch == "decoder":
-        with pytest.raises(ValueError, match="use max_new_tokens <= 10"):
-            generate(model, prompts(1, max_len - 10), max_new_tokens=11)
+    if model.config.arch == "decoder":  # what cannot slide past the context says so
+        for options in (dict(num_beams=2), dict(static_cache=True)):
+            with pytest.raises(ValueError, match="use max_new_tokens <= 10"):
+                generate(model, prompts(1, max_len - 10), max_new_tokens=11, **options)
+    else:
+        with pytest.raises(ValueError, match=f"target .* max_seq_len={max_len}"):
+            generate(model, prompts(1, 5), max_new_tokens=max_len + 1)
+
+
+def _cropping_reference(model, prompt: list[int], new: int) -> list[int]:
+    """Greedy decoding, each token from one uncached pass over the window that
+    `DecodingState` documents: when the window is full its oldest quarter is dropped."""
+    context = model.config.max_seq_len
+    tokens, start = list(prompt), 0
+    for _ in range(new):
+        if len(tokens) - start > context:
+            start += context // 4
+        logits = model(torch.tensor([tokens[start:]])).logits[0, -1]
+        tokens.append(int(logits.argmax()))
+    return tokens[len(prompt) :]
+
+
+@pytest.mark.parametrize(
+    ("positional", "n_layers"),
+    [("learned", 2), ("rotary", 1)],  # 1 layer: a rolling cache's keys depend on no context
+)
+@torch.no_grad()
+def test_generation_slides_past_the_context(positional: str, n_layers: int) -> None:
+    """A 40-position model asked for 60 tokens after a 10-token prompt gets them: learned
+    positions encode the kept window again, rotary ones roll the cache; both equal cropping
+    the context and recomputing, token for token."""
+    model = tiny("decoder", positional=positional, n_layers=n_layers, norm_position="pre")
+    prompt = prompts(1, 10)
+    out = generate(model, prompt, max_new_tokens=60, eos_token_id=[])
+    assert out.shape == (1, 60)
+    assert out[0].tolist() == _cropping_reference(model, prompt[0].tolist(), 60)
+    uncached = generate(model, prompt, max_new_tokens=60, eos_token_id=[], use_cache=False)
+    assert torch.equal(uncached, out)
+
+
+def test_sampling_options_sample_in_the_library_as_on_the_command_line(model) -> None:
+    """One rule: a sampling option samples; do_sample=False with one is an error."""
+    source = prompts()
+    implied = generate(model, source, max_new_tokens=8, temperature=0.7, seed=3, eos_token_id=[])
+    explicit = generate(
+        model,
+        source,
+        config=GenerationConfig(max_new_tokens=8, do_sample=True, temperature=0.7, seed=3),
+        eos_token_id=[],
+    )
+    assert torch.equal(implied, explicit)
+    with pytest.raises(ValueError, match="goes in config="):
+        generate(model, source, GenerationConfig(max_new_tokens=8))
+    greedy = generate(model, source, max_new_tokens=8, eos_token_id=[])
+    assert not torch.equal(implied, greedy)
+    with pytest.raises(ValueError, match=r"temperature=0\.7 only applies when sampling"):
+        generate(model, source, max_new_tokens=8, temperature=0.7, do_sample=False)
 
 
 def test_encoder_model_is_rejected() -> None:

@@ -187,3 +187,19 @@ def test_generate_with_quantized_weights_prints_the_quantized_models_continuatio
     end = {model.config.eos_id, model.config.pad_id}
     kept = row[: next((i for i, t in enumerate(row) if t in end), len(row))]
     assert (code, out) == (0, tokenizer.decode(kept) + "\n")
+
+
+def test_generate_goes_past_the_models_context(tmp_path, tokenizer, capsys) -> None:
+    """60 new tokens from a 48-position model, as nanoGPT samples past its block size; a
+    sampling option samples, as it does in the library."""
+    ids = tokenizer.config_ids() | {"eos_id": None}  # no end of text: all 60 are made
+    path = tiny("decoder", max_seq_len=48, **ids).save_pretrained(tmp_path / "lm", tokenizer)
+    options = ["--max-new-tokens", "60", "--temperature", "0.8", "--seed", "1"]
+    code, out, _ = run_cli(["generate", str(path), "--prompt", "the", *options], capsys)
+    assert code == 0
+    expected = reference_text(path, tokenizer, "the", max_new_tokens=60, temperature=0.8, seed=1)
+    assert out == expected + "\n"  # the library made all 60 (test_generation checks how)
+    code, _, err = run_cli(
+        ["generate", str(path), "--prompt", "the", "--beams", "2", *options[:2]], capsys
+    )
+    assert code == 2 and "beam search and static caches do not slide" in err

@@ -105,6 +105,7 @@ def _tiny_trainer(run_dir, *, dropout=0.1, **overrides) -> Trainer:
         "batch_size": 4,
         "grad_accum_steps": 2,
         "warmup_steps": 2,
+        "precision": "fp32",  # exact comparisons: no bf16 autocast where "auto" would pick it
         "eval_every": 4,
         "eval_batches": 2,
         "log_every": 1,

@@ -47,6 +47,7 @@ log_every = 1
 save_every = {save_every}
 progress = false
 seed = 3
+precision = "fp32"  # the comparisons are exact: no bf16 autocast where "auto" would pick it
 """
 
 

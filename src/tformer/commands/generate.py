@@ -8,16 +8,17 @@ from typing import Any
 
 from tformer.commands import MODEL_HELP
 
-SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p")
 
-
-def add_decoding_options(p: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
-    """The options of `tformer.generation.generate` (shared with `tformer translate`)."""
+def add_decoding_options(
+    p: argparse.ArgumentParser, *, max_new_tokens: int, past_context: str
+) -> None:
+    """The options of `tformer.generation.generate` (shared with `tformer translate`);
+    `past_context` says what happens to new tokens beyond the model's context."""
     p.add_argument(
         "--max-new-tokens",
         type=int,
         metavar="N",
-        help=f"default: {max_new_tokens}, or fewer if the model's context is shorter",
+        help=f"default: {max_new_tokens}; {past_context}",
     )
     p.set_defaults(default_max_new_tokens=max_new_tokens)
     p.add_argument(
@@ -47,18 +48,23 @@ def add_decoding_options(p: argparse.ArgumentParser, *, max_new_tokens: int) -> 
     )
 
 
-def decoding_options(args: argparse.Namespace, room: int) -> dict[str, Any]:
-    """Keyword arguments for `generate` from the parsed decoding options; `room` is how many
-    new tokens the model's context has space for (the default is cut to it)."""
-    max_new_tokens = args.max_new_tokens or min(args.default_max_new_tokens, room)
+def decoding_options(args: argparse.Namespace, room: int | None = None) -> dict[str, Any]:
+    """Keyword arguments for `generate` from the parsed decoding options. `room`: how many
+    new tokens the model's context has space for, where they cannot go past it (the default
+    is cut to it). Sampling follows the library's rule: a sampling option samples."""
+    from tformer.generation.config import SAMPLING_OPTIONS
+
+    default = (
+        args.default_max_new_tokens if room is None else min(args.default_max_new_tokens, room)
+    )
     sampling = {name: getattr(args, name) for name in SAMPLING_OPTIONS}
     options = {name: value for name, value in sampling.items() if value is not None}
     return dict(
         options,
-        max_new_tokens=max_new_tokens,
+        max_new_tokens=args.max_new_tokens or default,
         num_beams=args.beams,
         length_penalty=args.length_penalty,
-        do_sample=args.sample or bool(options),
+        do_sample=True if args.sample else None,
         repetition_penalty=args.repetition_penalty,
         seed=args.seed,
         static_cache=args.static_cache,
@@ -108,8 +114,7 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError("give --prompt TEXT (one or more) or --chat MESSAGE")
     ids, mask = left_pad(rows, model.config.pad_id or 0)
     ids, mask = ids.to(args.device), mask.to(args.device)
-    room = model.config.max_seq_len - ids.shape[1]
-    options = decoding_options(args, room) | {
+    options = decoding_options(args) | {
         "stop_strings": args.stop or None,
         "tokenizer": tokenizer,
     }
@@ -134,12 +139,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="continue a prompt with a decoder-only model",
         description="Continue each --prompt (or answer one --chat message with the model's "
         "chat template) with a model loaded by tformer.load: a tformer checkpoint, a Hugging "
-        "Face directory or a .gguf file. Prints one continuation per prompt.",
+        "Face directory or a .gguf file. Prints one continuation per prompt. Generation may "
+        "go past the model's context: the window then slides (see --max-new-tokens).",
     )
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--prompt", action="append", help="prompt text (repeat for a batch)")
     p.add_argument("--chat", metavar="MESSAGE", help="a user message, wrapped in the template")
     p.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     p.add_argument("--stop", action="append", metavar="TEXT", help="stop string (repeatable)")
-    add_decoding_options(p, max_new_tokens=64)
+    add_decoding_options(
+        p,
+        max_new_tokens=64,
+        past_context="past the model's context the window slides: its oldest quarter is "
+        "dropped and decoding continues from the rest (beam search and --static-cache/--compile "
+        "stay within the context)",
+    )
     p.set_defaults(handler=run)

@@ -85,5 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("input", metavar="FILE", nargs="?", help="input text (default: stdin)")
     p.add_argument("--batch-size", type=int, default=16, help="lines decoded together")
-    add_decoding_options(p, max_new_tokens=128)
+    add_decoding_options(
+        p, max_new_tokens=128, past_context="at most the model's context (after the start token)"
+    )
     p.set_defaults(handler=run, beams=4)

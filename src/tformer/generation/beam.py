@@ -63,8 +63,8 @@ def beam_search(state: DecodingState, config: GenerationConfig, *, pad_id: int) 
     k, max_new = config.num_beams, config.max_new_tokens
     batch = state.tokens.shape[0]
     device = state.tokens.device
-    eos = torch.tensor(config.eos_token_ids, dtype=torch.long, device=device)
-    n_candidates = max(2, 1 + len(config.eos_token_ids)) * k
+    eos = torch.tensor(config.eos_token_ids or (), dtype=torch.long, device=device)
+    n_candidates = max(2, 1 + len(config.eos_token_ids or ())) * k
     among_top_k = torch.arange(n_candidates, device=device) < k  # (C,)
 
     logits = state.prefill().repeat_interleave(k, dim=0)  # (B*K, V): prompt run once per input

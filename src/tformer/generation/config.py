@@ -5,25 +5,31 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from tformer.errors import ConfigError
+
+SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p")
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
     """How to pick new tokens.
 
-    Sampling options (temperature, top_k, top_p, min_p) only apply with `do_sample=True`;
-    repetition_penalty applies to greedy, sampling and beam search alike (as in the CTRL
+    Sampling is one rule for the library and the command line: giving a sampling option
+    (temperature, top_k, top_p, min_p) samples, unless `do_sample=False` says otherwise, which
+    is then an error rather than a silently ignored option. `do_sample=True` alone samples from
+    the model's distribution as it is. repetition_penalty applies to greedy, sampling and beam search alike (as in the CTRL
     paper, Keskar et al. 2019: logits of already-seen tokens are divided by the penalty when
-    positive and multiplied when negative). eos_token_ids None means "the model's eos_id".
+    positive and multiplied when negative).
     """
 
     max_new_tokens: int
-    do_sample: bool = False
-    temperature: float = 1.0
+    do_sample: bool | None = None  # None: sample iff a sampling option is given
+    temperature: float | None = None  # None: 1.0
     top_k: int | None = None
     top_p: float | None = None
     min_p: float | None = None
     repetition_penalty: float = 1.0
-    eos_token_ids: tuple[int, ...] = ()
+    eos_token_ids: tuple[int, ...] | None = None  # None: the model's eos_id; (): none
     stop_strings: tuple[str, ...] = ()
     seed: int | None = None
     num_beams: int = 1
@@ -35,38 +41,48 @@ class GenerationConfig:
     compile_step: bool = False  # torch.compile the decode step; implies static_cache
 
     def __post_init__(self) -> None:
+        given = [name for name in SAMPLING_OPTIONS if getattr(self, name) is not None]
+        if self.do_sample is None:
+            object.__setattr__(self, "do_sample", bool(given))
+        elif not self.do_sample and given:
+            raise ConfigError(
+                f"{given[0]}={getattr(self, given[0])!r} only applies when sampling, but "
+                "do_sample=False; drop the option for greedy decoding, or leave do_sample unset "
+                "(a sampling option implies sampling)"
+            )
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
-        if not self.temperature > 0:
-            raise ValueError(
+            raise ConfigError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ConfigError(
                 f"temperature={self.temperature} must be > 0; for deterministic output use "
                 "do_sample=False (greedy) instead of temperature 0"
             )
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k={self.top_k} must be >= 1 (or None to disable)")
+            raise ConfigError(f"top_k={self.top_k} must be >= 1 (or None to disable)")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p} must be in (0, 1] (or None to disable)")
+            raise ConfigError(f"top_p={self.top_p} must be in (0, 1] (or None to disable)")
         if self.min_p is not None and not 0 <= self.min_p <= 1:
-            raise ValueError(f"min_p={self.min_p} must be in [0, 1] (or None to disable)")
+            raise ConfigError(f"min_p={self.min_p} must be in [0, 1] (or None to disable)")
         if not self.repetition_penalty > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"repetition_penalty={self.repetition_penalty} must be > 0 (1.0 disables it)"
             )
         if self.num_beams < 1:
-            raise ValueError(f"num_beams={self.num_beams} must be >= 1 (1 means no beam search)")
+            raise ConfigError(f"num_beams={self.num_beams} must be >= 1 (1 means no beam search)")
         if not 1 <= self.num_return_sequences <= self.num_beams:
-            raise ValueError(
+            raise ConfigError(
                 f"num_return_sequences={self.num_return_sequences} must be between 1 and "
                 f"num_beams={self.num_beams}"
             )
         if self.num_beams > 1 and self.do_sample:
-            raise ValueError("beam search is deterministic: use num_beams=1 with do_sample=True")
+            raise ConfigError("beam search is deterministic: use num_beams=1 with do_sample=True")
         if self.early_stopping not in (True, False, "never"):
-            raise ValueError(
+            raise ConfigError(
                 f"early_stopping={self.early_stopping!r}; choose True, False or 'never'"
             )
         if (self.static_cache or self.compile_step) and not self.use_cache:
-            raise ValueError("static_cache and compile_step need use_cache=True")
+            raise ConfigError("static_cache and compile_step need use_cache=True")
 
     def replace(self, **changes: object) -> GenerationConfig:
+        """A copy with `changes` applied (and validated)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

@@ -63,7 +63,7 @@ def sampling_processors(config: GenerationConfig) -> list[Processor]:
     if not config.do_sample:
         return []
     processors: list[Processor] = []
-    if config.temperature != 1.0:
+    if config.temperature is not None and config.temperature != 1.0:
         processors.append(partial(temperature, value=config.temperature))
     if config.top_k is not None:
         processors.append(partial(top_k, k=config.top_k))

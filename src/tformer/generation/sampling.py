@@ -48,7 +48,7 @@ def sample_stream(
             generator.seed()  # fresh entropy, leaving the global RNG alone
         else:
             generator.manual_seed(config.seed)
-    eos = torch.tensor(config.eos_token_ids, dtype=torch.long, device=state.tokens.device)
+    eos = torch.tensor(config.eos_token_ids or (), dtype=torch.long, device=state.tokens.device)
     finished = torch.zeros(state.tokens.shape[0], dtype=torch.bool, device=eos.device)
     logits = state.prefill()
     for step in range(config.max_new_tokens):

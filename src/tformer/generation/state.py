@@ -13,8 +13,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from tformer.generation.config import GenerationConfig
 from tformer.models import DecoderOnlyLM, EncoderDecoder
 from tformer.modules.kv_cache import KVCache
+
+RELATIVE_POSITIONS = ("rotary", "none")  # attention sees distances, not absolute positions
 
 
 def position_ids_from_mask(mask: Tensor) -> Tensor:
@@ -31,6 +34,15 @@ class DecodingState:
 
     `prefill` runs the prompt and returns the next-token logits (N, V); `advance` appends one
     token per row and returns the logits after it; `reorder` keeps/duplicates rows (beams).
+
+    Past the context: a decoder-only model whose rows fill its `max_seq_len` slots keeps
+    decoding over a sliding window. The oldest quarter of the window is dropped and decoding
+    goes on from the newest three quarters: with rotary (or no) positions, which only see
+    distances, the cache just forgets the dropped slots (a rolling cache); with learned or
+    sinusoidal positions, which must start at 0, the kept tokens are encoded again (as
+    nanoGPT's sampler crops its context, done every max_seq_len/4 tokens rather than at every
+    token so the cache serves the steps in between). While everything fits, nothing of this
+    runs.
     """
 
     def __init__(
@@ -38,11 +50,7 @@ class DecodingState:
         model: DecoderOnlyLM | EncoderDecoder,
         input_ids: Tensor,
         attention_mask: Tensor,
-        *,
-        max_new_tokens: int,
-        use_cache: bool = True,
-        static_cache: bool = False,
-        compile_step: bool = False,
+        config: GenerationConfig,
     ) -> None:
         self.model = model
         self.context: Tensor | None = None
@@ -57,16 +65,17 @@ class DecodingState:
             prompt_mask = torch.ones_like(prompt)
         batch, self.prompt_len = prompt.shape
         self.length = self.prompt_len
-        self.tokens = prompt.new_zeros((batch, self.prompt_len + max_new_tokens))
+        self.window_start = 0  # the token column held in the cache's first slot
+        self.tokens = prompt.new_zeros((batch, self.prompt_len + config.max_new_tokens))
         self.tokens[:, : self.prompt_len] = prompt
         self.mask = torch.zeros_like(self.tokens)
         self.mask[:, : self.prompt_len] = prompt_mask
         self.padded = not bool(prompt_mask.all())
         self.next_position = position_ids_from_mask(prompt_mask)[:, -1] + 1  # (N,)
-        self.cache: KVCache | None = model.new_cache() if use_cache else None
-        self.static_cache = static_cache
+        self.cache: KVCache | None = model.new_cache() if config.use_cache else None
+        self.static_cache = config.static_cache or config.compile_step
         self._step: Callable[..., Tensor] = self._forward
-        if compile_step:
+        if config.compile_step:
             self._step = torch.compile(self._forward, dynamic=False)
 
     @property
@@ -96,15 +105,21 @@ class DecodingState:
         assert out.logits is not None
         return out.logits[:, -1]  # (N, 1, V) -> (N, V)
 
-    def _mask_so_far(self) -> Tensor | None:
-        """The padding mask of every position so far; None when nothing is padding."""
-        return self.mask[:, : self.length] if self.padded else None
+    def _window_mask(self) -> Tensor | None:
+        """The padding mask of the positions in the window; None when nothing is padding."""
+        return self.mask[:, self.window_start : self.length] if self.padded else None
+
+    def _encode_window(self, cache: KVCache | None) -> Tensor:
+        """Run every token of the window from scratch (into `cache`); (N, V) next logits."""
+        mask = self.mask[:, self.window_start : self.length]
+        ids = self.tokens[:, self.window_start : self.length]
+        positions = position_ids_from_mask(mask)
+        self.next_position = positions[:, -1] + 1
+        return self._forward(ids, self._window_mask(), positions, cache)
 
     def prefill(self) -> Tensor:
         """Run the prompt; (N, V) logits for the first new token."""
-        mask = self.mask[:, : self.length]
-        ids = self.tokens[:, : self.length]
-        return self._forward(ids, self._mask_so_far(), position_ids_from_mask(mask), self.cache)
+        return self._encode_window(self.cache)
 
     def advance(self, next_tokens: Tensor) -> Tensor:
         """Append next_tokens (N,); (N, V) logits for the token after them."""
@@ -113,16 +128,29 @@ class DecodingState:
         self.length += 1
         positions = self.next_position[:, None]  # (N, 1)
         self.next_position = self.next_position + 1
+        full = self.length - self.window_start > self.model.config.max_seq_len
+        if full and self._slide():  # the kept tokens are encoded again, the new one with them
+            return self._encode_window(self.cache)
         if self.cache is None:  # recompute everything: the no-cache baseline
-            mask = self.mask[:, : self.length]
-            ids = self.tokens[:, : self.length]
-            return self._forward(ids, self._mask_so_far(), position_ids_from_mask(mask), None)
+            return self._encode_window(None)
         if self.static_cache:
             if self.cache.capacity is None:  # after the prompt: one shape for every step
                 self.cache.fix_capacity(self.tokens.shape[1])
             self.cache.reserve(1)
             return self._step(next_tokens[:, None], self.mask, positions, self.cache)
-        return self._forward(next_tokens[:, None], self._mask_so_far(), positions, self.cache)
+        return self._forward(next_tokens[:, None], self._window_mask(), positions, self.cache)
+
+    def _slide(self) -> bool:
+        """Drop the oldest quarter of a full window; True if the rest must be encoded again
+        (positions that start at 0), False if the cache just forgets the dropped slots."""
+        drop = max(1, self.model.config.max_seq_len // 4)
+        self.window_start += drop
+        if self.cache is not None and self.model.config.positional in RELATIVE_POSITIONS:
+            self.cache.drop_oldest(drop)
+            return False
+        if self.cache is not None:
+            self.cache = self.model.new_cache()
+        return True
 
     def reorder(self, index: Tensor) -> None:
         """Keep rows `index` (N',) of every per-row tensor; repeats duplicate a row."""

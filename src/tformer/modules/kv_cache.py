@@ -193,6 +193,19 @@ class KVCache:
             layer.value = _resized(layer.value, capacity, self.longest)
         self.capacity = capacity
 
+    def drop_oldest(self, count: int) -> None:
+        """Forget the `count` oldest slots of every row of a growing cache with rows of one
+        length: a window sliding over a generation longer than the model's context. Later
+        positions keep their ids (right for positions that only enter as distances)."""
+        if self.capacity is not None or not self.uniform or count > self.longest:
+            raise InputError("drop_oldest needs a growing cache whose rows hold >= count slots")
+        for layer in self.self_attn:
+            assert layer.key is not None and layer.value is not None
+            layer.key, layer.value = layer.key[:, :, count:], layer.value[:, :, count:]
+        assert self.lengths is not None
+        self.lengths = self.lengths - count
+        self.longest -= count
+
     def crop(self, lengths: Tensor) -> None:
         """Keep only the first lengths[b] positions of each row b (each <= what it holds):
         drops padding after a right-padded prompt, or tokens a row no longer wants."""
