@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from tformer.errors import ConfigError
+from tformer.field_types import check_field_types
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -35,38 +38,39 @@ class GenerationConfig:
     compile_step: bool = False  # torch.compile the decode step; implies static_cache
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
+            raise ConfigError(f"max_new_tokens={self.max_new_tokens} must be >= 1")
         if not self.temperature > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"temperature={self.temperature} must be > 0; for deterministic output use "
                 "do_sample=False (greedy) instead of temperature 0"
             )
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k={self.top_k} must be >= 1 (or None to disable)")
+            raise ConfigError(f"top_k={self.top_k} must be >= 1 (or None to disable)")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p={self.top_p} must be in (0, 1] (or None to disable)")
+            raise ConfigError(f"top_p={self.top_p} must be in (0, 1] (or None to disable)")
         if self.min_p is not None and not 0 <= self.min_p <= 1:
-            raise ValueError(f"min_p={self.min_p} must be in [0, 1] (or None to disable)")
+            raise ConfigError(f"min_p={self.min_p} must be in [0, 1] (or None to disable)")
         if not self.repetition_penalty > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"repetition_penalty={self.repetition_penalty} must be > 0 (1.0 disables it)"
             )
         if self.num_beams < 1:
-            raise ValueError(f"num_beams={self.num_beams} must be >= 1 (1 means no beam search)")
+            raise ConfigError(f"num_beams={self.num_beams} must be >= 1 (1 means no beam search)")
         if not 1 <= self.num_return_sequences <= self.num_beams:
-            raise ValueError(
+            raise ConfigError(
                 f"num_return_sequences={self.num_return_sequences} must be between 1 and "
                 f"num_beams={self.num_beams}"
             )
         if self.num_beams > 1 and self.do_sample:
-            raise ValueError("beam search is deterministic: use num_beams=1 with do_sample=True")
+            raise ConfigError("beam search is deterministic: use num_beams=1 with do_sample=True")
         if self.early_stopping not in (True, False, "never"):
-            raise ValueError(
+            raise ConfigError(
                 f"early_stopping={self.early_stopping!r}; choose True, False or 'never'"
             )
         if (self.static_cache or self.compile_step) and not self.use_cache:
-            raise ValueError("static_cache and compile_step need use_cache=True")
+            raise ConfigError("static_cache and compile_step need use_cache=True")
 
     def replace(self, **changes: object) -> GenerationConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
