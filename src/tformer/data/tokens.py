@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from tformer.data.errors import DataError
+from tformer.errors import MissingFileError
 
 SIDECAR_SUFFIX = ".json"
 
@@ -46,9 +47,7 @@ def open_token_file(path: str | Path) -> np.memmap:
     path = Path(path)
     sidecar = _sidecar(path)
     if not path.is_file() or not sidecar.is_file():
-        raise FileNotFoundError(
-            f"no token file {path} (with {sidecar.name}); run `tformer prepare`"
-        )
+        raise MissingFileError(f"no token file {path} (with {sidecar.name}); run `tformer prepare`")
     meta = json.loads(sidecar.read_text())
     dtype = np.dtype(meta["dtype"])
     expected = meta["n_tokens"] * dtype.itemsize

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from tformer.checkpoint import CheckpointError
+from tformer.errors import TformerError
 from tformer.models import TformerModel
 from tformer.pretrained.hf import model_from_hf
 from tformer.pretrained.lazy import LazyTensors
@@ -169,7 +170,7 @@ def _tokenizer(meta: dict[str, Any], source: str) -> Tokenizer:
     )
     try:
         return tokenizer_from_gguf(vocabulary)
-    except ValueError as error:
+    except TformerError as error:  # a vocabulary tformer cannot rebuild
         raise CheckpointError(f"{source}: {error}") from error
 
 
