@@ -117,8 +117,10 @@ class Tokenizer:
         vocab_size: int,
         special_tokens: dict[str, str] | None = None,
         min_frequency: int = 2,
+        show_progress: bool = False,
     ) -> Tokenizer:
-        """Byte-level BPE (GPT-2 style): any text encodes, no unknown tokens."""
+        """Byte-level BPE (GPT-2 style): any text encodes, no unknown tokens. `show_progress`:
+        the trainer's progress bars, for a terminal (they also print blank lines to stdout)."""
         specials = dict(DEFAULT_SPECIAL_TOKENS if special_tokens is None else special_tokens)
         backend = Backend(models.BPE())
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -128,7 +130,7 @@ class Tokenizer:
             min_frequency=min_frequency,
             special_tokens=list(specials.values()),
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
+            show_progress=show_progress,
         )
         backend.train([str(f) for f in files], trainer)
         return cls(backend, specials)
@@ -141,12 +143,16 @@ class Tokenizer:
         *,
         lowercase: bool = True,
         special_tokens: dict[str, str] | None = None,
+        show_progress: bool = False,
     ) -> Tokenizer:
-        """BERT's WordPiece; encodings are wrapped as [CLS] text [SEP]."""
+        """BERT's WordPiece; encodings are wrapped as [CLS] text [SEP]. `show_progress`: as
+        for `train_bpe`."""
         specials = dict(DEFAULT_SPECIAL_TOKENS if special_tokens is None else special_tokens)
         backend = Backend(models.WordPiece(unk_token=specials["unk"]))
         trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, special_tokens=list(specials.values()), show_progress=False
+            vocab_size=vocab_size,
+            special_tokens=list(specials.values()),
+            show_progress=show_progress,
         )
         bert_text_handling(backend, lowercase=lowercase, strip_accents=None)
         backend.train([str(f) for f in files], trainer)
