@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tformer.config import read_json
 from tformer.data.errors import DataError
 from tformer.data.records import read_records, read_text
 from tformer.data.tokens import open_token_file, write_token_file
@@ -159,5 +160,5 @@ def prepared_matches(out_dir: Path, **settings: object) -> bool:
     manifest = out_dir / MANIFEST
     if not manifest.is_file():
         return False
-    recorded = json.loads(manifest.read_text())
+    recorded = read_json(manifest)
     return all(recorded.get(k) == v for k, v in settings.items())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tformer.config import read_json
 from tformer.data.errors import DataError
 from tformer.errors import MissingFileError
 
@@ -48,7 +49,7 @@ def open_token_file(path: str | Path) -> np.memmap:
     sidecar = _sidecar(path)
     if not path.is_file() or not sidecar.is_file():
         raise MissingFileError(f"no token file {path} (with {sidecar.name}); run `tformer prepare`")
-    meta = json.loads(sidecar.read_text())
+    meta = read_json(sidecar)
     dtype = np.dtype(meta["dtype"])
     expected = meta["n_tokens"] * dtype.itemsize
     if path.stat().st_size != expected:
