@@ -32,7 +32,7 @@ def decode_utf8(raw: bytes, source: str | Path) -> str:
     if nul >= 0:
         raise DataError(
             source,
-            "contains a NUL byte: a binary file, not text; give a text file",
+            "contains a NUL byte: a binary or UTF-16 file, not UTF-8 text; give a text file",
             _line_of(raw, nul),
         )
     return text
