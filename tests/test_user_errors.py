@@ -83,17 +83,21 @@ MODEL = {"d_model": "16", "n_heads": "2", "n_layers": "1", "d_ff": "32", "max_se
 TRAINING = {"max_steps": "1", "progress": "false"}
 
 
-def _recipe(tmp_path: Path, model: dict[str, str], training: dict[str, str]) -> Path:
-    """A tiny character-LM recipe whose tables are MODEL and TRAINING updated (TOML values)."""
+def _recipe(tmp_path: Path, table: str, key: str, value: str) -> Path:
+    """A tiny character-LM recipe with `key = value` (TOML) put into `table`."""
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("to be or not to be, that is the question\n" * 20, encoding="utf-8")
-    data = {"task": '"causal-lm"', "path": f'"{corpus}"', "tokenizer": '"char"', "block_size": "8"}
-    tables = {"model": {**MODEL, **model}, "data": data, "training": {**TRAINING, **training}}
+    tables = {
+        "model": {"d_model": "16", "n_heads": "2", "n_layers": "1", "d_ff": "32"},
+        "data": {"task": '"causal-lm"', "path": f'"{corpus}"', "tokenizer": '"char"'},
+        "training": {"max_steps": "1", "progress": "false"},
+    }
+    tables[table][key] = value
     recipe = tmp_path / "recipe.toml"
     recipe.write_text(
         "".join(
-            f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in table.items())
-            for name, table in tables.items()
+            f"[{name}]\n" + "".join(f"{k} = {v}\n" for k, v in entries.items())
+            for name, entries in tables.items()
         ),
         encoding="utf-8",
     )
@@ -101,22 +105,24 @@ def _recipe(tmp_path: Path, model: dict[str, str], training: dict[str, str]) -> 
 
 
 @pytest.mark.parametrize(
-    ("model", "training", "named"),
+    ("table", "key", "value", "named"),
     [
-        ({"d_model": '"big"'}, {}, "d_model='big' must be an integer (got str)"),
-        ({"dropout": "true"}, {}, "dropout=True must be a number (got bool)"),
-        ({}, {"lr": '"fast"'}, "[training]: lr='fast' must be a number (got str)"),
-        ({}, {"batch_size": "2.5"}, "[training]: batch_size=2.5 must be an integer (got float)"),
+        ("model", "d_model", '"big"', "d_model='big' must be an integer (got str)"),
+        ("model", "dropout", "true", "dropout=True must be a number (got bool)"),
+        ("training", "lr", '"fast"', "[training]: lr='fast' must be a number (got str)"),
+        ("training", "batch_size", "2.5", "[training]: batch_size=2.5 must be an integer"),
+        ("data", "block_size", '"8"', "[data]: block_size='8' must be an integer or None"),
     ],
 )
 def test_recipe_value_of_wrong_type_names_field_value_and_type(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    model: dict[str, str],
-    training: dict[str, str],
+    table: str,
+    key: str,
+    value: str,
     named: str,
 ) -> None:
-    recipe = _recipe(tmp_path, model, training)
+    recipe = _recipe(tmp_path, table, key, value)
     assert main(["train", "--out", str(tmp_path / "run"), str(recipe)]) == 2
     assert named in _one_error_line(capsys)
 

@@ -7,8 +7,8 @@ Config values arrive from TOML, JSON and the command line, where nothing stops
 
 Supported annotations are the ones tformer's configs use: `int` (a bool is not an int here,
 though Python says it is), `float` (an int is accepted, as TOML writes `1` for `1.0`), `bool`,
-`str`, unions such as `X | None`, and `tuple[X, ...]` (a list is accepted and stored as a
-tuple: JSON and TOML have no tuples).
+`str`, unions such as `X | None`, `list[X]`, and `tuple[X, ...]` (a list is accepted and
+stored as a tuple: JSON and TOML have no tuples).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from tformer.errors import ConfigError
 
-TYPE_NAMES = {  # annotation -> (one value, a tuple's items)
+TYPE_NAMES = {  # annotation -> (one value, the items of a list)
     int: ("an integer", "integers"),
     float: ("a number", "numbers"),
     bool: ("true or false", "booleans"),
@@ -68,10 +68,11 @@ def _matches(value: object, annotation: Any) -> bool:
         return any(_matches(value, member) for member in members)
     if annotation is type(None):
         return value is None
-    if typing.get_origin(annotation) is tuple:
-        item, ellipsis = typing.get_args(annotation)
-        assert ellipsis is Ellipsis, f"only tuple[X, ...] is supported, got {annotation}"
-        return isinstance(value, tuple) and all(_matches(v, item) for v in value)
+    origin = typing.get_origin(annotation)
+    if origin in (tuple, list):
+        item, *rest = typing.get_args(annotation)
+        assert rest == ([Ellipsis] if origin is tuple else []), f"unsupported: {annotation}"
+        return isinstance(value, origin) and all(_matches(v, item) for v in value)
     if annotation is bool:
         return isinstance(value, bool)
     if isinstance(value, bool):  # bool subclasses int, but `n_layers = true` is a mistake
@@ -90,6 +91,6 @@ def _describe(annotation: Any) -> str:
         return " or ".join(_describe(member) for member in members)
     if annotation is type(None):
         return "None"
-    if typing.get_origin(annotation) is tuple:
+    if typing.get_origin(annotation) in (tuple, list):
         return f"a list of {TYPE_NAMES[typing.get_args(annotation)[0]][1]}"
     return TYPE_NAMES[annotation][0]

@@ -18,6 +18,7 @@ from tformer.data.collate import Collate
 from tformer.data.errors import DataError
 from tformer.data.prepare import TOKENIZER_KINDS, train_tokenizer
 from tformer.errors import ConfigError, MissingFileError
+from tformer.field_types import check_field_types
 from tformer.tokenizer import Tokenizer
 
 T = TypeVar("T")
@@ -43,7 +44,9 @@ class TaskData:
 
 
 def parse_options(cls: type[T], table: dict[str, Any], where: str) -> T:
-    """Build the options dataclass `cls` from a TOML table, rejecting unknown keys by name."""
+    """Build the options dataclass `cls` from a TOML table, rejecting unknown keys by name and
+    values of the wrong type (option classes without checks of their own are checked here;
+    checking a config class twice is harmless)."""
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(table) - known)
     if unknown:
@@ -51,7 +54,9 @@ def parse_options(cls: type[T], table: dict[str, Any], where: str) -> T:
             f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
     try:
-        return cls(**table)
+        options = cls(**table)
+        check_field_types(options)
+        return options
     except ConfigError as error:  # a value of the wrong type or range: say which table
         raise ConfigError(f"{where}: {error}") from error
 
