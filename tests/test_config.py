@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tformer import ModelConfig, preset_names
+from tformer.errors import ConfigError, MissingFileError
 
 
 def test_transformer_base_preset_is_the_2017_base_model() -> None:
@@ -36,7 +37,7 @@ def test_save_and_load_round_trip(tmp_path, suffix: str) -> None:
 
 
 def test_preset_overrides_are_validated() -> None:
-    with pytest.raises(ValueError, match="n_heads=5 must divide d_model=32"):
+    with pytest.raises(ConfigError, match="n_heads=5 must divide d_model=32"):
         ModelConfig.preset("tiny-decoder", n_heads=5)
 
 
@@ -66,15 +67,67 @@ def test_preset_overrides_are_validated() -> None:
 def test_invalid_config_names_the_field_and_what_is_allowed(
     changes: dict[str, object], message: str
 ) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         ModelConfig(**changes)
 
 
 def test_unknown_field_is_rejected_with_the_known_fields() -> None:
-    with pytest.raises(ValueError, match=r"unknown ModelConfig field\(s\) dmodel; known fields"):
+    with pytest.raises(ConfigError, match=r"unknown ModelConfig field\(s\) dmodel; known fields"):
         ModelConfig.from_dict({"dmodel": 128})
 
 
 def test_unknown_preset_lists_the_available_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown preset 'gpt-9'; available: .*tiny-decoder"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'gpt-9'; available: .*tiny-decoder"):
         ModelConfig.preset("gpt-9")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"d_model": "big"}, r"d_model='big' must be an integer \(got str\)"),
+        ({"n_layers": True}, r"n_layers=True must be an integer \(got bool\)"),
+        ({"n_heads": 8.0}, r"n_heads=8.0 must be an integer \(got float\)"),
+        ({"n_kv_heads": "2"}, r"n_kv_heads='2' must be an integer or None \(got str\)"),
+        ({"dropout": "0.1"}, r"dropout='0.1' must be a number \(got str\)"),
+        ({"bias": 1}, r"bias=1 must be true or false \(got int\)"),
+        ({"final_norm": "yes"}, r"final_norm='yes' must be true or false or None \(got str\)"),
+        ({"arch": 3}, r"arch=3 must be a string \(got int\)"),
+        (
+            {"labels": ["a", 2], "n_labels": 2},
+            r"labels=\['a', 2\] must be a list of strings or None$",
+        ),
+        ({"labels": "ab", "n_labels": 2}, r"labels='ab' must be a list of strings or None"),
+    ],
+)
+def test_value_of_wrong_type_names_field_value_and_expected_type(
+    changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig(**changes)
+
+
+def test_an_int_is_a_valid_float_and_a_list_becomes_a_tuple() -> None:
+    config = ModelConfig(rope_theta=500000, dropout=0, labels=["neg", "pos"])
+    assert config.rope_theta == 500000 and config.labels == ("neg", "pos")
+    assert hash(config) == hash(ModelConfig(rope_theta=500000, dropout=0, labels=("neg", "pos")))
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("config.json", '{"d_model": 64,\n}', r"config.json: invalid JSON \(Expecting"),
+        ("config.toml", "[model]\nd_model = = 3\n", r"config.toml: invalid TOML"),
+        ("config.json", '{"d_model": "64"}', r"config.json: d_model='64' must be an integer"),
+        ("config.json", "[1, 2]", r"a model config is a table of fields, not list"),
+    ],
+)
+def test_unreadable_config_file_is_named(tmp_path, name: str, text: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        ModelConfig.load(path)
+
+
+def test_missing_config_file_is_a_missing_file_error(tmp_path) -> None:
+    with pytest.raises(MissingFileError, match="no config file at"):
+        ModelConfig.load(tmp_path / "absent.json")

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from tformer.errors import ConfigError, MissingFileError
+from tformer.field_types import check_field_types
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,12 +40,18 @@ DEFAULT_HEAD = {"decoder": "lm", "encoder": "masked-lm", "encoder-decoder": "lm"
 
 def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(allowed)}")
+        raise ConfigError(f"{name}={value!r} is not supported; choose one of {', '.join(allowed)}")
 
 
 def _positive(name: str, value: int | float) -> None:
     if not value > 0:
-        raise ValueError(f"{name}={value!r} must be positive")
+        raise ConfigError(f"{name}={value!r} must be positive")
+
+
+def _nearest_divisor(n: int, target: int) -> int:
+    """The divisor of `n` closest to `target` (the smaller one on a tie); O(sqrt(n))."""
+    divisors = {d for i in range(1, math.isqrt(n) + 1) if n % i == 0 for d in (i, n // i)}
+    return min(sorted(divisors), key=lambda d: abs(d - target))
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,7 @@ class ModelConfig:
     decoder_start_id: int | None = None  # first decoder input of seq2seq; None: bos_id
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _choice("arch", self.arch, ARCHS)
         _choice("positional", self.positional, POSITIONALS)
         _choice("norm", self.norm, NORMS)
@@ -108,40 +119,37 @@ class ModelConfig:
         _positive("norm_eps", self.norm_eps)
         _positive("rope_theta", self.rope_theta)
         _positive("n_labels", self.n_labels)
-        if self.labels is not None:
-            object.__setattr__(self, "labels", tuple(self.labels))  # JSON gives a list
-            if len(self.labels) != self.n_labels:
-                raise ValueError(
-                    f"labels has {len(self.labels)} names but n_labels={self.n_labels}; "
-                    "give one name per class"
-                )
+        if self.labels is not None and len(self.labels) != self.n_labels:
+            raise ConfigError(
+                f"labels has {len(self.labels)} names but n_labels={self.n_labels}; "
+                "give one name per class"
+            )
         for name in ("dropout", "attention_dropout"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
-                raise ValueError(f"{name}={value!r} must be in [0, 1)")
+                raise ConfigError(f"{name}={value!r} must be in [0, 1)")
         if self.head_dim is None and self.d_model % self.n_heads:
-            divisors = [h for h in range(1, self.d_model + 1) if self.d_model % h == 0]
-            nearest = min(divisors, key=lambda h: abs(h - self.n_heads))
-            raise ValueError(
+            nearest = _nearest_divisor(self.d_model, self.n_heads)
+            raise ConfigError(
                 f"n_heads={self.n_heads} must divide d_model={self.d_model}; "
                 f"try n_heads={nearest} (or set head_dim explicitly)"
             )
         if self.n_heads % self.kv_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"n_heads={self.n_heads} must be divisible by n_kv_heads={self.n_kv_heads} "
                 "(each key/value head serves a whole group of query heads)"
             )
         if self.positional == "rotary" and self.attention_head_dim % 2:
-            raise ValueError(
+            raise ConfigError(
                 f"positional='rotary' needs an even head size, got head_dim="
                 f"{self.attention_head_dim} (d_model={self.d_model} / n_heads={self.n_heads})"
             )
         if self.type_vocab_size < 0:
-            raise ValueError(f"type_vocab_size={self.type_vocab_size} must be >= 0")
+            raise ConfigError(f"type_vocab_size={self.type_vocab_size} must be >= 0")
         for name in ("pad_id", "bos_id", "eos_id", "mask_id", "decoder_start_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
-                raise ValueError(f"{name}={value} must be a token id in [0, {self.vocab_size})")
+                raise ConfigError(f"{name}={value} must be a token id in [0, {self.vocab_size})")
 
     # ---- derived values -------------------------------------------------------------
     @property
@@ -186,10 +194,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        if not isinstance(values, dict):
+            raise ConfigError(f"a model config is a table of fields, not {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown ModelConfig field(s) {', '.join(unknown)}; known fields: "
                 f"{', '.join(sorted(known))}"
             )
@@ -207,21 +217,22 @@ class ModelConfig:
     def load(cls, path: str | Path) -> ModelConfig:
         """Read a JSON file, or a TOML file whose `[model]` table (or top level) holds fields."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no config file at {path}")
         if path.suffix == ".toml":
-            data = tomllib.loads(path.read_text())
+            data = read_toml(path)
             data = data.get("model", data)
         else:
-            data = json.loads(path.read_text())
-        return cls.from_dict(data)
+            data = read_json(path)
+        try:
+            return cls.from_dict(data)
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from error
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
         """A named preset from `src/tformer/presets/` (e.g. "transformer-base", "gpt-mini", "tiny-decoder")."""
         available = preset_names()
         if name not in available:
-            raise ValueError(f"unknown preset {name!r}; available: {', '.join(available)}")
+            raise ConfigError(f"unknown preset {name!r}; available: {', '.join(available)}")
         with resources.as_file(_presets_dir() / f"{name}.toml") as file:
             config = cls.load(file)
         return config.replace(**overrides) if overrides else config
@@ -236,6 +247,33 @@ def preset_names() -> list[str]:
     return sorted(
         p.name[: -len(".toml")] for p in _presets_dir().iterdir() if p.name.endswith(".toml")
     )
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON value in `path`. A missing file is a MissingFileError, a malformed one a
+    ConfigError naming the file (json's own message gives only a line and a column)."""
+    try:
+        return json.loads(_read_config_text(path))
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: invalid JSON ({error})") from error
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The tables in the TOML file `path`, with the same errors as `read_json`."""
+    try:
+        return tomllib.loads(_read_config_text(path))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML ({error})") from error
+
+
+def _read_config_text(path: str | Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"no config file at {path}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({error.reason})") from error
 
 
 def tables_to_toml(tables: dict[str, dict[str, Any]]) -> str:

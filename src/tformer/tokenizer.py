@@ -16,6 +16,9 @@ from pathlib import Path
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as Backend
 
+from tformer.config import read_json
+from tformer.errors import InputError, MissingFileError
+
 TOKENIZER_FILE = "tokenizer.json"
 SPECIAL_TOKENS_FILE = "special_tokens_map.json"  # the Hugging Face name, so both can read it
 CONFIG_FILE = "tokenizer_config.json"  # Hugging Face's: special tokens and the chat template
@@ -78,12 +81,12 @@ class Tokenizer:
     ) -> None:
         unknown = sorted(set(special_tokens) - set(ROLES))
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"unknown special-token role(s) {unknown}; roles are {', '.join(ROLES)}"
             )
         missing = [token for token in special_tokens.values() if backend.token_to_id(token) is None]
         if missing:
-            raise ValueError(f"special token(s) {missing} are not in the vocabulary")
+            raise InputError(f"special token(s) {missing} are not in the vocabulary")
         # Padding and truncation are chosen per call (collators, pipelines), never by a file:
         # a tokenizer.json saved by sentence-transformers pads every text to 128 tokens.
         backend.no_padding()
@@ -114,8 +117,10 @@ class Tokenizer:
         vocab_size: int,
         special_tokens: dict[str, str] | None = None,
         min_frequency: int = 2,
+        show_progress: bool = False,
     ) -> Tokenizer:
-        """Byte-level BPE (GPT-2 style): any text encodes, no unknown tokens."""
+        """Byte-level BPE (GPT-2 style): any text encodes, no unknown tokens. `show_progress`:
+        the trainer's progress bars, for a terminal (they also print blank lines to stdout)."""
         specials = dict(DEFAULT_SPECIAL_TOKENS if special_tokens is None else special_tokens)
         backend = Backend(models.BPE())
         backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -125,7 +130,7 @@ class Tokenizer:
             min_frequency=min_frequency,
             special_tokens=list(specials.values()),
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
+            show_progress=show_progress,
         )
         backend.train([str(f) for f in files], trainer)
         return cls(backend, specials)
@@ -138,12 +143,16 @@ class Tokenizer:
         *,
         lowercase: bool = True,
         special_tokens: dict[str, str] | None = None,
+        show_progress: bool = False,
     ) -> Tokenizer:
-        """BERT's WordPiece; encodings are wrapped as [CLS] text [SEP]."""
+        """BERT's WordPiece; encodings are wrapped as [CLS] text [SEP]. `show_progress`: as
+        for `train_bpe`."""
         specials = dict(DEFAULT_SPECIAL_TOKENS if special_tokens is None else special_tokens)
         backend = Backend(models.WordPiece(unk_token=specials["unk"]))
         trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, special_tokens=list(specials.values()), show_progress=False
+            vocab_size=vocab_size,
+            special_tokens=list(specials.values()),
+            show_progress=show_progress,
         )
         bert_text_handling(backend, lowercase=lowercase, strip_accents=None)
         backend.train([str(f) for f in files], trainer)
@@ -170,8 +179,11 @@ class Tokenizer:
         path = Path(path)
         file = path / TOKENIZER_FILE if path.is_dir() else path
         if not file.is_file():
-            raise FileNotFoundError(f"no {TOKENIZER_FILE} at {path}")
-        backend = Backend.from_file(str(file))
+            raise MissingFileError(f"no {TOKENIZER_FILE} at {path}")
+        try:
+            backend = Backend.from_file(str(file))
+        except Exception as error:  # `tokenizers` raises a bare Exception for a bad file
+            raise InputError(f"{file}: not a valid {TOKENIZER_FILE} ({error})") from error
         config, specials = read_tokenizer_config(file.parent)
         specials = {k: v for k, v in specials.items() if backend.token_to_id(v) is not None}
         return cls(backend, specials, _chat_template(file.parent, config))
@@ -216,7 +228,7 @@ class Tokenizer:
         `add_generation_prompt`, the text ends where the assistant's reply should begin.
         """
         if self.chat_template is None:
-            raise ValueError("this tokenizer has no chat template; give plain text instead")
+            raise InputError("this tokenizer has no chat template; give plain text instead")
         try:  # optional dependency: only chat prompts need a template engine
             from jinja2.sandbox import ImmutableSandboxedEnvironment
         except ImportError as error:  # pragma: no cover - depends on the environment
@@ -225,7 +237,7 @@ class Tokenizer:
             ) from error
 
         def raise_exception(message: str) -> None:  # templates call it to reject a conversation
-            raise ValueError(f"chat template: {message}")
+            raise InputError(f"chat template: {message}")
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = raise_exception
@@ -257,10 +269,10 @@ def read_tokenizer_config(directory: Path) -> tuple[dict[str, object], dict[str,
     special_tokens_map.json name; empty when the files are absent."""
     config: dict[str, object] = {}
     if (directory / CONFIG_FILE).is_file():
-        config = json.loads((directory / CONFIG_FILE).read_text())
+        config = read_json(directory / CONFIG_FILE)
     specials = _roles(config)
     if (directory / SPECIAL_TOKENS_FILE).is_file():
-        specials.update(_roles(json.loads((directory / SPECIAL_TOKENS_FILE).read_text())))
+        specials.update(_roles(read_json(directory / SPECIAL_TOKENS_FILE)))
     return config, specials
 
 

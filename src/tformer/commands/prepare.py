@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def run(args: argparse.Namespace) -> None:
@@ -16,6 +17,8 @@ def run(args: argparse.Namespace) -> None:
         val_fraction=args.val_fraction,
         text_column=args.text_column,
         seed=args.seed,
+        # the trainer's bars also print blank lines to stdout: only for a person watching
+        progress=sys.stderr.isatty(),
     )
     sizes = {split: len(corpus.tokens(split)) for split in ("train", "val")}
     print(

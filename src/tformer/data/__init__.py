@@ -27,6 +27,7 @@ from tformer.data.task import TaskData
 from tformer.data.tokens import open_token_file, write_token_file
 from tformer.data.translation import build_copy, build_seq2seq
 from tformer.data.windows import TokenWindows
+from tformer.errors import ConfigError
 
 Builder = Callable[[dict, Path, list[Path], int], TaskData]
 TASKS: dict[str, Builder] = {
@@ -52,7 +53,7 @@ def build_task_data(
     directory, then from each of `base_dirs`."""
     task = table.get("task")
     if task not in TASKS:
-        raise ValueError(f"[data] task={task!r}; choose one of {', '.join(TASKS)}")
+        raise ConfigError(f"[data] task={task!r}; choose one of {', '.join(TASKS)}")
     return TASKS[task](table, work_dir, base_dirs, max_seq_len)
 
 

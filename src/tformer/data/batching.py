@@ -13,6 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
+from tformer.errors import InputError
+
 
 class BatchPlan(Protocol):
     """Maps a global batch position to the dataset indices of that batch."""
@@ -25,7 +27,7 @@ class ShuffledBatches:
 
     def __init__(self, n_examples: int, batch_size: int, seed: int) -> None:
         if n_examples < batch_size:
-            raise ValueError(
+            raise InputError(
                 f"{n_examples} examples cannot fill one batch of {batch_size}; "
                 "use a smaller batch_size or more data"
             )

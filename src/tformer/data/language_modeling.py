@@ -9,6 +9,7 @@ from tformer.data.collate import MaskedLMCollator, causal_lm_collate
 from tformer.data.prepare import PreparedCorpus, prepare_corpus, prepared_matches
 from tformer.data.task import TaskData, parse_options, resolve_path
 from tformer.data.windows import TokenWindows
+from tformer.errors import ConfigError
 
 
 @dataclass
@@ -32,7 +33,7 @@ def load_corpus(options: CorpusOptions, work_dir: Path, base_dirs: list[Path]) -
     if options.prepared is not None:
         return PreparedCorpus(resolve_path(options.prepared, base_dirs))
     if options.path is None:
-        raise ValueError(f"[data] of task={options.task!r} needs `path` or `prepared`")
+        raise ConfigError(f"[data] of task={options.task!r} needs `path` or `prepared`")
     source = resolve_path(options.path, base_dirs)
     out = work_dir / "data"
     settings = {
@@ -71,7 +72,7 @@ def build_language_modeling(
         return TaskData(options.task, train, val, causal_lm_collate, fields, tokenizer)
     mask_id = tokenizer.token_id("mask")
     if mask_id is None:
-        raise ValueError("task='mlm' needs a tokenizer with a [MASK] token")
+        raise ConfigError("task='mlm' needs a tokenizer with a [MASK] token")
     specials = [tokenizer.token_id(role) for role in tokenizer.special_tokens]
     collate = MaskedLMCollator(
         mask_id,

@@ -8,6 +8,7 @@ import torch
 
 from tformer.data.batching import BatchPlan
 from tformer.data.collate import Batch, Collate
+from tformer.errors import ConfigError
 
 _SEED_STRIDE = 1_000_003  # a prime: (seed, position) pairs map to distinct generator seeds
 
@@ -44,7 +45,7 @@ class BatchStream:
             return batch
         rows = next(iter(batch.values())).shape[0]
         if rows % self.world_size:
-            raise ValueError(
+            raise ConfigError(
                 f"a batch of {rows} examples does not split evenly over {self.world_size} "
                 "processes; make batch_size a multiple of the number of processes"
             )

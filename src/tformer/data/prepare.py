@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from tformer.config import read_json
 from tformer.data.errors import DataError
 from tformer.data.records import read_records, read_text
 from tformer.data.tokens import open_token_file, write_token_file
+from tformer.errors import InputError
 from tformer.tokenizer import Tokenizer
 
 TOKENIZER_KINDS = ("char", "bpe", "wordpiece")
 MANIFEST = "prepared.json"
+MAX_PIECE_CHARS = 1000  # longest piece of text a subword tokenizer is trained on
 
 
 @dataclass
@@ -38,20 +42,48 @@ class PreparedCorpus:
         return open_token_file(self.directory / f"{split}.bin")
 
 
-def train_tokenizer(texts: list[str], kind: str, vocab_size: int | None) -> Tokenizer:
-    """A tokenizer of `kind` ("char", "bpe", "wordpiece") trained on `texts`."""
+def train_tokenizer(
+    texts: list[str], kind: str, vocab_size: int | None, *, progress: bool = False
+) -> Tokenizer:
+    """A tokenizer of `kind` ("char", "bpe", "wordpiece") trained on `texts`, cut into
+    `training_pieces`; `progress` shows the trainer's progress bars (for a terminal: they
+    also write blank lines to stdout)."""
     if kind not in TOKENIZER_KINDS:
-        raise ValueError(f"tokenizer={kind!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
+        raise InputError(f"tokenizer={kind!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
     if kind != "char" and vocab_size is None:
-        raise ValueError(f"tokenizer={kind!r} needs a vocab_size")
+        raise InputError(f"tokenizer={kind!r} needs a vocab_size")
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(tmp) / "train.txt"
-        file.write_text("\n".join(texts), encoding="utf-8")
+        file.write_text("\n".join(training_pieces(texts)), encoding="utf-8")
         if kind == "char":
             return Tokenizer.train_char([file])
         if kind == "bpe":
-            return Tokenizer.train_bpe([file], vocab_size)  # type: ignore[arg-type]
-        return Tokenizer.train_wordpiece([file], vocab_size)  # type: ignore[arg-type]
+            return Tokenizer.train_bpe([file], vocab_size, show_progress=progress)  # type: ignore[arg-type]
+        return Tokenizer.train_wordpiece([file], vocab_size, show_progress=progress)  # type: ignore[arg-type]
+
+
+def training_pieces(texts: Iterable[str], max_chars: int = MAX_PIECE_CHARS) -> Iterator[str]:
+    """`texts` with every one longer than `max_chars` cut into pieces of at most that size,
+    at the last space before the limit (a hard cut only where a piece has no space).
+
+    Why: the subword trainers rescan a whole pre-token at every merge, so their time grows
+    with the square of the longest run of text without whitespace. A file that is one long
+    line without spaces ('a' * 5_000_000, minified data) made `tformer prepare --tokenizer bpe`
+    run for minutes without a word. Cutting such runs bounds the work to linear in the file's
+    size, and refusing the file would only make its owner re-wrap it by hand: nothing is lost,
+    since the cut falls at a space, where the pre-tokenizers split anyway, and a run of over
+    `max_chars` letters is no word of any language. Only training sees the pieces; the token
+    files encode the text as it is.
+    """
+    for text in texts:
+        start = 0
+        while len(text) - start > max_chars:
+            end = start + max_chars
+            space = text.rfind(" ", start + 1, end)
+            cut = space if space > start else end
+            yield text[start:cut]
+            start = cut
+        yield text[start:]
 
 
 def encode_stream(tokenizer: Tokenizer, texts: list[str], *, documents: bool) -> np.ndarray:
@@ -94,17 +126,19 @@ def prepare_corpus(
     val_fraction: float = 0.1,
     text_column: str = "text",
     seed: int = 0,
+    progress: bool = False,
 ) -> PreparedCorpus:
-    """Split `input_path`, train a tokenizer on the training part, write both token files."""
+    """Split `input_path`, train a tokenizer on the training part, write both token files
+    (`progress`: show the tokenizer trainer's progress on a terminal)."""
     input_path, out_dir = Path(input_path), Path(out_dir)
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction={val_fraction} must be in (0, 1)")
+        raise InputError(f"val_fraction={val_fraction} must be in (0, 1)")
     is_text = input_path.suffix.lower() in (".txt", "")
     if is_text:
         train, val = split_text(input_path, val_fraction)
     else:
         train, val = split_rows(input_path, text_column, val_fraction, seed)
-    tok = train_tokenizer(train, tokenizer, vocab_size)
+    tok = train_tokenizer(train, tokenizer, vocab_size, progress=progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok.save(out_dir)
     for split, texts in (("train", train), ("val", val)):
@@ -126,5 +160,5 @@ def prepared_matches(out_dir: Path, **settings: object) -> bool:
     manifest = out_dir / MANIFEST
     if not manifest.is_file():
         return False
-    recorded = json.loads(manifest.read_text())
+    recorded = read_json(manifest)
     return all(recorded.get(k) == v for k, v in settings.items())

@@ -8,27 +8,46 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from tformer.data.errors import DataError
+from tformer.errors import MissingFileError
 
 TABLE_FORMATS = {".csv": ",", ".tsv": "\t", ".jsonl": None, ".json": None}
 
 
 def decode_utf8(raw: bytes, source: str | Path) -> str:
-    """`raw` as UTF-8 text; otherwise a DataError naming `source` and the line of the bad byte."""
+    """`raw` as UTF-8 text; otherwise a DataError naming `source` and the line of the bad byte.
+
+    A NUL byte is valid UTF-8 but never part of a text corpus: it means a binary file (a
+    checkpoint, an archive, a UTF-16 file) was given by mistake, which would otherwise be
+    trained on or embedded as garbage.
+    """
     try:
-        return raw.decode("utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = raw.count(b"\n", 0, error.start) + 1
         raise DataError(
-            source, f"not valid UTF-8 (byte {raw[error.start]:#04x}); re-encode the file", line
+            source,
+            f"not valid UTF-8 (byte {raw[error.start]:#04x}); re-encode the file",
+            _line_of(raw, error.start),
         ) from error
+    nul = raw.find(b"\0")
+    if nul >= 0:
+        raise DataError(
+            source,
+            "contains a NUL byte: a binary or UTF-16 file, not UTF-8 text; give a text file",
+            _line_of(raw, nul),
+        )
+    return text
+
+
+def _line_of(raw: bytes, offset: int) -> int:
+    return raw.count(b"\n", 0, offset) + 1
 
 
 def read_utf8(path: str | Path) -> str:
-    """The whole file as UTF-8 text: a missing file is a FileNotFoundError, a non-UTF-8 one a
+    """The whole file as UTF-8 text: a missing file is a MissingFileError, a non-text one a
     DataError naming the line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
+        raise MissingFileError(f"{path}: no such file")
     return decode_utf8(path.read_bytes(), path)
 
 

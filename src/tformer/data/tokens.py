@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tformer.config import read_json
 from tformer.data.errors import DataError
+from tformer.errors import MissingFileError
 
 SIDECAR_SUFFIX = ".json"
 
@@ -46,10 +48,8 @@ def open_token_file(path: str | Path) -> np.memmap:
     path = Path(path)
     sidecar = _sidecar(path)
     if not path.is_file() or not sidecar.is_file():
-        raise FileNotFoundError(
-            f"no token file {path} (with {sidecar.name}); run `tformer prepare`"
-        )
-    meta = json.loads(sidecar.read_text())
+        raise MissingFileError(f"no token file {path} (with {sidecar.name}); run `tformer prepare`")
+    meta = read_json(sidecar)
     dtype = np.dtype(meta["dtype"])
     expected = meta["n_tokens"] * dtype.itemsize
     if path.stat().st_size != expected:

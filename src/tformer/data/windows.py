@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tformer.errors import InputError
+
 
 class TokenWindows:
     """Example i is tokens[i * stride : i * stride + window], a (window,) int64 array.
@@ -16,7 +18,7 @@ class TokenWindows:
     def __init__(self, tokens: np.ndarray, window: int, stride: int | None = None) -> None:
         self.stride = window if stride is None else stride
         if len(tokens) < window:
-            raise ValueError(
+            raise InputError(
                 f"{len(tokens)} tokens cannot fill one window of {window}; "
                 "use a smaller block_size or a larger corpus"
             )

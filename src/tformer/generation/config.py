@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from tformer.errors import ConfigError
+from tformer.field_types import check_field_types
 
 SAMPLING_OPTIONS = ("temperature", "top_k", "top_p", "min_p")
 
@@ -17,9 +18,9 @@ class GenerationConfig:
     Sampling is one rule for the library and the command line: giving a sampling option
     (temperature, top_k, top_p, min_p) samples, unless `do_sample=False` says otherwise, which
     is then an error rather than a silently ignored option. `do_sample=True` alone samples from
-    the model's distribution as it is. repetition_penalty applies to greedy, sampling and beam search alike (as in the CTRL
-    paper, Keskar et al. 2019: logits of already-seen tokens are divided by the penalty when
-    positive and multiplied when negative).
+    the model's distribution as it is. repetition_penalty applies to greedy, sampling and beam
+    search alike (as in the CTRL paper, Keskar et al. 2019: logits of already-seen tokens are
+    divided by the penalty when positive and multiplied when negative).
     """
 
     max_new_tokens: int
@@ -41,6 +42,7 @@ class GenerationConfig:
     compile_step: bool = False  # torch.compile the decode step; implies static_cache
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         given = [name for name in SAMPLING_OPTIONS if getattr(self, name) is not None]
         if self.do_sample is None:
             object.__setattr__(self, "do_sample", bool(given))

@@ -7,12 +7,12 @@ file -- and returns the tformer model built from the shared blocks plus its toke
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from tformer.checkpoint import CheckpointError
+from tformer.config import read_json
 from tformer.models import TformerModel
 from tformer.pretrained.hf import is_hf_config, load_hf_directory, save_hf_directory
 from tformer.tokenizer import TOKENIZER_FILE, Tokenizer
@@ -53,7 +53,7 @@ def load(
         raise CheckpointError(
             f"{path} has no config.json: not a tformer or Hugging Face checkpoint"
         )
-    if is_hf_config(json.loads(config_file.read_text())):
+    if is_hf_config(read_json(config_file)):
         return load_hf_directory(path, dtype=dtype or torch.float32)
     model = TformerModel.from_pretrained(path, dtype=dtype)
     has_tokenizer = (path / TOKENIZER_FILE).is_file()

@@ -13,6 +13,7 @@ from typing import Any
 
 from tformer.checkpoint import CheckpointError
 from tformer.config import ModelConfig
+from tformer.errors import ConfigError, InputError
 from tformer.pretrained.families import FAMILIES, Family
 
 CLASSIFICATION_HEADS = ("sequence-classification", "token-classification")
@@ -99,7 +100,7 @@ def model_config_from_hf(
     _drop_ids_outside_vocabulary(fields, source)
     try:
         return ModelConfig(**fields)
-    except ValueError as error:
+    except ConfigError as error:
         raise CheckpointError(f"{source}: config.json gives an invalid model: {error}") from error
 
 
@@ -171,7 +172,7 @@ def family_for_config(config: ModelConfig) -> tuple[Family, str]:
             if not differs:
                 return family, architecture
         reasons.append(f"{family.model_types[0]}: {', '.join(differs)}")
-    raise ValueError(
+    raise InputError(
         "no Hugging Face family can hold this model; it differs from\n  " + "\n  ".join(reasons)
     )
 

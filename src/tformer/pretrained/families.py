@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tformer.checkpoint import CheckpointError
+
 Rule = tuple[str, str] | tuple[str, str, str]
 
 
@@ -322,9 +324,9 @@ FAMILIES = (BERT, GPT2, LLAMA, BART)
 
 
 def family_for(model_type: str) -> Family:
-    """The family that reads config.json's `model_type`, or a ValueError listing them all."""
+    """The family that reads config.json's `model_type`, or a CheckpointError listing them all."""
     for family in FAMILIES:
         if model_type in family.model_types:
             return family
     supported = ", ".join(t for f in FAMILIES for t in f.model_types)
-    raise ValueError(f"unknown architecture model_type={model_type!r}; supported: {supported}")
+    raise CheckpointError(f"unknown architecture model_type={model_type!r}; supported: {supported}")

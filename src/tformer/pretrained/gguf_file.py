@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from tformer.checkpoint import CheckpointError
+from tformer.errors import TformerError
 from tformer.models import TformerModel
 from tformer.pretrained.hf import model_from_hf
 from tformer.pretrained.lazy import LazyTensors
@@ -75,6 +76,40 @@ def _gguf() -> Any:
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("reading GGUF files needs the gguf package: pip install gguf") from error
     return gguf
+
+
+def _read(path: Path) -> Any:
+    """A `gguf.GGUFReader` over `path`; a file it cannot parse is a CheckpointError naming it.
+
+    The reader maps every tensor when it opens the file, so a file cut short (an interrupted
+    download or copy) fails there with a bare numpy error such as "cannot reshape array of
+    size 375744 into shape (1536,360)". When that happens the tensors are mapped again one by
+    one, by the reader itself, to name the first one whose bytes are missing.
+    """
+
+    class Reader(_gguf().GGUFReader):
+        def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
+            try:
+                super()._build_tensors(start_offs, fields)
+            except ValueError as error:
+                for field in fields:
+                    try:
+                        super()._build_tensors(start_offs, [field])
+                    except ValueError:
+                        raise CheckpointError(
+                            f"{path} is truncated or corrupted: the data of tensor "
+                            f"{field.name!r} is incomplete ({error}); download or copy it again"
+                        ) from error
+                raise
+
+    try:
+        return Reader(str(path))
+    except CheckpointError:
+        raise
+    except (ValueError, KeyError, IndexError) as error:  # `gguf`'s errors for a bad header
+        raise CheckpointError(
+            f"{path} is truncated or corrupted: not a readable GGUF file ({error!r})"
+        ) from error
 
 
 def _hf_name(gguf_name: str, source: str) -> str:
@@ -169,7 +204,7 @@ def _tokenizer(meta: dict[str, Any], source: str) -> Tokenizer:
     )
     try:
         return tokenizer_from_gguf(vocabulary)
-    except ValueError as error:
+    except TformerError as error:  # a vocabulary tformer cannot rebuild
         raise CheckpointError(f"{source}: {error}") from error
 
 
@@ -178,7 +213,7 @@ def load_gguf(
 ) -> tuple[TformerModel, Tokenizer]:
     """The model (dequantised to `dtype`) and tokenizer of a Llama-architecture GGUF file."""
     source = str(path)
-    reader = _gguf().GGUFReader(str(path))
+    reader = _read(Path(path))
     meta = _metadata(reader)
     hf_config = _hf_config(meta, any(t.name == "output.weight" for t in reader.tensors), source)
     tensors = _hf_tensors(reader.tensors, hf_config, source)

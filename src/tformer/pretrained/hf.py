@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from tformer.checkpoint import CheckpointError, atomic_directory
+from tformer.config import read_json
 from tformer.models import TformerModel, build_model
 from tformer.pretrained.config_map import (
     architecture_for,
@@ -44,7 +45,10 @@ def is_hf_config(values: dict[str, Any]) -> bool:
 def _weight_files(directory: Path) -> list[Path]:
     index = directory / INDEX_FILE
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise CheckpointError(f"{index} has no weight_map: tensor name -> shard file")
+        shards = sorted(set(weight_map.values()))
         return [directory / shard for shard in shards]
     files = sorted(directory.glob("*.safetensors"))
     if not files:
@@ -101,7 +105,7 @@ def load_hf_directory(
 ) -> tuple[TformerModel, Tokenizer | None]:
     """A tformer model (and the tokenizer, if the directory has one) from an HF directory."""
     directory = Path(directory)
-    hf_config = json.loads((directory / "config.json").read_text())
+    hf_config = read_json(directory / "config.json")
     model = model_from_hf(hf_config, read_safetensors(directory), str(directory), dtype)
     return model, tokenizer_from_hf_directory(directory)
 

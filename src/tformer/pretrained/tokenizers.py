@@ -13,6 +13,7 @@ from pathlib import Path
 from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
+from tformer.errors import InputError
 from tformer.tokenizer import (
     TOKENIZER_FILE,
     Tokenizer,
@@ -76,7 +77,7 @@ def tokenizer_from_gguf(vocabulary: GGUFVocabulary) -> Tokenizer:
     whole and count as special, user-defined ones are matched whole but decode like text."""
     builders = {"gpt2": _byte_level_bpe, "llama": _sentencepiece_bpe}
     if vocabulary.model not in builders:
-        raise ValueError(
+        raise InputError(
             f"GGUF tokenizer model {vocabulary.model!r} is not supported; supported: "
             "gpt2 (byte-level BPE), llama (SentencePiece BPE)"
         )

@@ -6,6 +6,9 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from tformer.errors import ConfigError
+from tformer.field_types import check_field_types
+
 SCHEDULES = ("cosine", "noam", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -46,19 +49,22 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule={self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+            raise ConfigError(f"schedule={self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+            raise ConfigError(
+                f"precision={self.precision!r}; choose one of {', '.join(PRECISIONS)}"
+            )
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every", "log_every"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if self.lr <= 0:
-            raise ValueError(f"lr={self.lr} must be positive")
+            raise ConfigError(f"lr={self.lr} must be positive")
         if self.schedule == "noam" and self.warmup_steps < 1:
-            raise ValueError("schedule='noam' needs warmup_steps >= 1")
+            raise ConfigError("schedule='noam' needs warmup_steps >= 1")
         if self.keep_last < 1:
-            raise ValueError(f"keep_last={self.keep_last} must be >= 1")
+            raise ConfigError(f"keep_last={self.keep_last} must be >= 1")
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
