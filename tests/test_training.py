@@ -21,7 +21,7 @@ from tformer.data import (
     causal_lm_collate,
 )
 from tformer.training import TrainConfig, Trainer
-from tformer.training.checkpointing import BEST, list_checkpoints
+from tformer.checkpoint import BEST, list_checkpoints
 from tformer.training.metrics import read_metrics
 from tformer.training.optim import lr_multiplier
 from tformer.training.plot import plot_run

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tformer.training import load_recipe, train_recipe
-from tformer.training.checkpointing import list_checkpoints
+from tformer.checkpoint import list_checkpoints
 from tformer.training.metrics import read_metrics
 
 RECIPE = """

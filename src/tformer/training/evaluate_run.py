@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tformer.checkpoint import CheckpointError
+from tformer.checkpoint import CheckpointError, run_checkpoint
 from tformer.data import TaskData
 from tformer.models import TformerModel
-from tformer.training.checkpointing import run_checkpoint
 from tformer.training.distributed import Distributed
 from tformer.training.evaluation import evaluate_batches
 from tformer.training.generation_metrics import corpus_bleu, exact_match

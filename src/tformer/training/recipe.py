@@ -16,6 +16,7 @@ from typing import Any
 
 from tformer.config import ModelConfig, tables_to_toml
 from tformer.data.task import resolve_path
+from tformer.loading import load
 from tformer.models import TformerModel
 from tformer.training.config import TrainConfig
 
@@ -60,8 +61,6 @@ class Recipe:
         """The model `[model] init_from` names (a tformer, Hugging Face or GGUF checkpoint;
         "pkg:NAME/path" for one inside an installed package), loaded once."""
         if self._pretrained is None:
-            from tformer.pretrained import load
-
             base_dirs = [self.source.parent.parent] if self.source else []
             self._pretrained, _ = load(resolve_path(self.model["init_from"], base_dirs))
         return self._pretrained

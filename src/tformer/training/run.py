@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
+from tformer.checkpoint import holds_run, latest_checkpoint
 from tformer.data import TASK_ARCH, BatchStream, TaskData, build_task_data
 from tformer.data.batching import BucketedBatches, SequentialBatches, ShuffledBatches
 from tformer.models import TformerModel, build_model
-from tformer.training.checkpointing import holds_run, latest_checkpoint
 from tformer.training.config import TrainConfig
 from tformer.training.distributed import Distributed, barrier, init_distributed
 from tformer.training.recipe import RECIPE_FILE, Recipe
