@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tformer.errors import InputError
 from tformer.models import EncoderDecoder
 from tformer.pipelines.translate import decode_sources
 from tformer.tokenizer import Tokenizer
@@ -42,7 +43,7 @@ def corpus_bleu(
     try:
         import sacrebleu
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ValueError("BLEU needs sacrebleu: pip install 'tformer[eval]'") from error
+        raise InputError("BLEU needs sacrebleu: pip install 'tformer[eval]'") from error
     outputs = decode_sources(
         model, sources, max_new_tokens=max_new_tokens, num_beams=num_beams, **options
     )
