@@ -25,7 +25,7 @@ def _outputs(model: tformer.TformerModel, ids: torch.Tensor) -> torch.Tensor:
 def test_save_then_load_gives_identical_outputs(tmp_path: Path, preset: str) -> None:
     model = build_model(ModelConfig.preset(preset)).eval()
     model.save_pretrained(tmp_path / "ckpt")
-    loaded = tformer.load_model(tmp_path / "ckpt")
+    loaded = tformer.TformerModel.from_pretrained(tmp_path / "ckpt")
     assert type(loaded) is type(model) and loaded.config == model.config
     ids = torch.randint(4, 61, (2, 9))
     assert torch.equal(_outputs(loaded, ids), _outputs(model, ids))
@@ -34,7 +34,7 @@ def test_save_then_load_gives_identical_outputs(tmp_path: Path, preset: str) -> 
 def test_tied_embedding_is_stored_once_and_stays_tied(tmp_path: Path) -> None:
     model = build_model(ModelConfig.preset("tiny-decoder"))
     model.save_pretrained(tmp_path)
-    loaded = tformer.load_model(tmp_path)
+    loaded = tformer.TformerModel.from_pretrained(tmp_path)
     assert isinstance(loaded, DecoderOnlyLM)
     assert loaded.lm_head.proj.weight is loaded.decoder.embeddings.tokens.weight
 
@@ -55,12 +55,12 @@ def test_truncated_weights_file_is_a_clear_error(tmp_path: Path) -> None:
     weights = tmp_path / WEIGHTS_FILE
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="corrupted or truncated"):
-        tformer.load_model(tmp_path)
+        tformer.TformerModel.from_pretrained(tmp_path)
 
 
 def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="is not a tformer checkpoint"):
-        tformer.load_model(tmp_path / "nowhere")
+        tformer.TformerModel.from_pretrained(tmp_path / "nowhere")
 
 
 def test_loading_into_the_wrong_family_says_which_class_to_use(tmp_path: Path) -> None:

@@ -96,6 +96,17 @@ def test_mlm_masking_is_reproducible_from_the_generator_seed():
 
 
 # ---- seq2seq ---------------------------------------------------------------------------------
+def test_pad_fills_the_chosen_side_and_the_mask_marks_real_tokens():
+    from tformer.data.collate import pad, padding_mask
+
+    rows = [[5, 6, 7], [8], []]
+    assert pad(rows, 0).tolist() == [[5, 6, 7], [8, 0, 0], [0, 0, 0]]
+    assert pad(rows, -1, left=True).tolist() == [[5, 6, 7], [-1, -1, 8], [-1, -1, -1]]
+    assert padding_mask(rows).tolist() == [[1, 1, 1], [1, 0, 0], [0, 0, 0]]
+    assert padding_mask(rows, left=True).tolist() == [[1, 1, 1], [0, 0, 1], [0, 0, 0]]
+    assert pad([], 0).shape == (0, 0) and pad(rows, 0).dtype == torch.long
+
+
 def test_seq2seq_collator_shifts_targets_and_pads_labels_with_ignore():
     batch = Seq2SeqCollator(pad_id=0, start_id=1, eos_id=2)(
         [([5, 6, 7], [8, 9]), ([5], [8, 9, 10, 11])], torch.Generator()

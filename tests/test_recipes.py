@@ -105,3 +105,55 @@ def test_demo_runs_end_to_end_with_short_budgets(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path), *budgets]) == 0
     out = capsys.readouterr().out
     assert "validation loss" in out and "exact match" in out and "masked-token accuracy" in out
+
+
+DEMO_RECIPES = ["gpt", "reverse", "bert"]
+
+
+@pytest.mark.parametrize("name", DEMO_RECIPES)
+def test_demo_recipe_trains_within_its_budget_and_saves_what_it_trained(name, tmp_path, capsys):
+    """The packaged demo recipes go through `tformer train`'s path: the run directory holds
+    the recipe with the budget turned into max_steps, and `tformer evaluate` reads it."""
+    from importlib import resources
+
+    from tformer.training.recipe import RECIPE_FILE
+
+    with resources.as_file(resources.files("tformer.recipes") / "demo" / f"{name}.toml") as path:
+        assert load_recipe(path).training["time_budget_s"] > 0
+        overrides = [
+            "--training.time_budget_s=0.3",
+            "--training.warmup_steps=1",
+            "--training.progress=false",
+            *_data_override(path, tmp_path),
+        ]
+        if name == "reverse":
+            overrides += ["--data.n_val=40"]
+        result = train_recipe(load_recipe(path, overrides), tmp_path / name)
+    saved = load_recipe(tmp_path / name / RECIPE_FILE).training
+    assert "time_budget_s" not in saved and saved["max_time_s"] == pytest.approx(0.3 * 1.15)
+    assert 2 <= result.step <= saved["max_steps"]
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / name)]) == 0
+    assert '"loss"' in capsys.readouterr().out
+
+
+def test_a_failed_train_leaves_nothing_behind(tmp_path, capsys):
+    """A corpus too small for one window fails after its data was prepared: a new run
+    directory (with the parent made for it) disappears; an existing one keeps exactly what
+    it held."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("to be or not\n")
+    recipe = str(PROJECT / "configs" / "shakespeare-char-cpu.toml")
+    args = [recipe, f"--data.path={corpus}", "--training.progress=false"]
+    new = tmp_path / "runs" / "new"
+    assert main(["train", "--out", str(new), *args]) == 2
+    assert "cannot fill one window" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    kept = tmp_path / "kept"
+    (kept / "data").mkdir(parents=True)
+    (kept / "data" / "notes.txt").write_text("mine")
+    assert main(["train", "--out", str(kept), *args]) == 2
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*")) == [
+        "data",
+        "data/notes.txt",
+    ]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tformer import ModelConfig, build_model
+from tformer.checkpoint import BEST, list_checkpoints
 from tformer.data import (
     BatchStream,
     ClassificationCollator,
@@ -21,7 +22,6 @@ from tformer.data import (
     causal_lm_collate,
 )
 from tformer.training import TrainConfig, Trainer
-from tformer.training.checkpointing import BEST, list_checkpoints
 from tformer.training.metrics import read_metrics
 from tformer.training.optim import lr_multiplier
 from tformer.training.plot import plot_run
@@ -181,3 +181,30 @@ def test_grad_accumulation_equals_one_big_batch(tmp_path):
     small.train_step()
     for a, b in zip(big.model.parameters(), small.model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_time_budget_sizes_max_steps_from_the_measured_step_time(monkeypatch):
+    """A probe whose steps take 20 ms gives budget / 0.02 steps (sleep only overshoots, so at
+    most that many), and caps the run at 15% over the budget."""
+    import time as time_module
+
+    from tformer.training.budget import fit_to_budget
+    from tformer.training.distributed import Distributed
+
+    class SleepingTrainer:
+        def train_step(self) -> None:
+            time_module.sleep(0.02)
+
+    threads = torch.get_num_threads()
+    config = TrainConfig(time_budget_s=2.0, warmup_steps=10, progress=False)
+    try:
+        sized = fit_to_budget(config, lambda c, d: SleepingTrainer(), Distributed())
+    finally:
+        torch.set_num_threads(threads)
+    assert 60 <= sized.max_steps <= 100
+    assert sized.max_time_s == pytest.approx(2.3) and sized.time_budget_s is None
+    tiny = fit_to_budget(
+        config.replace(time_budget_s=0.01), lambda c, d: SleepingTrainer(), Distributed()
+    )
+    torch.set_num_threads(threads)
+    assert tiny.max_steps == config.warmup_steps + 1  # never shorter than the warm-up

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tformer.checkpoint import list_checkpoints
 from tformer.training import load_recipe, train_recipe
-from tformer.training.checkpointing import list_checkpoints
 from tformer.training.metrics import read_metrics
 
 RECIPE = """

@@ -2,17 +2,15 @@
 
 >>> import tformer
 >>> model = tformer.build_model(tformer.ModelConfig.preset("tiny-decoder"))
+>>> model, tokenizer = tformer.load("runs/shakespeare-char-cpu")  # any checkpoint, HF dir, .gguf
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import torch
-
 from tformer.checkpoint import CheckpointError
 from tformer.config import ModelConfig, preset_names
 from tformer.explainer import Explanation, explain
+from tformer.loading import load
 from tformer.models import (
     DecoderOnlyLM,
     EncoderDecoder,
@@ -24,25 +22,6 @@ from tformer.models import (
 from tformer.tokenizer import Tokenizer
 
 __version__ = "0.1.0"
-
-
-def load_model(path: str | Path) -> TformerModel:
-    """Load a model saved with `save_pretrained` (a directory with config.json + model.safetensors)."""
-    return TformerModel.from_pretrained(path)
-
-
-def load(
-    path: str | Path, *, dtype: torch.dtype | None = None
-) -> tuple[TformerModel, Tokenizer | None]:
-    """The one way to open a model: a tformer checkpoint directory, a Hugging Face directory
-    (config.json + *.safetensors) or a .gguf file -> (model, tokenizer or None).
-
-    Imported (HF, GGUF) weights become float32 unless `dtype` is given; tformer checkpoints
-    keep their stored dtype unless `dtype` is given.
-    """
-    from tformer.pretrained import load as load_any  # imports the converters only when used
-
-    return load_any(path, dtype=dtype)
 
 
 __all__ = [
@@ -59,6 +38,5 @@ __all__ = [
     "build_model",
     "explain",
     "load",
-    "load_model",
     "preset_names",
 ]

@@ -1,14 +1,20 @@
-"""The library's own checkpoint directory: `config.json` + `model.safetensors` (+ tokenizer).
+"""The library's own checkpoint directory, and where a training run keeps its checkpoints.
 
-Writes are atomic: everything goes into a temporary sibling directory that replaces the target
-only once complete, so an interrupted save never leaves a half-written checkpoint. Loading
-checks every tensor's name, shape and dtype against the model and says what does not fit.
+A checkpoint is `config.json` + `model.safetensors` (+ tokenizer). Writes are atomic:
+everything goes into a temporary sibling directory that replaces the target only once
+complete, so an interrupted save never leaves a half-written checkpoint. Loading checks every
+tensor's name, shape and dtype against the model and says what does not fit.
+
+A run directory (what `tformer train` writes) holds `checkpoints/step-NNNNNNNN/` and `best/`;
+the helpers at the end find them. They live here, next to the format, because loading a run
+directory needs them as much as training does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -20,10 +26,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tformer.config import ModelConfig
-from tformer.errors import TformerError
+from tformer.errors import ConfigError, TformerError
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+CHECKPOINTS = "checkpoints"  # a run's step checkpoints, under the run directory
+BEST = "best"  # a run's checkpoint with the lowest validation loss
+_STEP_DIR = re.compile(r"step-(\d+)$")
 
 
 class CheckpointError(TformerError, ValueError):
@@ -77,9 +86,9 @@ def read_config(directory: str | Path) -> ModelConfig:
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a tformer checkpoint: no {CONFIG_FILE} in it")
     try:
-        return ModelConfig.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: invalid model config: {error}") from error
+        return ModelConfig.load(path)
+    except ConfigError as error:  # malformed JSON, unknown fields, wrong types, bad values
+        raise CheckpointError(f"invalid model config: {error}") from error  # names the file
 
 
 def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
@@ -119,3 +128,42 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str
         )
     # strict=False only because tied aliases are stored once; every stored name was checked above.
     model.load_state_dict(weights, strict=False)
+
+
+# ---- run directories -------------------------------------------------------------------------
+def step_dir(run_dir: Path, step: int) -> Path:
+    return run_dir / CHECKPOINTS / f"step-{step:08d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Completed step checkpoints of a run, oldest first (temporary directories excluded)."""
+    root = run_dir / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and p.is_dir()]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    found = list_checkpoints(run_dir)
+    if not found:
+        raise CheckpointError(f"{run_dir} has no checkpoint to resume from ({CHECKPOINTS}/ empty)")
+    return found[-1]
+
+
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint a finished run stands for: its best (lowest validation loss), else its
+    latest."""
+    best = run_dir / BEST
+    return best if best.is_dir() else latest_checkpoint(run_dir)
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` step checkpoints (`best/` is separate)."""
+    for old in list_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old)
+
+
+def holds_run(run_dir: Path) -> bool:
+    """True if `run_dir` already has checkpoints of a training run."""
+    return bool(list_checkpoints(run_dir)) or (run_dir / BEST).is_dir()

@@ -1,162 +1,70 @@
 """The demo job behind `make demo`: the three families trained for real, in about 5 minutes.
 
-1. A character-level GPT on Tiny Shakespeare (first 90% train, last 10% validation) for a
-   fixed time budget; prints validation loss and a sampled continuation.
+1. A character-level GPT on Tiny Shakespeare for a fixed time budget; prints validation loss
+   and a sampled continuation.
 2. The 2017 encoder-decoder learning to reverse random sequences; prints exact match.
 3. A small BERT pretrained with masked-LM on the same text; prints masked-token accuracy.
 
-Each part is an ordinary recipe trained by the library's Trainer; outputs go to runs/demo/.
+Each part is an ordinary recipe shipped inside the package (`tformer/recipes/demo/*.toml`, so
+an installed tformer has them too) trained by `train_recipe`, the path `tformer train` takes;
+the time budgets are the recipes' `[training] time_budget_s`. So every run directory under
+runs/demo/ is a run like any other: `tformer evaluate runs/demo/gpt`, `tformer generate
+runs/demo/gpt --prompt ...` and `tformer explain` work on it.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
-import tempfile
 import time
+from importlib import resources
 from pathlib import Path
 
 import torch
 
-from tformer.data.collate import pad
+from tformer.errors import MissingFileError
 from tformer.generation import generate
+from tformer.loading import load
 from tformer.models import TformerModel
 from tformer.tokenizer import Tokenizer
-from tformer.training import Recipe, TrainResult
+from tformer.training import TrainResult, load_recipe, train_recipe
 from tformer.training.checkpointing import clear_run
 from tformer.training.distributed import Distributed
-from tformer.training.evaluation import evaluate_batches
-from tformer.training.generation_metrics import exact_match
-from tformer.training.run import build_recipe_model, build_streams, load_data
-from tformer.training.trainer import Trainer
+from tformer.training.evaluate_run import evaluate_run
+from tformer.training.recipe import RECIPE_FILE
+from tformer.training.run import load_data
 
 SHAKESPEARE = "tinyshakespeare.txt"
-PROBE_STEPS = 4
-
-GPT = {
-    "model": {
-        "arch": "decoder",
-        "d_model": 128,
-        "n_heads": 4,
-        "n_layers": 4,
-        "d_ff": 512,
-        "max_seq_len": 64,
-        "positional": "learned",
-        "norm_position": "pre",
-        "activation": "gelu",
-        "dropout": 0.0,
-        "bias": False,
-    },
-    "data": {"task": "causal-lm", "tokenizer": "char", "block_size": 64, "train_stride": 1},
-    "training": {
-        "batch_size": 12,
-        "lr": 2e-3,
-        "min_lr": 1e-4,
-        "warmup_steps": 50,
-        "eval_every": 10**9,
-        "eval_batches": None,
-        "log_every": 25,
-        "seed": 1337,
-    },
-}
-REVERSE = {
-    "model": {
-        "arch": "encoder-decoder",
-        "d_model": 64,
-        "n_heads": 4,
-        "n_layers": 2,
-        "d_ff": 256,
-        "max_seq_len": 16,
-        "dropout": 0.0,
-        "scale_embeddings": True,
-    },
-    "data": {"task": "copy", "seq_len": 10, "n_symbols": 8, "reverse": True, "n_val": 1000},
-    "training": {
-        "batch_size": 64,
-        "lr": 0.5,
-        "schedule": "noam",
-        "warmup_steps": 200,
-        "weight_decay": 0.0,
-        "beta2": 0.98,
-        "grad_clip": 0.0,
-        "label_smoothing": 0.0,
-        "eval_every": 10**9,
-        "eval_batches": 4,
-        "log_every": 25,
-        "seed": 0,
-    },
-}
-BERT = {  # the GPT's sizes, bidirectional, with BERT's masked-LM objective
-    # Rotary positions: with learned ones, MLM sat on its unigram plateau for the whole minute
-    "model": {**GPT["model"], "arch": "encoder", "positional": "rotary"},
-    "data": {**GPT["data"], "task": "mlm"},
-    "training": {**GPT["training"], "batch_size": 16, "seed": 0},
-}
+DATA_DIR_VARIABLE = "TFORMER_DATA_DIR"
 
 
 def find_shared_data(name: str) -> Path:
-    """`../shared/data/<name>` next to the project (or under $TFORMER_DATA_DIR)."""
-    project = Path(__file__).resolve().parents[2]  # src/tformer/demo.py -> project root
-    candidates = [Path.cwd() / "../shared/data", project / "../shared/data"]
-    if os.environ.get("TFORMER_DATA_DIR"):
-        candidates.insert(0, Path(os.environ["TFORMER_DATA_DIR"]))
+    """`$TFORMER_DATA_DIR/<name>`, else `../shared/data/<name>` from the working directory
+    (the project's checkout sits next to the shared datasets)."""
+    candidates = [Path.cwd() / "../shared/data"]
+    if os.environ.get(DATA_DIR_VARIABLE):
+        candidates.insert(0, Path(os.environ[DATA_DIR_VARIABLE]))
     for directory in candidates:
         if (directory / name).is_file():
             return (directory / name).resolve()
     tried = ", ".join(str(d.resolve()) for d in candidates)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{name} not found (looked in {tried}); the demo reads the shared datasets from "
-        "../shared/data relative to the project root, or from $TFORMER_DATA_DIR"
+        f"../shared/data relative to the working directory, or from ${DATA_DIR_VARIABLE}"
     )
 
 
-def _device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _recipe(template: dict, **data: object) -> Recipe:
-    tables = copy.deepcopy(template)
-    tables["data"].update(data)
-    return Recipe(**tables)
-
-
-def _time_steps(trainer: Trainer, threads: int) -> float:
-    """Seconds per training step with `threads` intra-op threads (after one warm-up step)."""
-    torch.set_num_threads(threads)
-    trainer.train_step()
-    started = time.perf_counter()
-    for _ in range(PROBE_STEPS):
-        trainer.train_step()
-    return (time.perf_counter() - started) / PROBE_STEPS
-
-
-def train_for(recipe: Recipe, run_dir: Path, seconds: float) -> tuple[Trainer, TrainResult]:
-    """Train within about `seconds`: time a few steps, size the cosine/Noam schedule to fit
-    the budget, then train a fresh model (the probe's weights are thrown away).
-
-    The probe also picks 1 or 2 threads, whichever is faster here: on shared cores a second
-    thread that keeps being descheduled can make every step several times slower.
-    """
-    dist = Distributed()
-    clear_run(run_dir)  # the demo's own folder: a new demo replaces the last one's runs
-    data = load_data(recipe, run_dir, dist)
-    config = recipe.train_config()
-
-    def trainer(config, directory: Path) -> Trainer:
-        model = build_recipe_model(recipe, data, config.seed)
-        train, val = build_streams(data, config, dist)
-        return Trainer(model, config, train, val, directory, tokenizer=data.tokenizer)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        probe = trainer(config.replace(progress=False), Path(tmp))
-        timings = {n: _time_steps(probe, n) for n in range(1, min(2, os.cpu_count() or 1) + 1)}
-    threads = min(timings, key=timings.__getitem__)
-    torch.set_num_threads(threads)
-    steps = max(config.warmup_steps + 1, int(seconds / timings[threads]))
-    print(f"{threads} thread(s), {timings[threads] * 1000:.0f} ms/step -> {steps} steps")
-    final = trainer(config.replace(max_steps=steps, max_time_s=seconds * 1.15), run_dir)
-    return final, final.fit()
+def train_part(name: str, out: Path, seconds: float | None, **data: str) -> TrainResult:
+    """Train the demo recipe `name` into out/name, replacing that directory's last run (its
+    prepared data is reused); `seconds` replaces the recipe's time budget, `data` its
+    [data] values."""
+    overrides = [f"--data.{key}={value}" for key, value in data.items()]
+    if seconds is not None:
+        overrides.append(f"--training.time_budget_s={seconds}")
+    with resources.as_file(resources.files("tformer.recipes") / "demo" / f"{name}.toml") as path:
+        recipe = load_recipe(path, overrides)
+    clear_run(out / name)
+    return train_recipe(recipe, out / name)
 
 
 def sample_text(model: TformerModel, tokenizer: Tokenizer, prompt: str, n_tokens: int) -> str:
@@ -169,7 +77,7 @@ def sample_text(model: TformerModel, tokenizer: Tokenizer, prompt: str, n_tokens
         context = ids[-(window // 2) :]
         new = generate(
             model,
-            torch.tensor([context], device=_device(model)),
+            torch.tensor([context]),
             max_new_tokens=min(window - len(context), target - len(ids)),
             do_sample=True,
             temperature=0.8,
@@ -180,53 +88,48 @@ def sample_text(model: TformerModel, tokenizer: Tokenizer, prompt: str, n_tokens
     return tokenizer.decode(ids)
 
 
-def demo_gpt(out: Path, seconds: float, data_path: Path) -> None:
-    print(f"\n== 1. decoder-only GPT, character level, on {data_path.name} ({seconds:.0f} s) ==")
-    trainer, result = train_for(_recipe(GPT, path=str(data_path)), out / "gpt", seconds)
+def demo_gpt(out: Path, seconds: float | None, data_path: Path) -> None:
+    print(f"\n== 1. decoder-only GPT, character level, on {data_path.name} ==")
+    result = train_part("gpt", out, seconds, path=str(data_path))
     print(f"trained {result.step} steps in {result.elapsed_s:.0f} s; validation loss ", end="")
     print(f"{result.val_loss:.3f} (nanoGPT's CPU baby-GPT: 1.89 after 2000 steps)")
-    sample = sample_text(trainer.model.eval(), trainer.tokenizer, "ROMEO:\n", 300)  # type: ignore[arg-type]
+    model, tokenizer = load(out / "gpt", require_tokenizer=True)
+    sample = sample_text(model, tokenizer, "ROMEO:\n", 300)
     print(f"sample:\n{sample}")
 
 
-def demo_reverse(out: Path, seconds: float) -> None:
-    print(
-        f"\n== 2. encoder-decoder (2017 Transformer) learns to reverse sequences ({seconds:.0f} s) =="
-    )
-    trainer, result = train_for(_recipe(REVERSE), out / "reverse", seconds)
-    model = trainer.model.eval()
-    pairs = trainer.val_data.dataset  # type: ignore[union-attr]
-    accuracy = exact_match(model, [pairs[i] for i in range(len(pairs))])  # type: ignore[arg-type]
+def demo_reverse(out: Path, seconds: float | None) -> None:
+    print("\n== 2. encoder-decoder (2017 Transformer) learns to reverse sequences ==")
+    run_dir = out / "reverse"
+    result = train_part("reverse", out, seconds)
+    metrics = evaluate_run(run_dir)
+    pairs = load_data(load_recipe(run_dir / RECIPE_FILE), run_dir, Distributed()).val
+    model, _ = load(run_dir)
     source, target = pairs[0]
-    new = generate(
-        model, torch.tensor([source], device=_device(model)), max_new_tokens=len(target) + 1
-    )
+    new = generate(model, torch.tensor([source]), max_new_tokens=len(target) + 1)
     print(f"trained {result.step} steps in {result.elapsed_s:.0f} s")
-    print(f"example: {source} -> {new[0, : len(target)].tolist()}")
-    print(f"exact match, greedy, {len(pairs)} held-out sequences: {accuracy:.1%}")
+    print(f"example: {list(source)} -> {new[0, : len(target)].tolist()}")
+    print(f"exact match, greedy, {len(pairs)} held-out sequences: {metrics['exact_match']:.1%}")
 
 
-def demo_bert(out: Path, seconds: float) -> None:
-    print(f"\n== 3. encoder-only BERT, masked-LM pretraining on {SHAKESPEARE} ({seconds:.0f} s) ==")
-    # Same characters, same split: reuse the token files the GPT part prepared.
-    recipe = _recipe(BERT, prepared=str((out / "gpt" / "data").resolve()))
-    trainer, result = train_for(recipe, out / "bert", seconds)
-    val = trainer.val_data
-    metrics = evaluate_batches(trainer.model, val.epoch(), _device(trainer.model))  # type: ignore[union-attr]
+def demo_bert(out: Path, seconds: float | None, data_path: Path) -> None:
+    print(f"\n== 3. encoder-only BERT, masked-LM pretraining on {data_path.name} ==")
+    result = train_part("bert", out, seconds, path=str(data_path))
+    metrics = evaluate_run(out / "bert")
     print(f"trained {result.step} steps in {result.elapsed_s:.0f} s")
     print(
         f"masked-token accuracy on the validation split: {metrics['accuracy']:.1%} "
-        f"(loss {metrics['loss']:.3f}, {metrics['targets']:,} masked characters)"
+        f"(loss {metrics['loss']:.3f})"
     )
-    tokenizer, model = trainer.tokenizer, trainer.model.eval()
+    model, tokenizer = load(out / "bert", require_tokenizer=True)
     text = "To be, or not to be, that is the question"
-    ids = tokenizer.encode(text, add_special_tokens=False)  # type: ignore[union-attr]
+    ids = tokenizer.encode(text, add_special_tokens=False)
     hidden = [i for i, ch in enumerate(text) if ch.isalpha() and i % 6 == 3]  # ~15%, as trained
-    masked = [tokenizer.token_id("mask") if i in hidden else t for i, t in enumerate(ids)]  # type: ignore[union-attr]
+    masked = [tokenizer.token_id("mask") if i in hidden else t for i, t in enumerate(ids)]
     with torch.no_grad():
-        guess = model(pad([masked], 0).to(_device(model))).logits[0].argmax(-1).tolist()
+        guess = model(torch.tensor([masked])).logits[0].argmax(-1).tolist()  # (T,)
     shown = "".join("_" if i in hidden else ch for i, ch in enumerate(text))
-    filled = tokenizer.decode([guess[i] if i in hidden else t for i, t in enumerate(ids)])  # type: ignore[union-attr]
+    filled = tokenizer.decode([guess[i] if i in hidden else t for i, t in enumerate(ids)])
     print(f"fill-mask: {shown!r}\n       ->  {filled!r}")
 
 
@@ -236,5 +139,5 @@ def run_demo(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     demo_gpt(out, args.gpt_seconds, data_path)
     demo_reverse(out, args.seq2seq_seconds)
-    demo_bert(out, args.bert_seconds)
+    demo_bert(out, args.bert_seconds, data_path)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; runs are in {out}/")

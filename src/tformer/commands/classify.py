@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from tformer.commands import MODEL_HELP
+from tformer.commands import MODEL_HELP, read_texts
 
 
 def run(args: argparse.Namespace) -> None:
+    from tformer.loading import load
     from tformer.pipelines import classify
-    from tformer.pipelines.inputs import load_with_tokenizer, read_texts
 
-    model, tokenizer = load_with_tokenizer(args.model)
+    model, tokenizer = load(args.model, require_tokenizer=True)
     texts = read_texts(args.texts, args.file)
     for text, ranking in zip(texts, classify(model, tokenizer, texts), strict=True):
         best = ", ".join(f"{label} {p:.3f}" for label, p in ranking[: args.top_k])

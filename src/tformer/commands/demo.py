@@ -17,10 +17,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train one model of each family on real tasks (what `make demo` runs)",
         description="Train a character-level GPT on Tiny Shakespeare, an encoder-decoder on "
         "sequence reversal and a BERT with masked-LM, each within a time budget, and print "
-        "their metrics and samples. Needs ../shared/data/tinyshakespeare.txt.",
+        "their metrics and samples. Each part is a recipe shipped with tformer "
+        "(tformer/recipes/demo/), trained as `tformer train` would. Needs "
+        "tinyshakespeare.txt in ../shared/data or $TFORMER_DATA_DIR.",
     )
     p.add_argument("--out", default="runs/demo", help="where the runs go (default runs/demo)")
-    p.add_argument("--gpt-seconds", type=float, default=170.0)
-    p.add_argument("--seq2seq-seconds", type=float, default=45.0)
-    p.add_argument("--bert-seconds", type=float, default=60.0)
+    for part in ("gpt", "seq2seq", "bert"):
+        p.add_argument(
+            f"--{part}-seconds",
+            type=float,
+            metavar="S",
+            help=f"training time of the {part} part (default: its recipe's time_budget_s)",
+        )
     p.set_defaults(handler=run)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from tformer.commands import MODEL_HELP
+from tformer.commands import MODEL_HELP, read_texts
 
 
 def run(args: argparse.Namespace) -> None:
+    from tformer.loading import load
     from tformer.pipelines import cosine_similarity, embed
-    from tformer.pipelines.inputs import load_with_tokenizer, read_texts
 
-    model, tokenizer = load_with_tokenizer(args.model)
+    model, tokenizer = load(args.model, require_tokenizer=True)
     sentences = read_texts(args.sentences, args.file)
     vectors = embed(
         model, tokenizer, sentences, max_length=args.max_length, truncate=not args.no_truncate

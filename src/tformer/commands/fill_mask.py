@@ -8,10 +8,10 @@ from tformer.commands import MODEL_HELP
 
 
 def run(args: argparse.Namespace) -> None:
+    from tformer.loading import load
     from tformer.pipelines import fill_mask
-    from tformer.pipelines.inputs import load_with_tokenizer
 
-    model, tokenizer = load_with_tokenizer(args.model)
+    model, tokenizer = load(args.model, require_tokenizer=True)
     for i, candidates in enumerate(fill_mask(model, tokenizer, args.text, top_k=args.top_k)):
         print(f"mask {i}: " + ", ".join(f"{token!r} {p:.3f}" for token, p in candidates))
 

@@ -78,10 +78,8 @@ def load_for_generation(path: str, device: str, *, quantize: str | None = None) 
     import tformer
     from tformer.quantize import QUANTIZERS
 
-    model, tokenizer = tformer.load(path)
-    if tokenizer is None:
-        raise ValueError(f"{path} has no tokenizer, so text cannot be encoded; save one with it")
-    model = model.to(device).eval()
+    model, tokenizer = tformer.load(path, require_tokenizer=True)
+    model = model.to(device)
     return (QUANTIZERS[quantize](model) if quantize else model), tokenizer
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> None:
+    from tformer.errors import InputError
     from tformer.training import load_recipe, train_recipe
     from tformer.training.recipe import RECIPE_FILE
 
     if args.recipe is None and args.resume is None:
-        raise ValueError("give a recipe (CONFIG.toml) or --resume RUN_DIR")
+        raise InputError("give a recipe (CONFIG.toml) or --resume RUN_DIR")
     if args.resume is not None:
         run_dir = Path(args.resume)
         recipe_path = Path(args.recipe) if args.recipe else run_dir / RECIPE_FILE

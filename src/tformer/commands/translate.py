@@ -4,47 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
-from typing import Any
 
 from tformer.commands import MODEL_HELP
-
-
-def translate_lines(
-    model: Any, tokenizer: Any, lines: list[str], *, batch_size: int, **options: Any
-) -> Iterator[str]:
-    """Translate `lines` in length-sorted batches (less padding); yield outputs in input order.
-
-    Empty lines give empty outputs; a line longer than the model's context is an error, raised
-    before any decoding. Sources are right-padded: the encoder's padding mask
-    makes the side irrelevant, and positions then start at 0 as in training.
-    """
-    from tformer.commands.generate import end_token_ids, one_line
-    from tformer.data.collate import pad, padding_mask
-    from tformer.generation import generate
-    from tformer.generation.text import decode_rows
-
-    sources = [tokenizer.encode(line) if line.strip() else [] for line in lines]
-    limit = model.config.max_seq_len
-    too_long = [i for i, source in enumerate(sources) if len(source) > limit]
-    if too_long:  # checked before decoding anything, so no work is thrown away
-        first = too_long[0]
-        raise ValueError(
-            f"input line {first + 1} has {len(sources[first])} tokens but the model's context "
-            f"is max_seq_len={limit} ({len(too_long)} line(s) too long); shorten or split them"
-        )
-    order = sorted((i for i, s in enumerate(sources) if s), key=lambda i: len(sources[i]))
-    outputs = [""] * len(lines)
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = [sources[i] for i in chunk]
-        ids = pad(batch, model.config.pad_id or 0).to(device)
-        new_tokens = generate(model, ids, padding_mask(batch).to(device), **options)
-        texts = decode_rows(tokenizer, new_tokens, end_token_ids(model))
-        for i, text in zip(chunk, texts, strict=True):
-            outputs[i] = one_line(text)
-    yield from outputs
 
 
 def _read_lines(source: str | None) -> list[str]:
@@ -57,20 +18,23 @@ def _read_lines(source: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from tformer.commands.generate import decoding_options, load_for_generation
+    from tformer.commands.generate import decoding_options, load_for_generation, one_line
+    from tformer.errors import InputError
     from tformer.generation import make_config
     from tformer.models import EncoderDecoder
+    from tformer.pipelines import translate
 
     model, tokenizer = load_for_generation(args.model, args.device, quantize=args.quantize)
+    # Model and options are checked before reading the input (stdin may be a terminal).
     if not isinstance(model, EncoderDecoder):
-        raise ValueError(f"{args.model} is not an encoder-decoder model; use `tformer generate`")
+        raise InputError(f"{args.model} is not an encoder-decoder model; use `tformer generate`")
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size {args.batch_size} must be >= 1")
+        raise InputError(f"--batch-size {args.batch_size} must be >= 1")
     options = decoding_options(args, room=model.config.max_seq_len - 1)  # after the start token
-    make_config(model, **options)  # a bad option fails now, not after reading the input
+    make_config(model, **options)
     lines = _read_lines(args.input)
-    for text in translate_lines(model, tokenizer, lines, batch_size=args.batch_size, **options):
-        sys.stdout.write(text + "\n")
+    for text in translate(model, tokenizer, lines, batch_size=args.batch_size, **options):
+        sys.stdout.write(one_line(text) + "\n")  # outputs map 1:1 onto input lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:

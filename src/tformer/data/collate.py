@@ -22,18 +22,24 @@ class Collate(Protocol):
     def __call__(self, examples: list, generator: torch.Generator) -> Batch: ...
 
 
-def pad(sequences: Sequence[Sequence[int]], value: int) -> Tensor:
-    """Right-pad to the longest sequence: list of B id lists -> (B, T_max) long tensor."""
-    longest = max(len(s) for s in sequences)
+def pad(sequences: Sequence[Sequence[int]], value: int, *, left: bool = False) -> Tensor:
+    """List of B id lists -> (B, T_max) long tensor, filled with `value` on the right (or, with
+    `left`, on the left: decoder prompts, whose last real tokens must share the last column).
+
+    The one padder of the library: collators, pipelines and `generation.left_pad` use it.
+    """
+    longest = max((len(s) for s in sequences), default=0)
     out = torch.full((len(sequences), longest), value, dtype=torch.long)
     for row, sequence in zip(out, sequences, strict=True):
-        row[: len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+        if len(sequence):
+            start = longest - len(sequence) if left else 0
+            row[start : start + len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
     return out
 
 
-def padding_mask(sequences: Sequence[Sequence[int]]) -> Tensor:
-    """(B, T_max) with 1 at real tokens and 0 at right padding."""
-    return pad([[1] * len(s) for s in sequences], 0)
+def padding_mask(sequences: Sequence[Sequence[int]], *, left: bool = False) -> Tensor:
+    """(B, T_max) with 1 at real tokens and 0 at the padding `pad` adds."""
+    return pad([[1] * len(s) for s in sequences], 0, left=left)
 
 
 def causal_lm_collate(windows: list[np.ndarray], generator: torch.Generator) -> Batch:

@@ -16,6 +16,7 @@ from tformer.data.task import (
     parse_options,
     resolve_path,
 )
+from tformer.errors import ConfigError
 from tformer.tokenizer import Tokenizer
 
 
@@ -155,7 +156,7 @@ class RandomSequences:
 def build_copy(table: dict, work_dir: Path, base_dirs: list[Path], max_seq_len: int) -> TaskData:
     options = parse_options(CopyOptions, table, "[data]")
     if options.seq_len + 1 > max_seq_len:
-        raise ValueError(f"seq_len={options.seq_len} needs max_seq_len >= {options.seq_len + 1}")
+        raise ConfigError(f"seq_len={options.seq_len} needs max_seq_len >= {options.seq_len + 1}")
     fields = {
         "vocab_size": FIRST_SYMBOL + options.n_symbols,
         "pad_id": PAD_ID,

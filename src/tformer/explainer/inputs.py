@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from tformer.errors import ConfigError, InputError
 from tformer.generation import generate
 from tformer.models import ModelOutput, TformerModel
-from tformer.models.heads import mean_pool
+from tformer.models.heads import sentence_embedding
 from tformer.tokenizer import Tokenizer
 
 MAX_GENERATED = 64  # greedy target length cap for encoder-decoders given no --target
@@ -144,17 +144,12 @@ def score(plan: Plan, output: ModelOutput, neighbour: Tensor | None) -> Tensor:
 def pooled_embeddings(
     model: Any, tokenizer: Tokenizer, sentences: Sequence[str], device: torch.device
 ) -> Tensor:
-    """(N, d_model) L2-normalised sentence embeddings: the embedding head's output, or the mean
-    of the final hidden states for other encoders."""
+    """(N, d_model) L2-normalised sentence embeddings of the final hidden states (what the
+    embedding head computes, for any encoder)."""
     rows = []
     with torch.no_grad():
         for sentence in sentences:
             ids = torch.tensor([encode_text(tokenizer, sentence, "sentence")], device=device)
-            out = model(ids)
-            pooled = (
-                out.embeddings
-                if out.embeddings is not None
-                else mean_pool(out.last_hidden_state, None)
-            )
-            rows.append(F.normalize(pooled[0].float(), dim=-1))
+            hidden = model(ids).last_hidden_state.float()  # (1, T, d_model)
+            rows.append(sentence_embedding(hidden, None)[0])
     return torch.stack(rows)

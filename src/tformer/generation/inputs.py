@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from tformer.data.collate import pad, padding_mask
 from tformer.errors import ConfigError, InputError
 from tformer.generation.config import GenerationConfig
 from tformer.models import DecoderOnlyLM, EncoderDecoder, TformerModel
@@ -15,14 +16,7 @@ from tformer.models import DecoderOnlyLM, EncoderDecoder, TformerModel
 def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     """Token lists of different lengths -> ids (B, T_max) and mask (B, T_max), padded on the
     left so every row's last real token sits in the last column, where decoding continues."""
-    width = max((len(s) for s in sequences), default=0)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, tokens in enumerate(sequences):
-        if tokens:
-            ids[row, width - len(tokens) :] = torch.tensor(tokens, dtype=torch.long)
-            mask[row, width - len(tokens) :] = 1
-    return ids, mask
+    return pad(sequences, pad_id, left=True), padding_mask(sequences, left=True)
 
 
 def prepare_inputs(

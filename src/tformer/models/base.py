@@ -58,7 +58,7 @@ class TformerModel(nn.Module):
             raise CheckpointError(
                 f"{directory} holds a {model_class.__name__} (arch={config.arch!r}), "
                 f"not a {cls.__name__}; load it with {model_class.__name__}.from_pretrained "
-                "or tformer.load_model"
+                "or tformer.load"
             )
         weights = read_weights(directory)
         model = model_class(config)

@@ -46,6 +46,13 @@ def mean_pool(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
 
 
+def sentence_embedding(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """Sentence-BERT's embedding: mean of the token vectors (padding excluded), L2-normalised,
+    so dot products are cosine similarities: (B, T, D) -> (B, D). The one pooler behind the
+    embedding head, `tformer.pipelines.embed` and the explainer's neighbour sentences."""
+    return F.normalize(mean_pool(hidden, attention_mask), dim=-1)
+
+
 class LMHead(nn.Module):
     """Output projection to vocabulary logits (paper 3.4: shares the embedding matrix if tied)."""
 
@@ -150,7 +157,7 @@ class EmbeddingHead(nn.Module):
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, T, d_model) -> (B, d_model)."""
-        return F.normalize(mean_pool(hidden, attention_mask), dim=-1)
+        return sentence_embedding(hidden, attention_mask)
 
 
 def make_encoder_head(config: ModelConfig, tokens: TokenEmbedding) -> nn.Module:

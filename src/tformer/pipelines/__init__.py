@@ -7,5 +7,6 @@
 from tformer.pipelines.classify import classify
 from tformer.pipelines.embed import cosine_similarity, embed
 from tformer.pipelines.fill_mask import fill_mask
+from tformer.pipelines.translate import translate
 
-__all__ = ["classify", "cosine_similarity", "embed", "fill_mask"]
+__all__ = ["classify", "cosine_similarity", "embed", "fill_mask", "translate"]

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
+from tformer.data.collate import pad, padding_mask
+from tformer.errors import InputError
 from tformer.models import EncoderModel, TformerModel
 from tformer.tokenizer import Tokenizer
 
 
 def require_encoder(model: TformerModel, task: str) -> EncoderModel:
     if not isinstance(model, EncoderModel):
-        raise ValueError(
+        raise InputError(
             f"{task} needs an encoder (BERT-style) model, not a {type(model).__name__}"
         )
     return model
@@ -36,15 +37,9 @@ def encode_texts(
     rows = tokenizer.encode_batch(texts, max_length=limit if truncate else None)
     for i, row in enumerate(rows):
         if len(row) > limit:
-            raise ValueError(
+            raise InputError(
                 f"text {i} is {len(row)} tokens long, more than max_length={limit}; shorten "
                 "it or allow truncation"
             )
-    length = max(len(row) for row in rows)
-    ids = torch.full((len(rows), length), model.config.pad_id or 0, dtype=torch.long)
-    mask = torch.zeros(len(rows), length, dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
     device = next(model.parameters()).device
-    return ids.to(device), mask.to(device)
+    return pad(rows, model.config.pad_id or 0).to(device), padding_mask(rows).to(device)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from tformer.errors import InputError
 from tformer.models import TformerModel
 from tformer.pipelines.batch import encode_texts, require_encoder
 from tformer.tokenizer import Tokenizer
@@ -20,7 +21,7 @@ def classify(
     encoder = require_encoder(model, "classification")
     config = encoder.config
     if config.task_head != "sequence-classification":
-        raise ValueError(
+        raise InputError(
             f"this model's head is {config.task_head!r}; classification needs a "
             "sequence-classification head (train one, or load a *ForSequenceClassification)"
         )

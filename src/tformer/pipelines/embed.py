@@ -7,10 +7,9 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from tformer.models import TformerModel
-from tformer.models.heads import mean_pool
+from tformer.models.heads import sentence_embedding
 from tformer.pipelines.batch import encode_texts, require_encoder
 from tformer.tokenizer import Tokenizer
 
@@ -38,7 +37,7 @@ def embed(
             max_length=max_length, truncate=truncate,
         )  # fmt: skip
         hidden = encoder(ids, attention_mask=mask).last_hidden_state  # (B, T, d_model)
-        chunks.append(F.normalize(mean_pool(hidden.float(), mask), dim=-1))  # (B, d_model)
+        chunks.append(sentence_embedding(hidden.float(), mask))  # (B, d_model)
     return torch.cat(chunks)
 
 

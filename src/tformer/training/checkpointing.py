@@ -3,13 +3,13 @@
 A checkpoint directory is loadable by `tformer.load` (config.json, model.safetensors,
 tokenizer) and also holds what an exact resume needs: optimizer and scheduler state, step,
 data position and every RNG state (torch, numpy, Python). The whole directory is written
-atomically, so a process killed mid-save leaves the previous checkpoints intact.
+atomically, so a process killed mid-save leaves the previous checkpoints intact. Where a run
+keeps its checkpoints (step directories, best/latest) is `tformer.checkpoint`'s business.
 """
 
 from __future__ import annotations
 
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,14 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from tformer.checkpoint import CheckpointError, atomic_directory, write_weights
+from tformer.checkpoint import BEST, CHECKPOINTS, CheckpointError, atomic_directory, write_weights
 from tformer.config import ModelConfig
 from tformer.tokenizer import Tokenizer
+from tformer.training.metrics import METRICS_FILE
 
 TRAINER_STATE = "trainer_state.pt"
-CHECKPOINTS = "checkpoints"
-BEST = "best"
-_STEP_DIR = re.compile(r"step-(\d+)$")
 
 
 def rng_state() -> dict[str, Any]:
@@ -74,46 +72,8 @@ def load_trainer_state(directory: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def step_dir(run_dir: Path, step: int) -> Path:
-    return run_dir / CHECKPOINTS / f"step-{step:08d}"
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Completed step checkpoints of a run, oldest first (temporary directories excluded)."""
-    root = run_dir / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and p.is_dir()]
-    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))  # type: ignore[union-attr]
-
-
-def latest_checkpoint(run_dir: Path) -> Path:
-    found = list_checkpoints(run_dir)
-    if not found:
-        raise CheckpointError(f"{run_dir} has no checkpoint to resume from ({CHECKPOINTS}/ empty)")
-    return found[-1]
-
-
-def run_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint a finished run stands for: its best (lowest validation loss), else its
-    latest."""
-    best = run_dir / BEST
-    return best if best.is_dir() else latest_checkpoint(run_dir)
-
-
-def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` step checkpoints (`best/` is separate)."""
-    for old in list_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old)
-
-
-def holds_run(run_dir: Path) -> bool:
-    """True if `run_dir` already has checkpoints of a training run."""
-    return bool(list_checkpoints(run_dir)) or (run_dir / BEST).is_dir()
-
-
 def clear_run(run_dir: Path) -> None:
     """Remove a run's checkpoints and metrics (prepared data is kept for reuse)."""
     for name in (CHECKPOINTS, BEST):
         shutil.rmtree(run_dir / name, ignore_errors=True)
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    (run_dir / METRICS_FILE).unlink(missing_ok=True)

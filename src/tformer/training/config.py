@@ -46,6 +46,7 @@ class TrainConfig:
     keep_last: int = 2
     early_stopping_patience: int = 0  # evaluations without improvement; 0 disables
     max_time_s: float | None = None  # stop (and save) after this much training time
+    time_budget_s: float | None = None  # size max_steps to this much training (budget.py)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -63,6 +64,8 @@ class TrainConfig:
             raise ConfigError(f"lr={self.lr} must be positive")
         if self.schedule == "noam" and self.warmup_steps < 1:
             raise ConfigError("schedule='noam' needs warmup_steps >= 1")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ConfigError(f"time_budget_s={self.time_budget_s} must be positive")
         if self.keep_last < 1:
             raise ConfigError(f"keep_last={self.keep_last} must be >= 1")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tformer.checkpoint import CheckpointError
+from tformer.checkpoint import CheckpointError, run_checkpoint
 from tformer.data import TaskData
+from tformer.errors import InputError
 from tformer.models import TformerModel
-from tformer.training.checkpointing import run_checkpoint
 from tformer.training.distributed import Distributed
 from tformer.training.evaluation import evaluate_batches
 from tformer.training.generation_metrics import corpus_bleu, exact_match
@@ -57,7 +57,7 @@ def evaluate_run(
         recipe.data["tokenizer"] = str(ckpt.resolve())  # the vocabulary the model was trained with
     data = load_data(recipe, run_dir, Distributed())
     if split == "test" and not data.extras.get("test"):
-        raise ValueError(f"task={data.task!r} of {run_dir} has no test split; use --split val")
+        raise InputError(f"task={data.task!r} of {run_dir} has no test split; use --split val")
     model = TformerModel.from_pretrained(ckpt)
     _, val = build_streams(data, recipe.train_config(), Distributed())
     metrics: dict[str, Any] = {"checkpoint": str(ckpt), "split": split}

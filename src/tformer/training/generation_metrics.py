@@ -1,49 +1,17 @@
 """Metrics that need decoding: exact match (copy task) and sacreBLEU (translation).
 
-Decoding goes through `tformer.generation.generate`, the library's one decoding loop.
+Decoding is the translation pipeline's (`tformer.pipelines.translate.decode_sources`), so the
+scores measure what `tformer translate` outputs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
-from tformer.data.collate import pad, padding_mask
-from tformer.generation import generate
-from tformer.generation.text import until_end
+from tformer.errors import InputError
 from tformer.models import EncoderDecoder
+from tformer.pipelines.translate import decode_sources
 from tformer.tokenizer import Tokenizer
-
-
-@torch.no_grad()
-def decode_sources(
-    model: EncoderDecoder,
-    sources: Sequence[Sequence[int]],
-    *,
-    max_new_tokens: int,
-    batch_size: int = 100,
-    num_beams: int = 1,
-    length_penalty: float = 1.0,
-) -> list[list[int]]:
-    """Greedy (or beam) outputs for each source, cut at EOS. Sources are right-padded, as
-    in training (the encoder's padding mask makes the side irrelevant to the result)."""
-    model.eval()
-    device = next(model.parameters()).device
-    end_ids = {model.config.eos_id, model.config.pad_id} - {None}
-    outputs: list[list[int]] = []
-    for start in range(0, len(sources), batch_size):
-        chunk = [list(s) for s in sources[start : start + batch_size]]
-        new = generate(
-            model,
-            pad(chunk, model.config.pad_id or 0).to(device),
-            padding_mask(chunk).to(device),
-            max_new_tokens=max_new_tokens,
-            num_beams=num_beams,
-            length_penalty=length_penalty,
-        )
-        outputs += [until_end(row, end_ids) for row in new.tolist()]
-    return outputs
 
 
 def exact_match(
@@ -75,7 +43,7 @@ def corpus_bleu(
     try:
         import sacrebleu
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ValueError("BLEU needs sacrebleu: pip install 'tformer[eval]'") from error
+        raise InputError("BLEU needs sacrebleu: pip install 'tformer[eval]'") from error
     outputs = decode_sources(
         model, sources, max_new_tokens=max_new_tokens, num_beams=num_beams, **options
     )

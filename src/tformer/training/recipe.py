@@ -16,6 +16,8 @@ from typing import Any
 
 from tformer.config import ModelConfig, tables_to_toml
 from tformer.data.task import resolve_path
+from tformer.errors import ConfigError, MissingFileError
+from tformer.loading import load
 from tformer.models import TformerModel
 from tformer.training.config import TrainConfig
 
@@ -60,8 +62,6 @@ class Recipe:
         """The model `[model] init_from` names (a tformer, Hugging Face or GGUF checkpoint;
         "pkg:NAME/path" for one inside an installed package), loaded once."""
         if self._pretrained is None:
-            from tformer.pretrained import load
-
             base_dirs = [self.source.parent.parent] if self.source else []
             self._pretrained, _ = load(resolve_path(self.model["init_from"], base_dirs))
         return self._pretrained
@@ -71,7 +71,7 @@ class Recipe:
         that contradicts the data is an error rather than silently replaced."""
         for key, value in data_fields.items():
             if key in self.model and self.model[key] != value:
-                raise ValueError(
+                raise ConfigError(
                     f"[model] {key} = {self.model[key]!r} but the data needs {key} = {value!r}; "
                     f"remove {key} from [model] (it is set from the data)"
                 )
@@ -81,14 +81,14 @@ class Recipe:
 def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no recipe at {path}")
+        raise MissingFileError(f"no recipe at {path}")
     try:
         tables = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
-        raise ValueError(f"{path}: invalid TOML: {error}") from error
+        raise ConfigError(f"{path}: invalid TOML: {error}") from error
     unknown = sorted(set(tables) - set(TABLES))
     if unknown:
-        raise ValueError(f"{path}: unknown table(s) {', '.join(unknown)}; use {', '.join(TABLES)}")
+        raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; use {', '.join(TABLES)}")
     recipe = Recipe(**{name: dict(tables.get(name, {})) for name in TABLES}, source=path.resolve())
     apply_overrides(recipe, overrides)
     return recipe
@@ -118,19 +118,19 @@ def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> None:
     while items:
         flag = items.pop(0)
         if not flag.startswith("--"):
-            raise ValueError(f"override {flag!r} must look like --training.lr 3e-4")
+            raise ConfigError(f"override {flag!r} must look like --training.lr 3e-4")
         key, _, value = flag[2:].partition("=")
         if not value:
             if not items:
-                raise ValueError(f"override {flag} has no value")
+                raise ConfigError(f"override {flag} has no value")
             value = items.pop(0)
         table, _, name = key.rpartition(".")
         if not table:
             owners = [t for t in TABLES if name in _known_keys(t) or name in recipe.table(t)]
             if len(owners) != 1:
                 where = " and ".join(owners) or "no table"
-                raise ValueError(f"override --{name}: found in {where}; write --TABLE.{name}")
+                raise ConfigError(f"override --{name}: found in {where}; write --TABLE.{name}")
             table = owners[0]
         if table not in TABLES:
-            raise ValueError(f"override --{key}: unknown table {table!r}; use {', '.join(TABLES)}")
+            raise ConfigError(f"override --{key}: unknown table {table!r}; use {', '.join(TABLES)}")
         recipe.table(table)[name.replace("-", "_")] = _parse_value(value)

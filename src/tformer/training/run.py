@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from tformer.checkpoint import holds_run, latest_checkpoint
 from tformer.data import TASK_ARCH, BatchStream, TaskData, build_task_data
 from tformer.data.batching import BucketedBatches, SequentialBatches, ShuffledBatches
+from tformer.errors import ConfigError, InputError
 from tformer.models import TformerModel, build_model
-from tformer.training.checkpointing import holds_run, latest_checkpoint
+from tformer.training.budget import fit_to_budget
 from tformer.training.config import TrainConfig
 from tformer.training.distributed import Distributed, barrier, init_distributed
 from tformer.training.recipe import RECIPE_FILE, Recipe
@@ -58,7 +64,7 @@ def build_recipe_model(recipe: Recipe, data: TaskData, seed: int) -> TformerMode
         fields["labels"] = tuple(data.extras["labels"])
     config = recipe.model_config(fields)
     if config.arch != TASK_ARCH[data.task]:
-        raise ValueError(
+        raise ConfigError(
             f"task={data.task!r} trains an arch={TASK_ARCH[data.task]!r} model, "
             f"but [model] describes arch={config.arch!r}"
         )
@@ -83,20 +89,71 @@ def copy_matching_weights(source: TformerModel, target: TformerModel) -> list[st
 
 
 def train_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False) -> TrainResult:
-    """Train what `recipe` describes into `run_dir` (resuming from its latest checkpoint)."""
+    """Train what `recipe` describes into `run_dir` (resuming from its latest checkpoint).
+
+    The run directory gets the recipe as trained (`recipe.toml`, with the max_steps a time
+    budget gave), the prepared data, metrics and checkpoints. A failure before the first
+    checkpoint leaves nothing behind (see `removed_on_failure`).
+    """
     run_dir = Path(run_dir)
     config = recipe.train_config()  # a bad [training] table fails before anything else
     if not resume and holds_run(run_dir):
-        raise ValueError(
+        raise InputError(
             f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
             "or train into another directory with --out"
         )
+    if resume and config.time_budget_s is not None:
+        raise ConfigError(
+            "[training] time_budget_s sizes a new run; resume with the run's own "
+            f"{RECIPE_FILE}, which holds the max_steps the budget gave"
+        )
     dist = init_distributed()
-    data = load_data(recipe, run_dir, dist)
-    model = build_recipe_model(recipe, data, config.seed)
-    train, val = build_streams(data, config, dist)
-    if dist.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / RECIPE_FILE).write_text(recipe.to_toml())
-    trainer = Trainer(model, config, train, val, run_dir, tokenizer=data.tokenizer, dist=dist)
-    return trainer.fit(latest_checkpoint(run_dir) if resume else None)
+    with removed_on_failure(run_dir, enabled=dist.is_main):
+        data = load_data(recipe, run_dir, dist)
+
+        def make_trainer(config: TrainConfig, directory: Path) -> Trainer:
+            model = build_recipe_model(recipe, data, config.seed)
+            train, val = build_streams(data, config, dist)
+            return Trainer(
+                model, config, train, val, directory, tokenizer=data.tokenizer, dist=dist
+            )
+
+        if config.time_budget_s is not None:
+            config = fit_to_budget(config, make_trainer, dist)
+            recipe = as_trained(recipe, config)
+        trainer = make_trainer(config, run_dir)
+        if dist.is_main:
+            (run_dir / RECIPE_FILE).write_text(recipe.to_toml())
+        return trainer.fit(latest_checkpoint(run_dir) if resume else None)
+
+
+def as_trained(recipe: Recipe, config: TrainConfig) -> Recipe:
+    """`recipe` with its time budget replaced by the max_steps and max_time_s it was sized to,
+    so the saved recipe says what was trained and resumes with the same schedule."""
+    training = {k: v for k, v in recipe.training.items() if k != "time_budget_s"}
+    training |= {"max_steps": config.max_steps, "max_time_s": config.max_time_s}
+    return dataclasses.replace(recipe, training=training)
+
+
+@contextlib.contextmanager
+def removed_on_failure(run_dir: Path, *, enabled: bool = True) -> Iterator[None]:
+    """If the block fails before the run has a checkpoint, remove what it added: `run_dir`
+    (and any parent created for it) if it did not exist, else every file and directory that
+    is new in it, so a directory prepared beforehand is left as it was. A run with
+    checkpoints is kept, to be resumed."""
+    created = next((p for p in reversed(run_dir.absolute().parents) if not p.exists()), None)
+    created = created or (None if run_dir.exists() else run_dir)
+    before = set(run_dir.rglob("*")) if created is None else set()
+    try:
+        yield
+    except BaseException:
+        if enabled and not holds_run(run_dir):
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            else:  # deepest first, so a new directory is empty by the time it is removed
+                for path in sorted(set(run_dir.rglob("*")) - before, reverse=True):
+                    if path.is_dir() and not path.is_symlink():
+                        path.rmdir()
+                    else:
+                        path.unlink()
+        raise

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from tformer import kernels
+from tformer.checkpoint import BEST, load_weights, prune_checkpoints, read_weights, step_dir
 from tformer.data.loader import BatchStream
 from tformer.models.base import TformerModel
 from tformer.tokenizer import Tokenizer
@@ -152,8 +153,6 @@ class Trainer:
 
     def resume(self, checkpoint: Path) -> None:
         """Restore weights and trainer state from a checkpoint written by `save`."""
-        from tformer.checkpoint import load_weights, read_weights
-
         load_weights(self.model, read_weights(checkpoint), str(checkpoint))
         state = ckpt.load_trainer_state(checkpoint)
         self.optimizer.load_state_dict(state["optimizer"])
@@ -182,7 +181,7 @@ class Trainer:
         )
         if self.best_val_loss is None or metrics["loss"] < self.best_val_loss:
             self.best_val_loss, self.bad_evals = metrics["loss"], 0
-            self.save(self.run_dir / ckpt.BEST)
+            self.save(self.run_dir / BEST)
             return False
         self.bad_evals += 1
         patience = self.config.early_stopping_patience
@@ -241,9 +240,9 @@ class Trainer:
                 val_loss = metrics["loss"]
                 stopped_early = self._after_eval(metrics)
             if (c.save_every and self.step % c.save_every == 0) or done or stopped_early:
-                last_saved = self.save(ckpt.step_dir(self.run_dir, self.step))
+                last_saved = self.save(step_dir(self.run_dir, self.step))
                 if self.dist.is_main:
-                    ckpt.prune_checkpoints(self.run_dir, c.keep_last)
+                    prune_checkpoints(self.run_dir, c.keep_last)
             if out_of_time:
                 break
         bar.close()

@@ -1,0 +1,83 @@
+"""`tformer.load`: the one way to open a model, whatever the path holds.
+
+A path may be a tformer checkpoint directory, a training run directory, a Hugging Face
+directory or a GGUF file; `load` recognises which and returns the tformer model built from the
+shared blocks plus its tokenizer. (`TformerModel.from_pretrained` opens the library's own
+format only, for code that knows that is what it has.)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, overload
+
+import torch
+
+from tformer.checkpoint import CONFIG_FILE, CheckpointError, holds_run, run_checkpoint
+from tformer.config import read_json
+from tformer.errors import MissingFileError
+from tformer.models import TformerModel
+from tformer.pretrained.hf import is_hf_config, load_hf_directory
+from tformer.tokenizer import TOKENIZER_FILE, Tokenizer
+
+GGUF_MAGIC = b"GGUF"
+
+
+def _is_gguf(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(4) == GGUF_MAGIC
+
+
+@overload
+def load(
+    path: str | Path, *, dtype: torch.dtype | None = None, require_tokenizer: Literal[True]
+) -> tuple[TformerModel, Tokenizer]: ...
+
+
+@overload
+def load(
+    path: str | Path, *, dtype: torch.dtype | None = None, require_tokenizer: bool = False
+) -> tuple[TformerModel, Tokenizer | None]: ...
+
+
+def load(
+    path: str | Path, *, dtype: torch.dtype | None = None, require_tokenizer: bool = False
+) -> tuple[TformerModel, Tokenizer | None]:
+    """The model (in eval mode) and tokenizer (None if there is none) stored at `path`.
+
+    `path` may be a tformer checkpoint directory, a training run directory (its best
+    checkpoint, else its latest), a Hugging Face directory (config.json + *.safetensors) or
+    a .gguf file. Imported weights are float32 unless `dtype` says otherwise; tformer
+    checkpoints keep their stored dtype. With `require_tokenizer`, a checkpoint without one
+    is an error: everything that reads or writes text needs it.
+    """
+    model, tokenizer = _open(Path(path), dtype)
+    if require_tokenizer and tokenizer is None:
+        raise CheckpointError(
+            f"{path} has no tokenizer (tokenizer.json or vocab.txt), so text cannot be "
+            "encoded; save one with the model"
+        )
+    return model.eval(), tokenizer
+
+
+def _open(path: Path, dtype: torch.dtype | None) -> tuple[TformerModel, Tokenizer | None]:
+    if path.is_file():
+        if not _is_gguf(path):
+            raise CheckpointError(f"{path} is neither a GGUF file nor a checkpoint directory")
+        from tformer.pretrained.gguf_file import load_gguf  # needs the optional gguf package
+
+        return load_gguf(path, dtype=dtype or torch.float32)
+    if not path.is_dir():
+        raise MissingFileError(f"no checkpoint at {path}")
+    config_file = path / CONFIG_FILE
+    if not config_file.is_file():
+        if holds_run(path):  # a `tformer train` run directory
+            return _open(run_checkpoint(path), dtype)
+        raise CheckpointError(
+            f"{path} has no {CONFIG_FILE}: not a tformer or Hugging Face checkpoint"
+        )
+    if is_hf_config(read_json(config_file)):
+        return load_hf_directory(path, dtype=dtype or torch.float32)
+    model = TformerModel.from_pretrained(path, dtype=dtype)
+    has_tokenizer = (path / TOKENIZER_FILE).is_file()
+    return model, Tokenizer.load(path) if has_tokenizer else None
