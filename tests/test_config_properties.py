@@ -179,13 +179,19 @@ def test_any_model_values_construct_or_raise_config_error(values: dict[str, Any]
 @st.composite
 def valid_generation_fields(draw: st.DrawFn) -> dict[str, Any]:
     num_beams = draw(st.integers(1, 4))
+    do_sample = draw(st.sampled_from([None, True, False] if num_beams == 1 else [None, False]))
+    sampling = num_beams == 1 and do_sample is not False  # sampling options are allowed
+
+    def option(values: st.SearchStrategy[Any]) -> Any:
+        return draw(st.none() | values) if sampling else None
+
     return {
         "max_new_tokens": draw(st.integers(1, 512)),
-        "do_sample": num_beams == 1 and draw(st.booleans()),
-        "temperature": draw(st.floats(1e-3, 10.0)),
-        "top_k": draw(st.none() | st.integers(1, 100)),
-        "top_p": draw(st.none() | st.floats(1e-3, 1.0)),
-        "min_p": draw(st.none() | st.floats(0.0, 1.0)),
+        "do_sample": do_sample,
+        "temperature": option(st.floats(1e-3, 10.0)),
+        "top_k": option(st.integers(1, 100)),
+        "top_p": option(st.floats(1e-3, 1.0)),
+        "min_p": option(st.floats(0.0, 1.0)),
         "repetition_penalty": draw(st.floats(0.1, 3.0)),
         "eos_token_ids": draw(st.lists(st.integers(0, 100), max_size=3)),
         "stop_strings": draw(st.lists(st.text(min_size=1, max_size=4), max_size=2)),
@@ -210,6 +216,7 @@ def out_of_range_generation_change(draw: st.DrawFn) -> dict[str, Any]:
         {"num_beams": 2, "do_sample": True, "num_return_sequences": 1},
         {"early_stopping": draw(st.text(max_size=8).filter(lambda v: v != "never"))},
         {"use_cache": False, "static_cache": True},
+        {"do_sample": False, "top_k": draw(st.integers(1, 100))},  # an ignored option: an error
     ]
     return draw(st.sampled_from(changes))
 

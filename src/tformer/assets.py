@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from tformer.errors import MissingFileError
+
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -17,7 +19,7 @@ def package_dir(module: str, distribution: str) -> Path:
     """The folder of installed package `module`; a clear error naming the pip install if absent."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{distribution} is not installed: pip install --no-deps {distribution}"
         )
     return Path(next(iter(spec.submodule_search_locations)))

@@ -68,24 +68,13 @@ def train_part(name: str, out: Path, seconds: float | None, **data: str) -> Trai
 
 
 def sample_text(model: TformerModel, tokenizer: Tokenizer, prompt: str, n_tokens: int) -> str:
-    """Sample `n_tokens` after `prompt`, longer than the model's context: each `generate`
-    call continues from the last half-context of what has been written so far."""
+    """Sample `n_tokens` after `prompt`: more than the model's context holds, so the window
+    slides (see `tformer.generation.DecodingState`)."""
     ids = tokenizer.encode(prompt, add_special_tokens=False)
-    target = len(ids) + n_tokens
-    window = model.config.max_seq_len
-    while len(ids) < target:
-        context = ids[-(window // 2) :]
-        new = generate(
-            model,
-            torch.tensor([context]),
-            max_new_tokens=min(window - len(context), target - len(ids)),
-            do_sample=True,
-            temperature=0.8,
-            top_k=40,
-            seed=len(ids),
-        )
-        ids += [t for t in new[0].tolist() if t != model.config.pad_id]
-    return tokenizer.decode(ids)
+    new = generate(
+        model, torch.tensor([ids]), max_new_tokens=n_tokens, temperature=0.8, top_k=40, seed=0
+    )
+    return tokenizer.decode(ids + [t for t in new[0].tolist() if t != model.config.pad_id])
 
 
 def demo_gpt(out: Path, seconds: float | None, data_path: Path) -> None:

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from tformer.commands import MODEL_HELP
+from tformer.errors import InputError
 
 
 def add_decoding_options(
@@ -102,14 +103,14 @@ def run(args: argparse.Namespace) -> None:
 
     model, tokenizer = load_for_generation(args.model, args.device, quantize=args.quantize)
     if not isinstance(model, DecoderOnlyLM):
-        raise ValueError(f"{args.model} is not a decoder-only LM; use `tformer translate`")
+        raise InputError(f"{args.model} is not a decoder-only LM; use `tformer translate`")
     if args.chat is not None:
         text = tokenizer.apply_chat_template([{"role": "user", "content": args.chat}])
         rows = [tokenizer.encode(text, add_special_tokens=False)]
     elif args.prompt:
         rows = tokenizer.encode_batch(args.prompt)
     else:
-        raise ValueError("give --prompt TEXT (one or more) or --chat MESSAGE")
+        raise InputError("give --prompt TEXT (one or more) or --chat MESSAGE")
     ids, mask = left_pad(rows, model.config.pad_id or 0)
     ids, mask = ids.to(args.device), mask.to(args.device)
     options = decoding_options(args) | {
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> None:
     end_ids = end_token_ids(model)
     if args.stream:
         if len(rows) > 1:
-            raise ValueError("--stream prints one output: give a single --prompt")
+            raise InputError("--stream prints one output: give a single --prompt")
         steps = (int(t[0]) for t in stream(model, ids, mask, **options))
         for piece in stream_text(tokenizer, (t for t in steps if t not in end_ids)):
             print(piece, end="", flush=True)

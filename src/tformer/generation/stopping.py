@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from tformer.errors import InputError
 from tformer.tokenizer import Tokenizer
 
 
@@ -21,9 +22,9 @@ class StopStrings:
 
     def __init__(self, tokenizer: Tokenizer | None, strings: Sequence[str]) -> None:
         if tokenizer is None:
-            raise ValueError("stop_strings need a tokenizer to decode the text: pass tokenizer=")
+            raise InputError("stop_strings need a tokenizer to decode the text: pass tokenizer=")
         if any(not s for s in strings):
-            raise ValueError("stop_strings must be non-empty strings")
+            raise InputError("stop_strings must be non-empty strings")
         self.tokenizer = tokenizer
         self.strings = tuple(strings)
         self.window = max(len(s) for s in strings) + 4  # + a few tokens that decode to ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from tformer.config import ModelConfig
+from tformer.errors import ConfigError, InputError
 from tformer.models.base import TformerModel
 from tformer.models.heads import EmbeddingHead, make_encoder_head
 from tformer.models.init import init_weights
@@ -19,7 +20,7 @@ class EncoderModel(TformerModel):
 
     def __init__(self, config: ModelConfig) -> None:
         if config.arch != "encoder":
-            raise ValueError(f"EncoderModel needs arch='encoder', got arch={config.arch!r}")
+            raise ConfigError(f"EncoderModel needs arch='encoder', got arch={config.arch!r}")
         super().__init__(config)
         tokens = TokenEmbedding(config.vocab_size, config.d_model, scale=config.scale_embeddings)
         self.encoder = TransformerStack(config, tokens, n_layers=config.n_layers, causal=False)
@@ -54,7 +55,7 @@ class EncoderModel(TformerModel):
         result = self.head(out.last_hidden_state, attention_mask)
         is_embedding = isinstance(self.head, EmbeddingHead)
         if labels is not None and is_embedding:
-            raise ValueError("the embedding head has no training loss; use a classification head")
+            raise InputError("the embedding head has no training loss; use a classification head")
         return ModelOutput(
             logits=None if is_embedding else result,
             embeddings=result if is_embedding else None,

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from tformer.config import ModelConfig
+from tformer.errors import InputError
 from tformer.models.output import ModelOutput
 from tformer.modules.embedding import TokenEmbedding
 from tformer.modules.feedforward import _ACTIVATIONS
@@ -86,9 +87,9 @@ class LMHead(nn.Module):
         hidden = stack.last_hidden_state  # (B, T, d_model)
         if logits_to_keep is not None:
             if labels is not None:
-                raise ValueError("a loss needs every position's logits; omit logits_to_keep")
+                raise InputError("a loss needs every position's logits; omit logits_to_keep")
             if logits_to_keep < 1:
-                raise ValueError(f"logits_to_keep={logits_to_keep} must be >= 1")
+                raise InputError(f"logits_to_keep={logits_to_keep} must be >= 1")
             hidden = hidden[:, -logits_to_keep:]  # (B, n, d_model)
         logits = self(hidden)
         return ModelOutput(

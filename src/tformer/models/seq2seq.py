@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from tformer.config import ModelConfig
+from tformer.errors import ConfigError
 from tformer.models.base import TformerModel
 from tformer.models.heads import LMHead
 from tformer.models.init import init_weights
@@ -21,7 +22,7 @@ class EncoderDecoder(TformerModel):
 
     def __init__(self, config: ModelConfig) -> None:
         if config.arch != "encoder-decoder":
-            raise ValueError(
+            raise ConfigError(
                 f"EncoderDecoder needs arch='encoder-decoder', got arch={config.arch!r}"
             )
         super().__init__(config)

@@ -8,6 +8,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from tformer.errors import InputError, MissingFileError
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -34,7 +36,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     """All lines of a metrics.jsonl (a run directory or the file itself)."""
     path = path / METRICS_FILE if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"no {METRICS_FILE} at {path}")
+        raise MissingFileError(f"no {METRICS_FILE} at {path}")
     lines = [line for line in path.read_text().splitlines() if line.strip()]
     parsed = []
     for number, line in enumerate(lines, start=1):
@@ -42,7 +44,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
             parsed.append(json.loads(line))
         except json.JSONDecodeError:
             if number < len(lines):
-                raise ValueError(f"{path}:{number}: not a JSON line") from None
+                raise InputError(f"{path}:{number}: not a JSON line") from None
             # The last line may be cut short by a process killed while writing it.
     return parsed
 

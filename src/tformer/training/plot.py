@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tformer.errors import InputError
 from tformer.training.metrics import read_metrics
 
 
@@ -17,11 +18,11 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
         matplotlib.use("Agg")  # files only: no display needed
         import matplotlib.pyplot as plt
     except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ValueError("plotting needs matplotlib: pip install 'tformer[plot]'") from error
+        raise InputError("plotting needs matplotlib: pip install 'tformer[plot]'") from error
     train = [(m["step"], m["loss"]) for m in lines if m["kind"] == "train"]
     val = [(m["step"], m["val_loss"]) for m in lines if m["kind"] == "eval"]
     if not train and not val:
-        raise ValueError(f"{run_dir}: metrics.jsonl holds no loss values yet")
+        raise InputError(f"{run_dir}: metrics.jsonl holds no loss values yet")
     figure, axes = plt.subplots(figsize=(7, 4))
     for points, label in ((train, "train"), (val, "validation")):
         if points:
