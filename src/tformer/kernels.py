@@ -10,7 +10,7 @@ docs/performance.md.
 Rules:
 * `bf16_is_fast`: bfloat16 is the fast dtype only where the hardware computes it natively
   (CUDA with bf16, CPUs with AVX512-BF16 or AMX, Arm CPUs with BF16). Elsewhere (e.g.
-  AVX2-only x86) PyTorch emulates it and a bf16 matmul is ~100x slower than fp32, so
+  AVX2-only x86) PyTorch emulates it, many times slower than fp32, so
   `resolve_precision("auto")` and `compute_dtype` choose float32 there.
 * `linear_split_parts`: few-row float32 products on the CPU split the weight's output rows
   over the threads (MKL's kernel for a product with so few rows runs on one thread).

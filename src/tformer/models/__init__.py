@@ -7,16 +7,10 @@ from tformer.models.encoder import EncoderModel
 from tformer.models.output import ModelOutput
 from tformer.models.seq2seq import EncoderDecoder
 
-MODEL_CLASSES: dict[str, type[TformerModel]] = {
-    "decoder": DecoderOnlyLM,
-    "encoder": EncoderModel,
-    "encoder-decoder": EncoderDecoder,
-}
-
 
 def build_model(config: ModelConfig) -> TformerModel:
     """A freshly initialised model of the family `config.arch` names."""
-    return MODEL_CLASSES[config.arch](config)
+    return TformerModel.family(config.arch)(config)
 
 
 __all__ = [

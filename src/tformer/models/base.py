@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from tformer.checkpoint import (
     write_weights,
 )
 from tformer.config import ModelConfig
+from tformer.errors import ConfigError
 
 M = TypeVar("M", bound="TformerModel")
 
@@ -25,8 +26,26 @@ class TformerModel(nn.Module):
     """Base class of the three families."""
 
     config: ModelConfig
+    arch: ClassVar[str]  # the ModelConfig.arch a family builds
+    _families: ClassVar[dict[str, type[TformerModel]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A family registers itself under its `arch`, so loading a checkpoint finds its class
+        without this module importing the families (which import it)."""
+        super().__init_subclass__(**kwargs)
+        if "arch" in cls.__dict__:
+            TformerModel._families[cls.arch] = cls
+
+    @staticmethod
+    def family(arch: str) -> type[TformerModel]:
+        """The class that builds models of `arch` ("decoder", "encoder", "encoder-decoder")."""
+        return TformerModel._families[arch]
 
     def __init__(self, config: ModelConfig) -> None:
+        if config.arch != self.arch:
+            raise ConfigError(
+                f"{type(self).__name__} needs arch={self.arch!r}, got arch={config.arch!r}"
+            )
         super().__init__()
         self.config = config
 
@@ -50,10 +69,8 @@ class TformerModel(nn.Module):
 
         The model takes the dtype of the stored weights unless `dtype` is given.
         """
-        from tformer.models import MODEL_CLASSES  # the registry imports this module
-
         config = read_config(directory)
-        model_class = MODEL_CLASSES[config.arch]
+        model_class = TformerModel.family(config.arch)
         if not issubclass(model_class, cls):
             raise CheckpointError(
                 f"{directory} holds a {model_class.__name__} (arch={config.arch!r}), "

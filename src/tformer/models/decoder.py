@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import Tensor
 
 from tformer.config import ModelConfig
-from tformer.errors import ConfigError
 from tformer.models.base import TformerModel
 from tformer.models.heads import LMHead
 from tformer.models.init import init_weights
@@ -18,9 +17,9 @@ from tformer.modules.kv_cache import KVCache
 class DecoderOnlyLM(TformerModel):
     """Causal stack + output projection: predicts token t+1 from tokens 0..t."""
 
+    arch = "decoder"
+
     def __init__(self, config: ModelConfig) -> None:
-        if config.arch != "decoder":
-            raise ConfigError(f"DecoderOnlyLM needs arch='decoder', got arch={config.arch!r}")
         super().__init__(config)
         tokens = TokenEmbedding(config.vocab_size, config.d_model, scale=config.scale_embeddings)
         self.decoder = TransformerStack(config, tokens, n_layers=config.n_layers, causal=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from tformer.config import ModelConfig
-from tformer.errors import ConfigError, InputError
+from tformer.errors import InputError
 from tformer.models.base import TformerModel
 from tformer.models.heads import EmbeddingHead, make_encoder_head
 from tformer.models.init import init_weights
@@ -18,9 +18,9 @@ class EncoderModel(TformerModel):
     """Bidirectional stack + one head: `config.head` is "masked-lm" (default),
     "sequence-classification", "token-classification" or "embedding"."""
 
+    arch = "encoder"
+
     def __init__(self, config: ModelConfig) -> None:
-        if config.arch != "encoder":
-            raise ConfigError(f"EncoderModel needs arch='encoder', got arch={config.arch!r}")
         super().__init__(config)
         tokens = TokenEmbedding(config.vocab_size, config.d_model, scale=config.scale_embeddings)
         self.encoder = TransformerStack(config, tokens, n_layers=config.n_layers, causal=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from torch import Tensor
 
 from tformer.config import ModelConfig
-from tformer.errors import ConfigError
 from tformer.models.base import TformerModel
 from tformer.models.heads import LMHead
 from tformer.models.init import init_weights
@@ -20,11 +19,9 @@ class EncoderDecoder(TformerModel):
     encoder output, output projection. One embedding matrix serves source, target and output
     when tied (section 3.4: a shared source-target BPE vocabulary)."""
 
+    arch = "encoder-decoder"
+
     def __init__(self, config: ModelConfig) -> None:
-        if config.arch != "encoder-decoder":
-            raise ConfigError(
-                f"EncoderDecoder needs arch='encoder-decoder', got arch={config.arch!r}"
-            )
         super().__init__(config)
         tokens = TokenEmbedding(config.vocab_size, config.d_model, scale=config.scale_embeddings)
         self.encoder = TransformerStack(

@@ -49,13 +49,15 @@ class LayerKVCache:
                 self.key, self.value = key, value
                 return key, value
             raise InputError("fill the cache (e.g. with the prompt) before fixing its capacity")
+        if owner.capacity is not None:  # no host-side length here: a compiled step's one graph
+            self.key = _write(self.key, key, owner)
+            self.value = _write(self.value, value, owner)
+            return self.key, self.value
         end = owner.longest + key.shape[2]
-        if owner.capacity is None and end > self.key.shape[2]:
+        if end > self.key.shape[2]:
             self._grow(max(end, 2 * self.key.shape[2]))
         self.key = _write(self.key, key, owner)
         self.value = _write(self.value, value, owner)
-        if owner.capacity is not None:
-            return self.key, self.value
         return self.key[:, :, :end], self.value[:, :, :end]
 
     def _grow(self, capacity: int) -> None:
