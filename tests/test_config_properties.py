@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -140,34 +141,6 @@ def test_random_valid_model_configs_construct_and_round_trip(fields: dict[str, A
 
 
 @FAST
-@given(valid_model_fields(), st.data())
-def test_a_model_field_of_the_wrong_type_is_a_config_error(
-    fields: dict[str, Any], data: st.DataObject
-) -> None:
-    annotations = _annotations(ModelConfig)
-    name = data.draw(st.sampled_from(sorted(annotations)))
-    value = data.draw(ANY_VALUE.filter(lambda v: not _type_ok(v, annotations[name])))
-    try:
-        ModelConfig(**{**fields, name: value})
-    except ConfigError as error:
-        assert name in str(error)
-    else:
-        raise AssertionError(f"{name}={value!r} was accepted")
-
-
-@FAST
-@given(valid_model_fields(), out_of_range_model_change())
-def test_an_out_of_range_model_value_is_a_config_error(
-    fields: dict[str, Any], change: dict[str, Any]
-) -> None:
-    try:
-        ModelConfig(**{**fields, **change})
-    except ConfigError:
-        return
-    raise AssertionError(f"{change} was accepted")
-
-
-@FAST
 @given(st.dictionaries(st.sampled_from(sorted(_annotations(ModelConfig))), ANY_VALUE))
 def test_any_model_values_construct_or_raise_config_error(values: dict[str, Any]) -> None:
     """Whatever a recipe holds, the only failure is the user-error type."""
@@ -228,29 +201,44 @@ def test_random_valid_generation_configs_construct(fields: dict[str, Any]) -> No
     assert config.eos_token_ids == tuple(fields["eos_token_ids"])
 
 
+# ---- both configs ---------------------------------------------------------------------------
+CONFIGS = pytest.mark.parametrize(
+    ("config_class", "valid_fields", "out_of_range_change"),
+    [
+        (ModelConfig, valid_model_fields, out_of_range_model_change),
+        (GenerationConfig, valid_generation_fields, out_of_range_generation_change),
+    ],
+    ids=["model", "generation"],
+)
+
+
+@CONFIGS
 @FAST
-@given(valid_generation_fields(), st.data())
-def test_a_generation_field_of_the_wrong_type_is_a_config_error(
-    fields: dict[str, Any], data: st.DataObject
+@given(data=st.data())
+def test_a_field_of_the_wrong_type_is_a_config_error(
+    config_class: type, valid_fields: Any, out_of_range_change: Any, data: st.DataObject
 ) -> None:
-    annotations = _annotations(GenerationConfig)
+    fields = data.draw(valid_fields())
+    annotations = _annotations(config_class)
     name = data.draw(st.sampled_from(sorted(annotations)))
     value = data.draw(ANY_VALUE.filter(lambda v: not _type_ok(v, annotations[name])))
     try:
-        GenerationConfig(**{**fields, name: value})
+        config_class(**{**fields, name: value})
     except ConfigError as error:
         assert name in str(error)
     else:
         raise AssertionError(f"{name}={value!r} was accepted")
 
 
+@CONFIGS
 @FAST
-@given(valid_generation_fields(), out_of_range_generation_change())
-def test_an_out_of_range_generation_value_is_a_config_error(
-    fields: dict[str, Any], change: dict[str, Any]
+@given(data=st.data())
+def test_an_out_of_range_value_is_a_config_error(
+    config_class: type, valid_fields: Any, out_of_range_change: Any, data: st.DataObject
 ) -> None:
+    fields, change = data.draw(valid_fields()), data.draw(out_of_range_change())
     try:
-        GenerationConfig(**{**fields, **change})
+        config_class(**{**fields, **change})
     except ConfigError:
         return
     raise AssertionError(f"{change} was accepted")
