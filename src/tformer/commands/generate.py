@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tformer.commands import MODEL_HELP
 from tformer.errors import InputError
+
+if TYPE_CHECKING:  # the command imports the library only when it runs
+    from tformer.models import TformerModel
+    from tformer.tokenizer import Tokenizer
 
 
 def add_decoding_options(
@@ -73,7 +77,9 @@ def decoding_options(args: argparse.Namespace, room: int | None = None) -> dict[
     )
 
 
-def load_for_generation(path: str, device: str, *, quantize: str | None = None) -> tuple[Any, Any]:
+def load_for_generation(
+    path: str, device: str, *, quantize: str | None = None
+) -> tuple[TformerModel, Tokenizer]:
     """`tformer.load` the model (eval mode, on `device`, quantised weights if asked: "int8" or
     "int4") and insist on its tokenizer."""
     import tformer
@@ -82,11 +88,6 @@ def load_for_generation(path: str, device: str, *, quantize: str | None = None) 
     model, tokenizer = tformer.load(path, require_tokenizer=True)
     model = model.to(device)
     return (QUANTIZERS[quantize](model) if quantize else model), tokenizer
-
-
-def end_token_ids(model: Any) -> set[int]:
-    """Tokens that end a generated row: EOS, and the padding that follows it."""
-    return {i for i in (model.config.eos_id, model.config.pad_id) if i is not None}
 
 
 def one_line(text: str) -> str:
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from tformer.generation import generate, left_pad, stream, stream_text
-    from tformer.generation.text import decode_rows
+    from tformer.generation.text import decode_rows, end_token_ids
     from tformer.models import DecoderOnlyLM
 
     model, tokenizer = load_for_generation(args.model, args.device, quantize=args.quantize)
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> None:
         "stop_strings": args.stop or None,
         "tokenizer": tokenizer,
     }
-    end_ids = end_token_ids(model)
+    end_ids = end_token_ids(model.config)
     if args.stream:
         if len(rows) > 1:
             raise InputError("--stream prints one output: give a single --prompt")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from tokenizers import Tokenizer as Backend
@@ -142,7 +141,7 @@ def score(plan: Plan, output: ModelOutput, neighbour: Tensor | None) -> Tensor:
 
 
 def pooled_embeddings(
-    model: Any, tokenizer: Tokenizer, sentences: Sequence[str], device: torch.device
+    model: TformerModel, tokenizer: Tokenizer, sentences: Sequence[str], device: torch.device
 ) -> Tensor:
     """(N, d_model) L2-normalised sentence embeddings of the final hidden states (what the
     embedding head computes, for any encoder)."""

@@ -6,6 +6,7 @@ from collections.abc import Collection, Iterable, Iterator, Sequence
 
 from torch import Tensor
 
+from tformer.config import ModelConfig
 from tformer.tokenizer import Tokenizer
 
 
@@ -30,6 +31,11 @@ def stream_text(tokenizer: Tokenizer, tokens: Iterable[int]) -> Iterator[str]:
     text = tokenizer.decode(ids)
     if len(text) > shown:
         yield text[shown:]
+
+
+def end_token_ids(config: ModelConfig) -> set[int]:
+    """Tokens that end a generated row: EOS, and the padding that follows it."""
+    return {i for i in (config.eos_id, config.pad_id) if i is not None}
 
 
 def until_end(tokens: Sequence[int], end_ids: Collection[int]) -> list[int]:

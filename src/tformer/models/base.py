@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 from torch import nn
@@ -18,6 +18,9 @@ from tformer.checkpoint import (
 )
 from tformer.config import ModelConfig
 from tformer.errors import ConfigError
+
+if TYPE_CHECKING:  # only for the annotation: models sit below the tokenizer's users
+    from tformer.tokenizer import Tokenizer
 
 M = TypeVar("M", bound="TformerModel")
 
@@ -53,7 +56,7 @@ class TformerModel(nn.Module):
         """Parameters counted once even when tied (the embedding shared with the output)."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
-    def save_pretrained(self, directory: str | Path, tokenizer: Any = None) -> Path:
+    def save_pretrained(self, directory: str | Path, tokenizer: Tokenizer | None = None) -> Path:
         """Write config.json, model.safetensors and (if given) the tokenizer, atomically."""
         with atomic_directory(directory) as tmp:
             write_weights(self, self.config, tmp)

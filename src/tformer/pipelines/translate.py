@@ -15,7 +15,7 @@ import torch
 from tformer.data.collate import pad, padding_mask
 from tformer.errors import InputError
 from tformer.generation import generate
-from tformer.generation.text import until_end
+from tformer.generation.text import end_token_ids, until_end
 from tformer.models import EncoderDecoder, TformerModel
 from tformer.tokenizer import Tokenizer
 
@@ -36,7 +36,7 @@ def decode_sources(
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size} must be >= 1")
     device = next(model.parameters()).device
-    end_ids = {model.config.eos_id, model.config.pad_id} - {None}
+    end_ids = end_token_ids(model.config)
     outputs: list[list[int]] = []
     for start in range(0, len(sources), batch_size):
         chunk = [list(s) for s in sources[start : start + batch_size]]
