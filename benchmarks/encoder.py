@@ -1,12 +1,17 @@
-"""Encoder inference: all-MiniLM-L6-v2 sentence embeddings, ours vs `transformers` BertModel."""
+"""Encoder inference: all-MiniLM-L6-v2 sentence embeddings, ours vs `transformers` BertModel
+and ONNX Runtime (fp32, and int8 weights quantised dynamically: sentence-transformers' CPU
+recipe). Each contender's embeddings are checked against ours (cosine similarity)."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from benchmarks.harness import Case, Contender, Step
+from benchmarks.onnx_minilm import exported
 from tformer.assets import minilm_directory
 
 SENTENCES = [
@@ -42,46 +47,108 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize((hidden * weights).sum(1) / weights.sum(1), dim=-1)
 
 
+def _ours(directory: Path, device: torch.device) -> Callable[[], torch.Tensor]:
+    """One batch's embeddings (B, 384) by tformer."""
+    import tformer
+
+    model, _ = tformer.load(directory)
+    model = model.to(device).eval()
+    ids, mask = _batch(directory, device)
+
+    def embed() -> torch.Tensor:
+        with torch.inference_mode():
+            return _mean_pool(model(ids, attention_mask=mask).last_hidden_state, mask)
+
+    return embed
+
+
+def _transformers(directory: Path, device: torch.device) -> Callable[[], torch.Tensor]:
+    from transformers import BertModel
+
+    model = BertModel.from_pretrained(directory, attn_implementation="sdpa").to(device).eval()
+    ids, mask = _batch(directory, device)
+
+    def embed() -> torch.Tensor:
+        with torch.inference_mode():
+            return _mean_pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
+
+    return embed
+
+
+def _onnxruntime(kind: str, directory: Path, device: torch.device) -> Callable[[], torch.Tensor]:
+    """ONNX Runtime's CPU session over the exported model, with torch's thread count."""
+    try:
+        import onnxruntime
+    except ImportError as error:
+        raise ImportError(
+            "onnxruntime is not installed; benchmarking it needs pip install -e '.[bench]'"
+        ) from error
+    if device.type != "cpu":
+        raise ImportError("the ONNX Runtime contenders run on the CPU only")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(
+        str(exported(directory, kind)), options, providers=["CPUExecutionProvider"]
+    )
+    ids, mask = _batch(directory, device)
+    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    feed["token_type_ids"] = torch.zeros_like(ids).numpy()
+
+    def embed() -> torch.Tensor:
+        hidden = torch.from_numpy(session.run(None, feed)[0])
+        return _mean_pool(hidden, mask)
+
+    return embed
+
+
+def _cosines(directory: Path, device: torch.device) -> dict[str, dict[str, float]]:
+    """Each peer's lowest cosine similarity to our embeddings over the batch."""
+    reference = _ours(directory, device)()
+    found = {}
+    for name, make in PEERS.items():
+        try:
+            embeddings = make(directory, device)()
+        except ImportError:
+            continue
+        found[name] = {"min_cosine_vs_tformer": float((embeddings * reference).sum(-1).min())}
+    return found
+
+
+PEERS: dict[str, Callable[[Path, torch.device], Callable[[], torch.Tensor]]] = {
+    "transformers-sdpa": _transformers,
+    "onnxruntime-fp32": functools.partial(_onnxruntime, "fp32"),
+    "onnxruntime-int8": functools.partial(_onnxruntime, "int8"),
+}
+IMPORTS = {
+    "transformers-sdpa": ("transformers.models.bert.modeling_bert",),
+    "onnxruntime-fp32": ("onnxruntime",),
+    "onnxruntime-int8": ("onnxruntime",),
+}
+
+
 def encoder_inference_case(device: torch.device) -> Case:
     directory = minilm_directory()
 
-    def ours() -> Step:
-        import tformer
-
-        model, _ = tformer.load(directory)
-        model = model.to(device).eval()
-        ids, mask = _batch(directory, device)
+    def setup(make: Callable[[Path, torch.device], Callable[[], torch.Tensor]]) -> Step:
+        embed = make(directory, device)
 
         def step() -> None:
-            with torch.inference_mode():
-                _mean_pool(model(ids, attention_mask=mask).last_hidden_state, mask)
+            embed()
 
         return step
 
-    def transformers_bert() -> Step:
-        from transformers import BertModel
-
-        model = BertModel.from_pretrained(directory, attn_implementation="sdpa").to(device).eval()
-        ids, mask = _batch(directory, device)
-
-        def step() -> None:
-            with torch.inference_mode():
-                _mean_pool(model(input_ids=ids, attention_mask=mask).last_hidden_state, mask)
-
-        return step
-
+    contenders = [Contender("tformer", functools.partial(setup, _ours))]
+    contenders += [
+        Contender(name, functools.partial(setup, make), imports=IMPORTS[name])
+        for name, make in PEERS.items()
+    ]
     return Case(
         name="encoder-embed-minilm",
-        contenders=[
-            Contender("tformer", ours),
-            Contender(
-                "transformers-sdpa",
-                transformers_bert,
-                imports=("transformers.models.bert.modeling_bert",),
-            ),
-        ],
+        contenders=contenders,
         work_per_step=BATCH,
         unit="sentences",
-        notes="all-MiniLM-L6-v2, batch 32 of mixed-length sentences, mean pooling + L2 norm",
+        notes="all-MiniLM-L6-v2, batch 32 of mixed-length sentences, mean pooling + L2 norm; "
+        "ONNX Runtime: BertModel exported by torch.onnx (dynamo), int8 = its quantize_dynamic",
         params={"batch": BATCH},
+        checks=lambda: _cosines(directory, device),
     )

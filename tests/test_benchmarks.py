@@ -265,3 +265,15 @@ def test_quick_generation_cases_run_end_to_end(tmp_path: Path) -> None:
     ours, peer = records[1:]
     assert (ours["contender"], peer["contender"]) == ("tformer", "tformer-nocache")
     assert set(ours["ours_over_peer"]) == {"tformer-nocache"} and ours["peak_mib"] > 0
+
+
+def test_onnxruntime_contenders_embed_as_we_do() -> None:
+    """ONNX Runtime runs the same MiniLM: fp32 embeddings equal ours, int8 close to them."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from benchmarks.encoder import _cosines
+    from tformer.assets import minilm_directory
+
+    cosines = _cosines(minilm_directory(), CPU)
+    assert cosines["onnxruntime-fp32"]["min_cosine_vs_tformer"] > 0.9999
+    assert cosines["onnxruntime-int8"]["min_cosine_vs_tformer"] > 0.95
