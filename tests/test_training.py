@@ -208,3 +208,17 @@ def test_time_budget_sizes_max_steps_from_the_measured_step_time(monkeypatch):
     )
     torch.set_num_threads(threads)
     assert tiny.max_steps == config.warmup_steps + 1  # never shorter than the warm-up
+
+
+def test_activation_checkpointing_trains_the_same_steps(tmp_path) -> None:
+    """`activation_checkpointing = true` recomputes blocks in backward: losses, gradient norms
+    and weights after three steps (with dropout) equal those of a plain run."""
+    plain = _tiny_trainer(tmp_path / "plain", max_steps=3)
+    recomputed = _tiny_trainer(tmp_path / "recomputed", max_steps=3, activation_checkpointing=True)
+    for step in range(3):
+        torch.manual_seed(step)  # the same dropout masks for both
+        expected = plain.train_step()[:2]
+        torch.manual_seed(step)
+        assert recomputed.train_step()[:2] == pytest.approx(expected, rel=1e-6)
+    for a, b in zip(plain.model.parameters(), recomputed.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

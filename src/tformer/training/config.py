@@ -38,6 +38,7 @@ class TrainConfig:
     label_smoothing: float | None = None  # None: 0.1 for seq2seq (paper 5.4), else 0
     precision: str = "auto"  # "auto": bf16 autocast where bf16 is native (kernels), else fp32
     compile: bool = False
+    activation_checkpointing: bool = False  # recompute blocks in backward (recompute.py)
     seed: int = 1337
     eval_every: int = 250
     eval_batches: int | None = 20  # None: the whole validation split

@@ -28,6 +28,7 @@ from tformer.training.distributed import Distributed, barrier, mean_over_process
 from tformer.training.evaluation import evaluate_batches
 from tformer.training.metrics import MetricsLog, progress_bar
 from tformer.training.optim import build_optimizer, build_scheduler
+from tformer.training.recompute import checkpoint_activations
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Trainer:
         dist: Distributed | None = None,
     ) -> None:
         self.dist = dist or Distributed()
+        if config.activation_checkpointing:
+            checkpoint_activations(model)
         self.model = model.to(self.dist.device)
         self.config, self.train_data, self.val_data = config, train, val
         self.run_dir, self.tokenizer = Path(run_dir), tokenizer
