@@ -23,3 +23,10 @@ def torch_threads():
     before = torch.get_num_threads()
     yield torch.set_num_threads
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _conversion_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Converted GGUF files go to a directory of this test session, never the user's cache
+    (commands started by the tests inherit it)."""
+    os.environ["TFORMER_CACHE_DIR"] = str(tmp_path_factory.mktemp("tformer-cache"))

@@ -17,6 +17,7 @@ from tformer.checkpoint import CONFIG_FILE, CheckpointError, holds_run, run_chec
 from tformer.config import read_json
 from tformer.errors import MissingFileError
 from tformer.models import TformerModel
+from tformer.pretrained.cache import cached_import
 from tformer.pretrained.hf import is_hf_config, load_hf_directory
 from tformer.tokenizer import TOKENIZER_FILE, Tokenizer
 
@@ -66,7 +67,8 @@ def _open(path: Path, dtype: torch.dtype | None) -> tuple[TformerModel, Tokenize
             raise CheckpointError(f"{path} is neither a GGUF file nor a checkpoint directory")
         from tformer.pretrained.gguf_file import load_gguf  # needs the optional gguf package
 
-        return load_gguf(path, dtype=dtype or torch.float32)
+        dtype = dtype or torch.float32
+        return cached_import(path, dtype, lambda: load_gguf(path, dtype=dtype))
     if not path.is_dir():
         raise MissingFileError(f"no checkpoint at {path}")
     config_file = path / CONFIG_FILE

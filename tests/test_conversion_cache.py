@@ -1,0 +1,106 @@
+"""The cache of converted GGUF files: a second load reads the converted checkpoint instead of
+converting again and gives the same model and tokenizer; a changed file, a damaged entry and
+a cache that cannot be written are all handled; TFORMER_CACHE_DIR=off turns it off."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("gguf")
+pytest.importorskip("transformers")
+
+import tformer
+from test_pretrained_gguf import _llama, _write_gguf
+from tformer.pretrained import gguf_file
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "cache"
+    monkeypatch.setenv("TFORMER_CACHE_DIR", str(root))
+    return root
+
+
+@pytest.fixture
+def conversions(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The GGUF files actually converted (rather than read from the cache)."""
+    converted: list[Path] = []
+    real = gguf_file.load_gguf
+
+    def counting(path: Path, **kwargs: object):
+        converted.append(Path(path))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(gguf_file, "load_gguf", counting)
+    return converted
+
+
+def _gguf(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.gguf"
+    _write_gguf(path, _llama())
+    return path
+
+
+def _entries(cache: Path) -> list[Path]:
+    return sorted((cache / "gguf").iterdir()) if (cache / "gguf").is_dir() else []
+
+
+@torch.no_grad()
+def test_a_second_load_reads_the_converted_model(tmp_path, cache, conversions) -> None:
+    path = _gguf(tmp_path)
+    first, first_tokenizer = tformer.load(path)
+    second, second_tokenizer = tformer.load(path)
+    assert conversions == [path] and len(_entries(cache)) == 1
+    ids = torch.randint(0, 64, (2, 9))
+    assert torch.equal(first(ids).logits, second(ids).logits)
+    assert second.config == first.config
+    assert first_tokenizer is not None and second_tokenizer is not None
+    assert second_tokenizer.encode("abc<|im_end|>") == first_tokenizer.encode("abc<|im_end|>")
+    assert second_tokenizer.chat_template == first_tokenizer.chat_template
+    bf16, _ = tformer.load(path, dtype=torch.bfloat16)  # another dtype: another entry
+    assert next(bf16.parameters()).dtype == torch.bfloat16 and len(conversions) == 2
+
+
+def test_a_changed_file_is_converted_again_and_replaces_its_entry(
+    tmp_path, cache, conversions
+) -> None:
+    path = _gguf(tmp_path)
+    tformer.load(path)
+    old = _entries(cache)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file was replaced
+    tformer.load(path)
+    assert len(conversions) == 2
+    assert len(_entries(cache)) == 1 and _entries(cache) != old
+
+
+@torch.no_grad()
+def test_a_damaged_entry_is_converted_again(tmp_path, cache, conversions) -> None:
+    path = _gguf(tmp_path)
+    model, _ = tformer.load(path)
+    weights = _entries(cache)[0] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    again, _ = tformer.load(path)
+    ids = torch.randint(0, 64, (1, 6))
+    assert len(conversions) == 2 and torch.equal(again(ids).logits, model(ids).logits)
+
+
+def test_the_cache_can_be_turned_off(tmp_path, monkeypatch, conversions) -> None:
+    monkeypatch.setenv("TFORMER_CACHE_DIR", "off")
+    path = _gguf(tmp_path)
+    tformer.load(path)
+    tformer.load(path)
+    assert len(conversions) == 2
+
+
+def test_an_unwritable_cache_only_costs_the_speed_up(tmp_path, monkeypatch, capsys) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("TFORMER_CACHE_DIR", str(blocker))
+    model, tokenizer = tformer.load(_gguf(tmp_path))
+    assert tokenizer is not None and model.config.vocab_size == 64
+    assert "not caching the converted tiny.gguf" in capsys.readouterr().err
