@@ -293,7 +293,7 @@ def test_peft_adapters_tformer_cannot_apply_are_refused(tmp_path, changes, messa
 def test_peft_adapter_for_another_model_is_refused_before_any_change(tmp_path) -> None:
     _, directory = _peft_dir(tmp_path)
     other = build_model(ModelConfig.preset("llama-mini"))
-    with pytest.raises(CheckpointError) as error:
+    with pytest.raises(CheckpointError, match=r"lora_A of .*q_proj is of shape \(2, 40\)") as error:
         load_peft_adapters(other, directory)
     assert isinstance(error.value, TformerError)
     assert not lora_adapters(other) and all(p.requires_grad for p in other.parameters())

@@ -126,12 +126,11 @@ def _targets(model: nn.Module, config: LoraConfig) -> dict[str, nn.Linear]:
                 f"{name} is quantised ({type(module).__name__}); LoRA adapts float linear "
                 "layers only: add adapters to the unquantised model"
             )
-        wanted = (
-            isinstance(module, nn.Linear)
-            if config.targets == ALL_LINEAR
-            else (config.selects(name))
-        )
-        if not wanted or module in excluded:
+        if config.targets == ALL_LINEAR:
+            wanted = isinstance(module, nn.Linear) and module not in excluded
+        else:
+            wanted = config.selects(name)
+        if not wanted:
             continue
         if not isinstance(module, nn.Linear):
             raise InputError(f"target {name} is a {type(module).__name__}, not a linear layer")
@@ -183,19 +182,21 @@ def _adapted(model: nn.Module) -> Iterator[tuple[str, nn.Linear, LoraAdapter]]:
 
 def merge_lora(model: nn.Module) -> None:
     """Add every adapter's update into its layer's weight (W <- W + scaling B A); the hooks
-    then add nothing, so outputs are unchanged and run at the base model's speed."""
+    then add nothing, so outputs are unchanged and run at the base model's speed. Train only
+    unmerged adapters: a merged one is not in the computation, so it gets no gradient."""
+    adapted = list(_adapted(model))
     shared = _shared_weights(model)
-    for name, linear, adapter in _adapted(model):
-        if adapter.merged:
-            continue
-        if id(linear.weight) in shared:
-            raise InputError(
-                f"cannot merge into {name}: its weight is shared with another layer (tied "
-                "embeddings), which the update would change too; keep the adapter unmerged"
-            )
-        with torch.no_grad():
-            linear.weight += adapter.delta_weight().to(linear.weight.dtype)
-        adapter.merged = True
+    tied = [name for name, linear, _ in adapted if id(linear.weight) in shared]
+    if tied:
+        raise InputError(
+            f"cannot merge into {', '.join(tied)}: the weight is shared with another layer "
+            "(tied embeddings), which the update would change too; keep the adapters unmerged"
+        )
+    for _, linear, adapter in adapted:
+        if not adapter.merged:
+            with torch.no_grad():
+                linear.weight += adapter.delta_weight().to(linear.weight.dtype)
+            adapter.merged = True
 
 
 def unmerge_lora(model: nn.Module) -> None:

@@ -15,16 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
-from torch import nn
+from safetensors.torch import save_file
+from torch import Tensor, nn
 
 from tformer.adapters.lora import LoraAdapter, LoraConfig, add_lora, lora_adapters
 from tformer.checkpoint import CheckpointError, atomic_directory
 from tformer.config import read_json
-from tformer.errors import InputError, MissingFileError
+from tformer.errors import ConfigError, InputError, MissingFileError
 from tformer.models import TformerModel
 from tformer.pretrained.config_map import family_for_config
 from tformer.pretrained.convert import locate
+from tformer.pretrained.hf import read_safetensors
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -125,7 +126,23 @@ def read_peft_config(directory: Path) -> dict[str, Any]:
     ]
     if used:
         raise CheckpointError(f"{file}: tformer does not implement {', '.join(used)}")
+    missing = [key for key in ("r", "lora_alpha") if key not in values]
+    if missing:
+        raise CheckpointError(f"{file} has no {' or '.join(missing)}: not a PEFT LoRA config")
     return values
+
+
+def _lora_config(values: dict[str, Any], targets: tuple[str, ...], file: Path) -> LoraConfig:
+    try:
+        return LoraConfig(
+            targets=targets,
+            rank=values["r"],
+            alpha=values["lora_alpha"],
+            dropout=values.get("lora_dropout") or 0.0,
+            rslora=bool(values.get("use_rslora")),
+        )
+    except ConfigError as error:
+        raise CheckpointError(f"{file}: {error}") from error
 
 
 def load_peft_adapters(model: TformerModel, directory: str | Path) -> dict[str, LoraAdapter]:
@@ -134,40 +151,37 @@ def load_peft_adapters(model: TformerModel, directory: str | Path) -> dict[str, 
     Every tensor is checked before the model is touched."""
     directory = Path(directory)
     values = read_peft_config(directory)
-    weights = directory / WEIGHTS_FILE
-    if not weights.is_file():
-        raise MissingFileError(f"no {WEIGHTS_FILE} in {directory}")
-    stored = load_file(str(weights))
-    hf_names = hf_module_names(model)
-    ours = {PEFT_PREFIX + hf: name for name, hf in hf_names.items()}
+    stored = dict(read_safetensors(directory))  # adapter_model.safetensors: small, read once
+    keys = _stored_keys(model, stored, directory)
+    config = _lora_config(values, tuple(keys), directory / CONFIG_FILE)
     layers = dict(model.named_modules())
-    keys: dict[str, dict[str, str]] = {}  # tformer layer -> {"A": key, "B": key}
-    for key in stored:
-        module, _, part = key.rpartition(".lora_")
-        if module not in ours or part not in ("A.weight", "B.weight"):
-            raise CheckpointError(f"{weights}: tensor {key!r} adapts no layer of this model")
-        keys.setdefault(ours[module], {})[part[0]] = key
-    rank = values["r"]
     for name, parts in keys.items():
         linear = layers[name]
-        expected = {"A": (rank, linear.in_features), "B": (linear.out_features, rank)}
+        expected = {"A": (config.rank, linear.in_features), "B": (linear.out_features, config.rank)}
         for part, shape in expected.items():
             found = tuple(stored[parts[part]].shape) if part in parts else None
             if found != shape:
                 raise CheckpointError(
-                    f"{weights}: lora_{part} of {name} (HF {hf_names[name]}) is "
+                    f"{directory}: lora_{part} of {name} is "
                     f"{'missing' if found is None else f'of shape {found}'}, expected {shape}"
                 )
-    config = LoraConfig(
-        targets=tuple(keys),
-        rank=rank,
-        alpha=values["lora_alpha"],
-        dropout=values.get("lora_dropout", 0.0),
-        rslora=values.get("use_rslora", False),
-    )
     adapters = add_lora(model, config)
     with torch.no_grad():
         for name, adapter in adapters.items():
             adapter.A.copy_(stored[keys[name]["A"]])
             adapter.B.copy_(stored[keys[name]["B"]])
     return adapters
+
+
+def _stored_keys(
+    model: TformerModel, stored: dict[str, Tensor], directory: Path
+) -> dict[str, dict[str, str]]:
+    """tformer layer -> {"A": PEFT tensor name, "B": ...} for every tensor of the file."""
+    ours = {PEFT_PREFIX + hf: name for name, hf in hf_module_names(model).items()}
+    keys: dict[str, dict[str, str]] = {}
+    for key in stored:
+        module, _, part = key.rpartition(".lora_")
+        if module not in ours or part not in ("A.weight", "B.weight"):
+            raise CheckpointError(f"{directory}: tensor {key!r} adapts no layer of this model")
+        keys.setdefault(ours[module], {})[part[0]] = key
+    return keys
