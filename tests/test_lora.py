@@ -241,6 +241,20 @@ def test_invalid_lora_config_is_a_config_error(config, message) -> None:
         LoraConfig(**config)
 
 
+@pytest.mark.parametrize(
+    ("targets", "expected"),
+    [
+        (["ffn.up"], {f"decoder.blocks.{i}.ffn.up" for i in range(4)}),
+        (["proj"], {"lm_head.proj"}),  # a whole name component: not q_proj, k_proj...
+        (r"decoder\.blocks\.0\.self_attn\.[qv]_proj", {"decoder.blocks.0.self_attn.q_proj",
+                                                       "decoder.blocks.0.self_attn.v_proj"}),
+    ],
+)  # fmt: skip
+def test_targets_match_a_name_suffix_or_a_whole_name_regex(targets, expected) -> None:
+    model = build_model(ModelConfig.preset("llama-mini", n_layers=4))
+    assert set(add_lora(model, LoraConfig(targets=targets))) == expected
+
+
 def test_targets_matching_nothing_name_the_models_layers() -> None:
     model = build_model(ModelConfig.preset("tiny-decoder"))
     with pytest.raises(ConfigError, match=r"match no linear layer.*q_proj"):
