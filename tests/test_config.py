@@ -41,6 +41,9 @@ def test_preset_overrides_are_validated() -> None:
         ModelConfig.preset("tiny-decoder", n_heads=5)
 
 
+LLAMA3_ROPE = {"positional": "rotary", "rope_scaling": "llama3", "rope_original_max_seq_len": 64}
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -62,6 +65,28 @@ def test_preset_overrides_are_validated() -> None:
         ({"pad_id": 32000}, r"pad_id=32000 must be a token id in \[0, 32000\)"),
         ({"head": "masked-lm"}, r"head \(for arch='decoder'\)='masked-lm' is not supported"),
         ({"pooling": "max"}, r"pooling='max' is not supported; choose one of cls, mean"),
+        (
+            {"positional": "rotary", "rope_scaling": "yarn"},
+            r"rope_scaling='yarn' is not supported; choose one of linear, llama3",
+        ),
+        ({"rope_scaling": "linear"}, r"rope_scaling='linear' needs positional='rotary'"),
+        ({"rope_factor": 8.0}, r"rope_factor=8.0 has no effect with rope_scaling=None"),
+        (
+            {"positional": "rotary", "rope_scaling": "linear", "rope_high_freq_factor": 2.0},
+            r"rope_high_freq_factor=2.0 has no effect with rope_scaling='linear'",
+        ),
+        (
+            {"positional": "rotary", "rope_scaling": "llama3"},
+            r"rope_scaling='llama3' needs rope_original_max_seq_len",
+        ),
+        (
+            {**LLAMA3_ROPE, "rope_low_freq_factor": 4.0},
+            r"rope_low_freq_factor=4.0 must be below rope_high_freq_factor=4.0",
+        ),
+        (
+            {"positional": "rotary", "rope_scaling": "linear", "rope_factor": 0.0},
+            r"rope_factor=0.0 must be positive",
+        ),
     ],
 )
 def test_invalid_config_names_the_field_and_what_is_allowed(
@@ -90,6 +115,9 @@ def test_unknown_preset_lists_the_available_ones() -> None:
         ({"n_kv_heads": "2"}, r"n_kv_heads='2' must be an integer or None \(got str\)"),
         ({"dropout": "0.1"}, r"dropout='0.1' must be a number \(got str\)"),
         ({"bias": 1}, r"bias=1 must be true or false \(got int\)"),
+        ({"qkv_bias": "yes"}, r"qkv_bias='yes' must be true or false or None \(got str\)"),
+        ({"qk_norm": None}, r"qk_norm=None must be true or false \(got NoneType\)"),
+        ({"rope_scaling": 3}, r"rope_scaling=3 must be a string or None \(got int\)"),
         ({"final_norm": "yes"}, r"final_norm='yes' must be true or false or None \(got str\)"),
         ({"arch": 3}, r"arch=3 must be a string \(got int\)"),
         (

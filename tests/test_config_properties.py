@@ -66,6 +66,25 @@ def _annotations(cls: type) -> dict[str, str]:
 
 
 # ---- ModelConfig ----------------------------------------------------------------------------
+def _rope_scaling_fields(positional: str) -> st.SearchStrategy[dict[str, Any]]:
+    """No scaling, or (rotary only) a linear or llama3 one with the fields it reads."""
+    if positional != "rotary":
+        return st.just({})
+    linear = st.fixed_dictionaries(
+        {"rope_scaling": st.just("linear"), "rope_factor": st.floats(1.0, 64.0)}
+    )
+    llama3 = st.fixed_dictionaries(
+        {
+            "rope_scaling": st.just("llama3"),
+            "rope_factor": st.floats(1.0, 64.0),
+            "rope_low_freq_factor": st.floats(0.1, 2.0),
+            "rope_high_freq_factor": st.floats(2.5, 8.0),
+            "rope_original_max_seq_len": st.integers(1, 8192),
+        }
+    )
+    return st.just({}) | linear | llama3
+
+
 @st.composite
 def valid_model_fields(draw: st.DrawFn) -> dict[str, Any]:
     arch = draw(st.sampled_from(ARCHS))
@@ -75,7 +94,9 @@ def valid_model_fields(draw: st.DrawFn) -> dict[str, Any]:
     vocab_size = draw(st.integers(2, 5000))
     token_id = st.one_of(st.none(), st.integers(0, vocab_size - 1))
     n_labels = draw(st.integers(1, 5))
+    positional = draw(st.sampled_from(POSITIONALS))
     return {
+        **draw(_rope_scaling_fields(positional)),
         "arch": arch,
         "vocab_size": vocab_size,
         "d_model": n_heads * head_dim,
@@ -84,7 +105,7 @@ def valid_model_fields(draw: st.DrawFn) -> dict[str, Any]:
         "n_layers": draw(st.integers(1, 4)),
         "d_ff": draw(st.integers(1, 256)),
         "max_seq_len": draw(st.integers(1, 4096)),
-        "positional": draw(st.sampled_from(POSITIONALS)),
+        "positional": positional,
         "rope_theta": draw(st.floats(1.0, 1e6) | st.integers(1, 10**6)),
         "norm": draw(st.sampled_from(NORMS)),
         "norm_eps": draw(st.floats(1e-12, 1e-2)),
@@ -94,6 +115,9 @@ def valid_model_fields(draw: st.DrawFn) -> dict[str, Any]:
         "dropout": draw(st.floats(0.0, 0.99)),
         "attention_dropout": draw(st.none() | st.floats(0.0, 0.99)),
         "bias": draw(st.booleans()),
+        "attention_bias": draw(st.none() | st.booleans()),
+        "qkv_bias": draw(st.none() | st.booleans()),
+        "qk_norm": draw(st.booleans()),
         "type_vocab_size": draw(st.integers(0, 4)),
         "head": draw(st.none() | st.sampled_from(HEADS_BY_ARCH[arch])),
         "n_labels": n_labels,
@@ -106,6 +130,7 @@ def valid_model_fields(draw: st.DrawFn) -> dict[str, Any]:
 
 
 POSITIVE_INTS = ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_seq_len", "n_labels")
+LLAMA3_ROPE = {"positional": "rotary", "rope_scaling": "llama3", "rope_original_max_seq_len": 64}
 CHOICES = {
     "arch": ARCHS,
     "positional": POSITIONALS,
@@ -118,7 +143,7 @@ CHOICES = {
 
 @st.composite
 def out_of_range_model_change(draw: st.DrawFn) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["positive", "eps", "dropout", "choice", "token_id"]))
+    kind = draw(st.sampled_from(["positive", "eps", "dropout", "choice", "token_id", "rope"]))
     if kind == "positive":
         return {draw(st.sampled_from(POSITIVE_INTS)): draw(st.integers(-1000, 0))}
     if kind == "eps":
@@ -129,6 +154,11 @@ def out_of_range_model_change(draw: st.DrawFn) -> dict[str, Any]:
     if kind == "choice":
         name = draw(st.sampled_from(sorted(CHOICES)))
         return {name: draw(st.text(max_size=10).filter(lambda v: v not in CHOICES[name]))}
+    if kind == "rope":
+        name = draw(
+            st.sampled_from(["rope_factor", "rope_low_freq_factor", "rope_original_max_seq_len"])
+        )
+        return {**LLAMA3_ROPE, name: draw(st.integers(-1000, 0))}
     name = draw(st.sampled_from(["pad_id", "bos_id", "eos_id", "mask_id", "decoder_start_id"]))
     return {"vocab_size": 100, name: draw(st.integers(-1000, -1) | st.integers(100, 10_000))}
 

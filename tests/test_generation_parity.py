@@ -1,6 +1,7 @@
 """Greedy and beam search token-identical to `transformers` generate() on the same weights.
 
-Random-initialised GPT-2, Llama (grouped-query attention) and BART models are saved with
+Random-initialised GPT-2, Llama (grouped-query attention; one with Llama 3's rope scaling,
+decoding past its original context), Qwen2 (q/k/v biases), Qwen3 (q/k norm) and BART models are saved with
 `save_pretrained` and opened with `tformer.load`; both libraries then decode the same batch.
 Decoder prompts are left-padded, BART sources right-padded, so padding is covered too.
 """
@@ -38,6 +39,37 @@ def _llama() -> torch.nn.Module:
     return transformers.LlamaForCausalLM(config)
 
 
+def _llama3() -> torch.nn.Module:
+    """Pre-trained for 8 positions (prompt plus new tokens reach 17), head_dim 16 != 32 / 4."""
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=16, intermediate_size=48, max_position_embeddings=48,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 1e4, "factor": 4.0,
+                         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                         "original_max_position_embeddings": 8},
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
+    )  # fmt: skip
+    return transformers.LlamaForCausalLM(config)
+
+
+def _qwen2() -> torch.nn.Module:
+    config = transformers.Qwen2Config(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, intermediate_size=48, max_position_embeddings=48,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=True,
+    )  # fmt: skip
+    return transformers.Qwen2ForCausalLM(config)
+
+
+def _qwen3() -> torch.nn.Module:
+    config = transformers.Qwen3Config(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, head_dim=12, intermediate_size=48, max_position_embeddings=48,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
+    )  # fmt: skip
+    return transformers.Qwen3ForCausalLM(config)
+
+
 def _bart() -> torch.nn.Module:
     config = transformers.BartConfig(
         vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2,
@@ -51,6 +83,9 @@ def _bart() -> torch.nn.Module:
 MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "gpt2": _gpt2,
     "llama-gqa": _llama,
+    "llama3-rope": _llama3,
+    "qwen2": _qwen2,
+    "qwen3": _qwen3,
     "bart": _bart,
 }
 ROWS = [[5, 9, 3, 17, 8, 30, 11], [12, 4, 40], [25, 7, 7, 19, 33]]

@@ -1,8 +1,8 @@
 """ModelConfig: one frozen, validated description of every architecture tformer builds.
 
-BERT, GPT-2, Llama and the 2017 Transformer differ only in the values below (norm placement,
-activation, positional scheme, head counts, tying), so one dataclass describes them all and
-every invalid combination is rejected here, before any tensor is allocated.
+BERT, GPT-2, Llama, Qwen and the 2017 Transformer differ only in the values below (norm
+placement, activation, positional scheme, head counts, tying), so one dataclass describes them
+all and every invalid combination is rejected here, before any tensor is allocated.
 """
 
 from __future__ import annotations
@@ -30,6 +30,18 @@ NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("post", "pre")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu")
 POOLINGS = ("cls", "mean")
+# rope_* fields each scaling reads (llama3 reads them all); the others must keep their defaults,
+# or they would be silently ignored
+ROPE_SCALING_FIELDS = {
+    "linear": ("rope_factor",),
+    "llama3": (
+        "rope_factor",
+        "rope_low_freq_factor",
+        "rope_high_freq_factor",
+        "rope_original_max_seq_len",
+    ),
+}
+ROPE_SCALINGS = tuple(ROPE_SCALING_FIELDS)
 HEADS_BY_ARCH = {
     "decoder": ("lm",),
     "encoder": ("masked-lm", "sequence-classification", "token-classification", "embedding"),
@@ -75,6 +87,15 @@ class ModelConfig:
     max_seq_len: int = 512
     positional: str = "sinusoidal"
     rope_theta: float = 10000.0
+    # Rotary for a longer context than pre-training: "linear" divides every frequency by
+    # rope_factor; "llama3" (Llama 3.1+) divides only wavelengths longer than
+    # rope_original_max_seq_len / rope_low_freq_factor, keeps those shorter than
+    # rope_original_max_seq_len / rope_high_freq_factor and blends the band between.
+    rope_scaling: str | None = None
+    rope_factor: float = 1.0
+    rope_low_freq_factor: float = 1.0
+    rope_high_freq_factor: float = 4.0
+    rope_original_max_seq_len: int | None = None
     norm: str = "layernorm"
     norm_eps: float = 1e-5
     norm_position: str = "post"  # "post": the 2017 paper / BERT; "pre": GPT-2 / Llama
@@ -84,6 +105,9 @@ class ModelConfig:
     dropout: float = 0.1
     attention_dropout: float | None = None  # None: = dropout
     bias: bool = True  # biases in attention and feed-forward projections
+    attention_bias: bool | None = None  # biases in all four attention projections; None: = bias
+    qkv_bias: bool | None = None  # biases in q/k/v alone (Qwen2); None: = attention_bias
+    qk_norm: bool = False  # a `norm` over each head's queries and keys before rotary (Qwen3)
     tie_embeddings: bool = True  # output projection shares the token-embedding matrix
     lm_head_bias: bool = False  # a bias on the LM output projection (BART's final_logits_bias)
     scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (paper 3.4)
@@ -144,12 +168,42 @@ class ModelConfig:
                 f"positional='rotary' needs an even head size, got head_dim="
                 f"{self.attention_head_dim} (d_model={self.d_model} / n_heads={self.n_heads})"
             )
+        self._check_rope_scaling()
         if self.type_vocab_size < 0:
             raise ConfigError(f"type_vocab_size={self.type_vocab_size} must be >= 0")
         for name in ("pad_id", "bos_id", "eos_id", "mask_id", "decoder_start_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
                 raise ConfigError(f"{name}={value} must be a token id in [0, {self.vocab_size})")
+
+    def _check_rope_scaling(self) -> None:
+        if self.rope_scaling is not None:
+            _choice("rope_scaling", self.rope_scaling, ROPE_SCALINGS)
+            if self.positional != "rotary":
+                raise ConfigError(
+                    f"rope_scaling={self.rope_scaling!r} needs positional='rotary', "
+                    f"got positional={self.positional!r}"
+                )
+        used = ROPE_SCALING_FIELDS.get(self.rope_scaling or "", ())
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name in ROPE_SCALING_FIELDS["llama3"]:
+            if name not in used and getattr(self, name) != defaults[name]:
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r} has no effect with "
+                    f"rope_scaling={self.rope_scaling!r}; leave it out or choose a scaling that "
+                    "uses it"
+                )
+        for name in ("rope_factor", "rope_low_freq_factor", "rope_high_freq_factor"):
+            _positive(name, getattr(self, name))
+        if self.rope_scaling == "llama3":
+            if self.rope_original_max_seq_len is None:
+                raise ConfigError("rope_scaling='llama3' needs rope_original_max_seq_len")
+            _positive("rope_original_max_seq_len", self.rope_original_max_seq_len)
+            if not self.rope_low_freq_factor < self.rope_high_freq_factor:
+                raise ConfigError(
+                    f"rope_low_freq_factor={self.rope_low_freq_factor!r} must be below "
+                    f"rope_high_freq_factor={self.rope_high_freq_factor!r}"
+                )
 
     # ---- derived values -------------------------------------------------------------
     @property
@@ -159,6 +213,14 @@ class ModelConfig:
     @property
     def attention_head_dim(self) -> int:
         return self.d_model // self.n_heads if self.head_dim is None else self.head_dim
+
+    @property
+    def use_attention_bias(self) -> bool:
+        return self.bias if self.attention_bias is None else self.attention_bias
+
+    @property
+    def use_qkv_bias(self) -> bool:
+        return self.use_attention_bias if self.qkv_bias is None else self.qkv_bias
 
     @property
     def task_head(self) -> str:

@@ -20,7 +20,19 @@ from tformer.modules.kv_cache import KVCache
 from tformer.modules.mask import build_attention_mask
 from tformer.modules.norm import make_norm
 from tformer.modules.packing import PackedLayout
-from tformer.modules.position import make_positional
+from tformer.modules.position import RopeScaling, make_positional
+
+
+def _rope_scaling(config: ModelConfig) -> RopeScaling | None:
+    if config.rope_scaling is None:
+        return None
+    return RopeScaling(
+        config.rope_scaling,
+        config.rope_factor,
+        config.rope_low_freq_factor,
+        config.rope_high_freq_factor,
+        config.rope_original_max_seq_len or 0,
+    )
 
 
 class Embeddings(nn.Module):
@@ -38,6 +50,7 @@ class Embeddings(nn.Module):
             d_model=config.d_model,
             head_dim=config.attention_head_dim,
             theta=config.rope_theta,
+            scaling=_rope_scaling(config),
         )
         self.norm = (
             make_norm(config.norm, config.d_model, config.norm_eps)

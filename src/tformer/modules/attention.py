@@ -29,6 +29,9 @@ class MultiHeadAttention(nn.Module):
     `F.scaled_dot_product_attention` (fused) and softmax(Q K^T / sqrt(d_k)) V written out,
     which can return the attention weights (`need_weights`) and which `kernels` picks where
     it is the faster one.
+
+    `q_norm` and `k_norm`, when given, normalise each head's queries and keys (over head_dim)
+    before rotary (Qwen3's q/k norm), which keeps the logits of the dot product bounded.
     """
 
     def __init__(
@@ -41,15 +44,21 @@ class MultiHeadAttention(nn.Module):
         bias: bool,
         dropout: float,
         cross: bool = False,
+        qkv_bias: bool | None = None,
+        q_norm: nn.Module | None = None,
+        k_norm: nn.Module | None = None,
     ) -> None:
+        """`bias` is the output projection's; `qkv_bias` (None: = bias) the q/k/v ones'."""
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
         self.cross = cross
         self.dropout = dropout
-        self.q_proj = Linear(d_model, n_heads * head_dim, bias=bias)
-        self.k_proj = Linear(d_model, n_kv_heads * head_dim, bias=bias)
-        self.v_proj = Linear(d_model, n_kv_heads * head_dim, bias=bias)
+        in_bias = bias if qkv_bias is None else qkv_bias
+        self.q_proj = Linear(d_model, n_heads * head_dim, bias=in_bias)
+        self.k_proj = Linear(d_model, n_kv_heads * head_dim, bias=in_bias)
+        self.v_proj = Linear(d_model, n_kv_heads * head_dim, bias=in_bias)
         self.out_proj = Linear(n_heads * head_dim, d_model, bias=bias)
+        self.q_norm, self.k_norm = q_norm, k_norm
 
     def _split_heads(self, x: Tensor, n_heads: int, layout: PackedLayout | None) -> Tensor:
         """(B, T, n_heads * head_dim), or packed (N, n_heads * head_dim) with its `layout`,
@@ -79,6 +88,8 @@ class MultiHeadAttention(nn.Module):
         the (B, 1, T, hd) rotary tables apply unchanged.
         """
         q = self._split_heads(self.q_proj(x), self.n_heads, layout)  # (B, H, T, hd)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
         if rotation is not None:
             q = apply_rotary(q, *rotation)
         if isinstance(cache, CrossAttentionCache) and cache.key is not None:
@@ -124,6 +135,8 @@ class MultiHeadAttention(nn.Module):
         kv_layout = None if self.cross else layout  # the encoder output is never packed
         k = self._split_heads(self.k_proj(source), self.n_kv_heads, kv_layout)
         v = self._split_heads(self.v_proj(source), self.n_kv_heads, kv_layout)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
         if rotation is not None:
             k = apply_rotary(k, *rotation)
         return k, v

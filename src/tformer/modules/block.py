@@ -29,14 +29,24 @@ class BlockOutput:
 
 
 def _attention(config: ModelConfig, *, cross: bool) -> MultiHeadAttention:
+    def head_norm() -> nn.Module | None:
+        return (
+            make_norm(config.norm, config.attention_head_dim, config.norm_eps)
+            if config.qk_norm
+            else None
+        )
+
     return MultiHeadAttention(
         config.d_model,
         config.n_heads,
         config.kv_heads,
         config.attention_head_dim,
-        bias=config.bias,
+        bias=config.use_attention_bias,
+        qkv_bias=config.use_qkv_bias,
         dropout=config.attn_dropout,
         cross=cross,
+        q_norm=head_norm(),
+        k_norm=head_norm(),
     )
 
 

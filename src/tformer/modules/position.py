@@ -15,6 +15,7 @@ left-padded batches and KV-cached decoding put every token at its true position.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +68,43 @@ class LearnedPositions(PositionalEncoding):
         return x + nn.functional.embedding(position_ids, self.weight)
 
 
+@dataclass(frozen=True)
+class RopeScaling:
+    """Stretch rotary's frequencies for a context longer than the one a model was trained on.
+
+    "linear" (position interpolation) divides every frequency by `factor`. "llama3" (Llama
+    3.1+) divides only the low frequencies -- wavelengths above original_max_seq_len /
+    low_freq_factor, which never turned a full circle in pre-training -- keeps the high ones
+    (wavelengths below original_max_seq_len / high_freq_factor, which resolve local order) and
+    blends the band between, so short-range behaviour is unchanged.
+    """
+
+    kind: str
+    factor: float
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_seq_len: int = 0
+
+    def apply(self, inv_freq: Tensor) -> Tensor:
+        """(head_dim/2,) frequencies -> the scaled ones, same shape."""
+        if self.kind == "linear":
+            return inv_freq / self.factor
+        wavelength = 2 * math.pi / inv_freq
+        stretched = torch.where(
+            wavelength > self.original_max_seq_len / self.low_freq_factor,
+            inv_freq / self.factor,
+            inv_freq,
+        )
+        smooth = (self.original_max_seq_len / wavelength - self.low_freq_factor) / (
+            self.high_freq_factor - self.low_freq_factor
+        )
+        blended = (1 - smooth) * stretched / self.factor + smooth * stretched
+        band = (wavelength >= self.original_max_seq_len / self.high_freq_factor) & (
+            wavelength <= self.original_max_seq_len / self.low_freq_factor
+        )
+        return torch.where(band, blended, stretched)
+
+
 class RotaryPositions(PositionalEncoding):
     """Rotary position embedding (Su et al., 2021), applied to queries and keys in attention.
 
@@ -74,9 +112,13 @@ class RotaryPositions(PositionalEncoding):
     Hugging Face Llama -- so converted Hugging Face checkpoints need no weight permutation.
     """
 
-    def __init__(self, head_dim: int, theta: float = 10000.0) -> None:
+    def __init__(
+        self, head_dim: int, theta: float = 10000.0, scaling: RopeScaling | None = None
+    ) -> None:
         super().__init__()
         inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        if scaling is not None:
+            inv_freq = scaling.apply(inv_freq)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def rotation(self, position_ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -94,7 +136,13 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 def make_positional(
-    kind: str, *, max_seq_len: int, d_model: int, head_dim: int, theta: float
+    kind: str,
+    *,
+    max_seq_len: int,
+    d_model: int,
+    head_dim: int,
+    theta: float,
+    scaling: RopeScaling | None = None,
 ) -> PositionalEncoding:
     """The encoding named by `ModelConfig.positional`."""
     if kind == "sinusoidal":
@@ -102,5 +150,5 @@ def make_positional(
     if kind == "learned":
         return LearnedPositions(max_seq_len, d_model)
     if kind == "rotary":
-        return RotaryPositions(head_dim, theta)
+        return RotaryPositions(head_dim, theta, scaling)
     return PositionalEncoding()

@@ -12,11 +12,18 @@ import warnings
 from typing import Any
 
 from tformer.checkpoint import CheckpointError
-from tformer.config import ModelConfig
+from tformer.config import ROPE_SCALING_FIELDS, ModelConfig
 from tformer.errors import ConfigError, InputError
 from tformer.pretrained.families import FAMILIES, Family
 
 CLASSIFICATION_HEADS = ("sequence-classification", "token-classification")
+# ModelConfig rope field -> its key in config.json's rope table (shared by every rotary family)
+ROPE_KEYS = {
+    "rope_factor": "factor",
+    "rope_low_freq_factor": "low_freq_factor",
+    "rope_high_freq_factor": "high_freq_factor",
+    "rope_original_max_seq_len": "original_max_position_embeddings",
+}
 
 
 def _normalise(hf: dict[str, Any]) -> dict[str, Any]:
@@ -56,6 +63,30 @@ def _check_supported(hf: dict[str, Any], family: Family, source: str) -> None:
             )
 
 
+def _rope_scaling_fields(hf: dict[str, Any], source: str) -> dict[str, Any]:
+    """ModelConfig's rope_* fields from config.json's rope table (`rope_parameters` of
+    transformers >= 5, `rope_scaling` before; "type" is its older name for "rope_type")."""
+    rope = hf.get("rope_scaling") or {}
+    kind = rope.get("rope_type", rope.get("type", "default"))
+    if kind == "default":
+        return {}
+    if kind not in ROPE_SCALING_FIELDS:
+        raise CheckpointError(
+            f"{source}: config.json has rope scaling type {kind!r}, which tformer does not "
+            f"implement; supported: {', '.join(ROPE_SCALING_FIELDS)}"
+        )
+    # transformers falls back to max_position_embeddings for a llama3 table without it
+    rope = {"original_max_position_embeddings": hf.get("max_position_embeddings"), **rope}
+    fields: dict[str, Any] = {"rope_scaling": kind}
+    for name in ROPE_SCALING_FIELDS[kind]:
+        if rope.get(ROPE_KEYS[name]) is None:
+            raise CheckpointError(
+                f"{source}: config.json's {kind!r} rope scaling has no {ROPE_KEYS[name]!r}"
+            )
+        fields[name] = rope[ROPE_KEYS[name]]
+    return fields
+
+
 def _drop_ids_outside_vocabulary(fields: dict[str, Any], source: str) -> None:
     """transformers only warns about special-token ids the vocabulary lacks (tiny test models
     copy GPT-2's 50256), so tformer warns and forgets them rather than refusing the model."""
@@ -88,6 +119,8 @@ def model_config_from_hf(
             f"supported: {', '.join(family.activations)}"
         )
     fields["activation"] = family.activations[activation]
+    if fields["positional"] == "rotary":
+        fields.update(_rope_scaling_fields(hf, source))
     fields["head"] = family.architectures[architecture]
     if fields["head"] in CLASSIFICATION_HEADS:
         count = hf.get("num_labels", 2)
@@ -123,6 +156,8 @@ DERIVED = {
     "head": "task_head",
     "n_kv_heads": "kv_heads",
     "head_dim": "attention_head_dim",
+    "attention_bias": "use_attention_bias",
+    "qkv_bias": "use_qkv_bias",
     "final_norm": "use_final_norm",
     "n_encoder_layers": "encoder_layers",
     "n_decoder_layers": "decoder_layers",
@@ -182,10 +217,9 @@ def hf_config_from_model(config: ModelConfig, family: Family, architecture: str)
     hf: dict[str, Any] = {"model_type": family.model_types[0], "architectures": [architecture]}
     keys = dict(family.config_keys)
     for name, key in family.config_keys:
-        value = getattr(config, name)
-        if value is None and key in hf:  # e.g. BART's n_encoder_layers=None: keep n_layers
-            continue
-        hf[key] = value
+        # the derived value: a family's own default for an omitted setting may differ from
+        # tformer's (Qwen3's head_dim is 128, not hidden_size / heads)
+        hf[key] = getattr(config, DERIVED.get(name, name))
     if config.attention_dropout is None and "attention_dropout" in keys:
         hf[keys["attention_dropout"]] = config.dropout
     hf[keys["activation"]] = next(
@@ -194,6 +228,11 @@ def hf_config_from_model(config: ModelConfig, family: Family, architecture: str)
     for a, b in family.same:
         hf[b] = hf[a]
     hf.update(family.must_be)
+    if config.rope_scaling is not None:  # transformers reads this older key as rope_parameters
+        hf["rope_scaling"] = {
+            "rope_type": config.rope_scaling,
+            **{ROPE_KEYS[n]: getattr(config, n) for n in ROPE_SCALING_FIELDS[config.rope_scaling]},
+        }
     if config.task_head in CLASSIFICATION_HEADS:
         labels = config.labels or tuple(f"LABEL_{i}" for i in range(config.n_labels))
         hf["id2label"] = dict(enumerate(labels))

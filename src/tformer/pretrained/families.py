@@ -178,72 +178,117 @@ GPT2 = Family(
     must_be={"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False},
 )
 
+_ROTARY_DECODER = {
+    "arch": "decoder",
+    "positional": "rotary",
+    "norm": "rmsnorm",
+    "norm_position": "pre",
+    "embedding_norm": False,
+    "dropout": 0.0,
+}
+# config.json keys the Llama-derived families share (their differences are in `fixed`)
+_ROTARY_KEYS = (
+    ("vocab_size", "vocab_size"),
+    ("d_model", "hidden_size"),
+    ("n_heads", "num_attention_heads"),
+    ("n_kv_heads", "num_key_value_heads"),
+    ("head_dim", "head_dim"),
+    ("n_layers", "num_hidden_layers"),
+    ("d_ff", "intermediate_size"),
+    ("max_seq_len", "max_position_embeddings"),
+    ("rope_theta", "rope_theta"),
+    ("norm_eps", "rms_norm_eps"),
+    ("activation", "hidden_act"),
+    ("attention_dropout", "attention_dropout"),
+    ("tie_embeddings", "tie_word_embeddings"),
+    ("pad_id", "pad_token_id"),
+    ("bos_id", "bos_token_id"),
+    ("eos_id", "eos_token_id"),
+)
+_ROTARY_DEFAULTS = {
+    "num_key_value_heads": None,
+    "head_dim": None,
+    "max_position_embeddings": 2048,
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-6,
+    "hidden_act": "silu",
+    "attention_dropout": 0.0,
+    "tie_word_embeddings": False,
+    "pad_token_id": None,
+    "bos_token_id": None,
+    "eos_token_id": None,
+}
+_GATED = {"silu": "swiglu", "gelu": "geglu"}  # the Llama-derived MLPs are always gated
+_ROTARY_TENSORS = (
+    ("decoder.embeddings.tokens", "{p}embed_tokens"),
+    ("decoder.blocks.{i}.self_attn_norm", "{p}layers.{i}.input_layernorm"),
+    *(
+        (f"decoder.blocks.{{i}}.self_attn.{n}", f"{{p}}layers.{{i}}.self_attn.{n}")
+        for n in (*_ATTENTION, "q_norm", "k_norm")
+    ),
+    ("decoder.blocks.{i}.self_attn.out_proj", "{p}layers.{i}.self_attn.o_proj"),
+    ("decoder.blocks.{i}.ffn_norm", "{p}layers.{i}.post_attention_layernorm"),
+    ("decoder.blocks.{i}.ffn.gate", "{p}layers.{i}.mlp.gate_proj"),
+    ("decoder.blocks.{i}.ffn.up", "{p}layers.{i}.mlp.up_proj"),
+    ("decoder.blocks.{i}.ffn.down", "{p}layers.{i}.mlp.down_proj"),
+    ("decoder.final_norm", "{p}norm"),
+    ("lm_head.proj.weight", "lm_head.weight"),
+)
+
 LLAMA = Family(
     model_types=("llama", "mistral"),
     architectures={"LlamaForCausalLM": "lm", "MistralForCausalLM": "lm"},
     bare_architectures=(),
     base_prefix="model.",
-    fixed={
-        "arch": "decoder",
-        "positional": "rotary",
-        "norm": "rmsnorm",
-        "norm_position": "pre",
-        "embedding_norm": False,
-        "dropout": 0.0,
-    },
+    fixed=_ROTARY_DECODER,
     config_keys=(
-        ("vocab_size", "vocab_size"),
-        ("d_model", "hidden_size"),
-        ("n_heads", "num_attention_heads"),
-        ("n_kv_heads", "num_key_value_heads"),
-        ("head_dim", "head_dim"),
-        ("n_layers", "num_hidden_layers"),
-        ("d_ff", "intermediate_size"),
-        ("max_seq_len", "max_position_embeddings"),
-        ("rope_theta", "rope_theta"),
-        ("norm_eps", "rms_norm_eps"),
-        ("activation", "hidden_act"),
-        ("attention_dropout", "attention_dropout"),
-        ("bias", "attention_bias"),
-        ("tie_embeddings", "tie_word_embeddings"),
-        ("pad_id", "pad_token_id"),
-        ("bos_id", "bos_token_id"),
-        ("eos_id", "eos_token_id"),
+        *_ROTARY_KEYS,
+        ("attention_bias", "attention_bias"),
+        ("bias", "mlp_bias"),
     ),
-    hf_defaults={
-        "num_key_value_heads": None,
-        "head_dim": None,
-        "max_position_embeddings": 2048,
-        "rope_theta": 10000.0,
-        "rms_norm_eps": 1e-6,
-        "hidden_act": "silu",
-        "attention_dropout": 0.0,
-        "attention_bias": False,
-        "mlp_bias": False,
-        "tie_word_embeddings": False,
-        "pad_token_id": None,
-        "bos_token_id": None,
-        "eos_token_id": None,
-    },
-    activations={"silu": "swiglu", "gelu": "geglu"},  # Llama's MLP is always gated
-    tensors=(
-        ("decoder.embeddings.tokens", "{p}embed_tokens"),
-        ("decoder.blocks.{i}.self_attn_norm", "{p}layers.{i}.input_layernorm"),
-        *(
-            (f"decoder.blocks.{{i}}.self_attn.{n}", f"{{p}}layers.{{i}}.self_attn.{n}")
-            for n in _ATTENTION
-        ),
-        ("decoder.blocks.{i}.self_attn.out_proj", "{p}layers.{i}.self_attn.o_proj"),
-        ("decoder.blocks.{i}.ffn_norm", "{p}layers.{i}.post_attention_layernorm"),
-        ("decoder.blocks.{i}.ffn.gate", "{p}layers.{i}.mlp.gate_proj"),
-        ("decoder.blocks.{i}.ffn.up", "{p}layers.{i}.mlp.up_proj"),
-        ("decoder.blocks.{i}.ffn.down", "{p}layers.{i}.mlp.down_proj"),
-        ("decoder.final_norm", "{p}norm"),
-        ("lm_head.proj.weight", "lm_head.weight"),
-    ),
+    hf_defaults={**_ROTARY_DEFAULTS, "attention_bias": False, "mlp_bias": False},
+    activations=_GATED,
+    tensors=_ROTARY_TENSORS,
     ignored=(r"rotary_emb\.inv_freq$",),
-    must_be={"rope_scaling": None, "sliding_window": None, "pretraining_tp": 1},
-    same=(("attention_bias", "mlp_bias"),),
+    must_be={"sliding_window": None, "pretraining_tp": 1},
+)
+
+# Qwen2 / Qwen2.5: Llama with biases on q, k and v only. A sliding window is off unless
+# `use_sliding_window` turns it on (config.json may name a window it does not use).
+QWEN2 = Family(
+    model_types=("qwen2",),
+    architectures={"Qwen2ForCausalLM": "lm"},
+    bare_architectures=(),
+    base_prefix="model.",
+    fixed={**_ROTARY_DECODER, "bias": False, "qkv_bias": True},
+    config_keys=_ROTARY_KEYS,
+    hf_defaults={**_ROTARY_DEFAULTS, "max_position_embeddings": 32768},
+    activations=_GATED,
+    tensors=_ROTARY_TENSORS,
+    ignored=(r"rotary_emb\.inv_freq$",),
+    must_be={"use_sliding_window": False},
+)
+
+# Qwen3: RMSNorm over each head's queries and keys; head_dim is its own setting (128 unless
+# config.json says otherwise, not hidden_size / heads); `attention_bias` covers all four
+# attention projections, the MLP never has biases.
+QWEN3 = Family(
+    model_types=("qwen3",),
+    architectures={"Qwen3ForCausalLM": "lm"},
+    bare_architectures=(),
+    base_prefix="model.",
+    fixed={**_ROTARY_DECODER, "bias": False, "qk_norm": True},
+    config_keys=(*_ROTARY_KEYS, ("attention_bias", "attention_bias")),
+    hf_defaults={
+        **_ROTARY_DEFAULTS,
+        "head_dim": 128,
+        "max_position_embeddings": 32768,
+        "attention_bias": False,
+    },
+    activations=_GATED,
+    tensors=_ROTARY_TENSORS,
+    ignored=(r"rotary_emb\.inv_freq$",),
+    must_be={"use_sliding_window": False},
 )
 
 BART = Family(
@@ -320,7 +365,7 @@ BART = Family(
     ),
 )
 
-FAMILIES = (BERT, GPT2, LLAMA, BART)
+FAMILIES = (BERT, GPT2, LLAMA, QWEN2, QWEN3, BART)
 
 
 def family_for(model_type: str) -> Family:
