@@ -17,6 +17,7 @@ read-only home, a full disk) only costs the speed-up; a damaged entry is convert
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -48,11 +49,18 @@ def cache_root() -> Path | None:
 
 
 def _key(source: Path, dtype: torch.dtype) -> str:
-    from tformer import __version__
-
     stat = source.stat()
-    stamp = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype}|{__version__}"
+    stamp = f"{source.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{dtype}|{_version()}"
     return hashlib.sha256(stamp.encode()).hexdigest()[:20]
+
+
+def _version() -> str:
+    """The installed tformer's version (read from its metadata: the package itself imports
+    this module)."""
+    try:
+        return importlib.metadata.version("tformer")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def cached_import(source: Path, dtype: torch.dtype, convert: Callable[[], Loaded]) -> Loaded:
