@@ -8,6 +8,7 @@ the weights happens before, in the set-up, and is not timed. Adding a contender 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ class Ours:
     """
 
     prepare: Callable[[nn.Module], nn.Module] | None = None
-    options: dict[str, bool] = field(default_factory=dict)
+    options: dict[str, bool | int] = field(default_factory=dict)
 
     def model(self, weights: Weights) -> nn.Module:
         model, _ = tformer.load(weights.float32)
@@ -64,8 +65,11 @@ def to_bfloat16(model: nn.Module) -> nn.Module:
     return model.to(torch.bfloat16)
 
 
-def transformers_decoder(weights: Weights, prompts: list[list[int]], max_new_tokens: int) -> Decode:
-    """`generate()` of the model's transformers class (LlamaForCausalLM), float32."""
+def transformers_decoder(
+    weights: Weights, prompts: list[list[int]], max_new_tokens: int, **options: int
+) -> Decode:
+    """`generate()` of the model's transformers class (LlamaForCausalLM), float32, with
+    `options` of its generate (e.g. prompt_lookup_num_tokens)."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(weights.float32)  # stored as float32
@@ -75,7 +79,7 @@ def transformers_decoder(weights: Weights, prompts: list[list[int]], max_new_tok
     ids, mask = left_pad(prompts, pad_id=0)
 
     def decode(n: int) -> Tensor:
-        out = model.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False)
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False, **options)
         return out[:, ids.shape[1] :]
 
     return decode
@@ -113,4 +117,15 @@ GENERATORS = (
 )
 # The baseline a KV cache must beat (by >= 5x at 256 new tokens): recompute every step.
 NO_CACHE = Generator("tformer-nocache", Ours(options={"use_cache": False}))
-BY_NAME = {g.name: g for g in (*GENERATORS, NO_CACHE)}
+# Speculation without a draft model, for an input-grounded prompt: ours and transformers'.
+LOOKUP_TOKENS = 10  # transformers' documented example value
+PROMPT_LOOKUP = (
+    Generator("tformer-prompt-lookup", Ours(options={"prompt_lookup_tokens": LOOKUP_TOKENS})),
+    Generator(
+        "transformers-prompt-lookup",
+        functools.partial(transformers_decoder, prompt_lookup_num_tokens=LOOKUP_TOKENS),
+        imports=("transformers.models.llama.modeling_llama",),
+        extra="dev",
+    ),
+)
+BY_NAME = {g.name: g for g in (*GENERATORS, NO_CACHE, *PROMPT_LOOKUP)}

@@ -2,7 +2,8 @@
 
 generation-b1 and generation-b8 (not in quick mode) run every contender of `decoders.GENERATORS` on 1 or 8 prompts
 of different lengths; generation-cache-b1 times our KV cache against recomputing the whole
-sequence at every step, at 256 new tokens. Throughput is new tokens/s: rows x N over the
+sequence at every step, at 256 new tokens; generation-lookup-b1 times prompt lookup (ours and
+transformers') against plain greedy decoding on a prompt whose answer copies a passage. Throughput is new tokens/s: rows x N over the
 whole generate call, prefill included. Each contender runs in a worker process of its own (it
 loads a whole model and may compile one); a step is one generate call, after one identical
 warm-up call (which is also when `tformer-compiled` compiles).
@@ -21,7 +22,16 @@ from pathlib import Path
 import torch
 
 import tformer
-from benchmarks.decoders import BY_NAME, GENERATORS, NO_CACHE, Generator, Ours, Weights
+from benchmarks.decoders import (
+    BY_NAME,
+    GENERATORS,
+    LOOKUP_TOKENS,
+    NO_CACHE,
+    PROMPT_LOOKUP,
+    Generator,
+    Ours,
+    Weights,
+)
 from benchmarks.harness import Case, Contender, Step
 from benchmarks.isolation import WorkerStep
 from benchmarks.perplexity import held_out_ids, perplexity_checks
@@ -39,6 +49,15 @@ PROMPTS = [
     "A recipe for pancakes:\n1.",
     "The quick brown fox",
 ]
+# An input-grounded request: the answer repeats most of the passage, as edits and summaries do.
+PASSAGE = (
+    "The Transformer replaces recurrence with attention. Each layer lets every position attend "
+    "to every earlier position, then applies a small feed-forward network to each position. "
+    "Because the positions are processed in parallel during training, the model trains much "
+    "faster than a recurrent network of the same size, and because attention connects any two "
+    "positions directly, it learns long-range dependencies more easily."
+)
+GROUNDED = f"Fix the punctuation of this paragraph and repeat it word for word:\n\n{PASSAGE}"
 NEW_TOKENS = {False: 128, True: 16}  # by quick
 CACHE_NEW_TOKENS = {False: 256, True: 32}
 NOTES = (
@@ -145,6 +164,13 @@ def smollm2_inputs(batch: int) -> tuple[Weights, list[list[int]]]:
     return weights, [tokenizer.encode(p, add_special_tokens=False) for p in PROMPTS[:batch]]
 
 
+def grounded_inputs() -> tuple[Weights, list[list[int]]]:
+    """The GROUNDED request in SmolLM2's chat template, as `tformer generate --chat` sends it."""
+    weights, tokenizer = smollm2()
+    text = tokenizer.apply_chat_template([{"role": "user", "content": GROUNDED}])
+    return weights, [tokenizer.encode(text, add_special_tokens=False)]
+
+
 def smollm2_perplexity() -> dict[str, dict[str, float]]:
     weights, tokenizer = smollm2()
     return perplexity_checks(list(GENERATORS), weights, held_out_ids(tokenizer))
@@ -178,6 +204,18 @@ def generation_cases(quick: bool, device: torch.device) -> list[Case]:
             ours=("tformer",),
             notes=f"KV cache vs recomputing the sequence at every step, {cache_n} new tokens",
             rounds=None if quick else 3,  # a no-cache call takes minutes
+        )
+    )
+    cases.append(
+        generation_case(
+            "generation-lookup-b1",
+            [BY_NAME["tformer"], BY_NAME["transformers"], *PROMPT_LOOKUP],
+            batch=1,
+            new_tokens=n,
+            inputs=grounded_inputs,
+            ours=("tformer", "tformer-prompt-lookup"),
+            notes=f"prompt lookup (up to {LOOKUP_TOKENS} tokens per pass; exact for greedy) vs "
+            "plain greedy, on a chat request to repeat a passage: the output copies the input",
         )
     )
     return cases

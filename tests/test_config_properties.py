@@ -220,6 +220,9 @@ def out_of_range_generation_change(draw: st.DrawFn) -> dict[str, Any]:
         {"early_stopping": draw(st.text(max_size=8).filter(lambda v: v != "never"))},
         {"use_cache": False, "static_cache": True},
         {"do_sample": False, "top_k": draw(st.integers(1, 100))},  # an ignored option: an error
+        {"prompt_lookup_tokens": draw(st.integers(-100, -1))},
+        {"prompt_lookup_max_ngram": draw(negative)},
+        {"prompt_lookup_tokens": draw(st.integers(1, 10)), "do_sample": True},  # greedy only
     ]
     return draw(st.sampled_from(changes))
 

@@ -59,6 +59,20 @@ def test_generate_prints_the_library_continuation(tmp_path, tokenizer, capsys) -
     assert (code, streamed) == (0, out)
 
 
+def test_generate_with_prompt_lookup_prints_the_greedy_continuation(
+    tmp_path, tokenizer, capsys
+) -> None:
+    path = save_tiny(tmp_path, tokenizer, "decoder", "lm")
+    prompt = ["--prompt", "the lazy dog, the lazy dog, the lazy"]
+    args = ["generate", str(path), *prompt, "--max-new-tokens", "20"]
+    code, plain, _ = run_cli(args, capsys)
+    assert code == 0
+    assert run_cli([*args, "--prompt-lookup", "4"], capsys) == (0, plain, "")
+    assert run_cli([*args, "--prompt-lookup", "4", "--stream"], capsys) == (0, plain, "")
+    code, _, err = run_cli([*args, "--prompt-lookup", "4", "--top-p", "0.9"], capsys)
+    assert code != 0 and err.count("\n") == 1 and "greedy" in err
+
+
 def test_generate_batch_and_seeded_sampling(tmp_path, tokenizer, capsys) -> None:
     path = save_tiny(tmp_path, tokenizer, "decoder", "lm")
     args = ["generate", str(path), "--prompt", "hello", "--prompt", "the fox", "--top-p", "0.9"]

@@ -43,6 +43,16 @@ def add_decoding_options(
     p.add_argument("--seed", type=int, help="seed for reproducible sampling")
     p.add_argument("--static-cache", action="store_true", help="preallocated KV cache")
     p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.add_argument(
+        "--prompt-lookup",
+        type=int,
+        default=0,
+        metavar="K",
+        help="speculative decoding without a draft model: guess up to K next tokens from what "
+        "followed the last few tokens earlier in the prompt/output and check them in one "
+        "forward pass; the output is exactly greedy decoding's, faster when the output "
+        "repeats its input (quoting, summarising, editing). Greedy only (default 0: off)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
         "--quantize",
@@ -74,6 +84,7 @@ def decoding_options(args: argparse.Namespace, room: int | None = None) -> dict[
         seed=args.seed,
         static_cache=args.static_cache,
         compile_step=args.compile,
+        prompt_lookup_tokens=args.prompt_lookup,
     )
 
 

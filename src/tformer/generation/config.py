@@ -21,6 +21,11 @@ class GenerationConfig:
     the model's distribution as it is. repetition_penalty applies to greedy, sampling and beam
     search alike (as in the CTRL paper, Keskar et al. 2019: logits of already-seen tokens are
     divided by the penalty when positive and multiplied when negative).
+
+    prompt_lookup_tokens > 0 speculates without a draft model (see `generation/lookup.py`):
+    up to that many tokens are proposed from an earlier occurrence of the sequence's last
+    n-gram (n <= prompt_lookup_max_ngram) and checked in one forward pass. It is exact for
+    plain greedy decoding only, so it refuses sampling, beams and the repetition penalty.
     """
 
     max_new_tokens: int
@@ -40,6 +45,8 @@ class GenerationConfig:
     use_cache: bool = True
     static_cache: bool = False
     compile_step: bool = False  # torch.compile the decode step; implies static_cache
+    prompt_lookup_tokens: int = 0  # speculate this many tokens per forward pass; 0: off
+    prompt_lookup_max_ngram: int = 3  # the longest n-gram matched against earlier tokens
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -84,6 +91,37 @@ class GenerationConfig:
             )
         if (self.static_cache or self.compile_step) and not self.use_cache:
             raise ConfigError("static_cache and compile_step need use_cache=True")
+        self._check_prompt_lookup()
+
+    def _check_prompt_lookup(self) -> None:
+        """Prompt lookup accepts a proposed token only where plain greedy decoding picks it,
+        so anything that picks differently (sampling, beams, a penalty over the tokens seen
+        before each proposal) would make it inexact, and it rolls back a growing KV cache."""
+        if self.prompt_lookup_tokens < 0:
+            raise ConfigError(
+                f"prompt_lookup_tokens={self.prompt_lookup_tokens} must be >= 0 (0 disables it)"
+            )
+        if self.prompt_lookup_max_ngram < 1:
+            raise ConfigError(
+                f"prompt_lookup_max_ngram={self.prompt_lookup_max_ngram} must be >= 1"
+            )
+        if self.prompt_lookup_tokens == 0:
+            return
+        conflicts = {
+            "do_sample=True": self.do_sample,
+            f"num_beams={self.num_beams}": self.num_beams > 1,
+            f"repetition_penalty={self.repetition_penalty}": self.repetition_penalty != 1.0,
+            "use_cache=False": not self.use_cache,
+            "static_cache=True": self.static_cache,
+            "compile_step=True": self.compile_step,
+        }
+        for option, conflicting in conflicts.items():
+            if conflicting:
+                raise ConfigError(
+                    f"prompt_lookup_tokens={self.prompt_lookup_tokens} is exact only for plain "
+                    f"greedy decoding with a growing KV cache, not with {option}; drop one of "
+                    "them"
+                )
 
     def replace(self, **changes: object) -> GenerationConfig:
         """A copy with `changes` applied (and validated)."""

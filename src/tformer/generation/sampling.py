@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from tformer.generation.config import GenerationConfig
+from tformer.generation.lookup import PromptLookup
 from tformer.generation.processors import apply_processors, repetition_penalty, sampling_processors
 from tformer.generation.state import DecodingState
 from tformer.generation.stopping import StopStrings
@@ -38,7 +39,9 @@ def sample_stream(
 
     A row finishes at an end-of-sequence token or a stop string; after that it yields pad_id.
     Sampling draws from a `torch.Generator` seeded with `config.seed`, never the global RNG,
-    so the same seed gives the same tokens whatever else the program samples.
+    so the same seed gives the same tokens whatever else the program samples. With prompt
+    lookup a forward pass may settle several tokens at once (`DecodingState.verify`); they are
+    yielded one at a time, with the same stopping rules as any other token.
     """
     processors = sampling_processors(config)
     generator = None
@@ -48,21 +51,37 @@ def sample_stream(
             generator.seed()  # fresh entropy, leaving the global RNG alone
         else:
             generator.manual_seed(config.seed)
+    propose = PromptLookup(config, pad_id) if config.prompt_lookup_tokens else None
     eos = torch.tensor(config.eos_token_ids or (), dtype=torch.long, device=state.tokens.device)
     finished = torch.zeros(state.tokens.shape[0], dtype=torch.bool, device=eos.device)
+    settled = state.tokens.new_zeros((state.tokens.shape[0], 0))  # (N, a): verified, in state
     logits = state.prefill()
     for step in range(config.max_new_tokens):
-        scores = penalise_repeats(logits.float(), state, config.repetition_penalty)
-        scores = apply_processors(scores, processors)
-        if generator is None:
-            next_tokens = scores.argmax(dim=-1)
+        in_state = settled.shape[1] > 0
+        if in_state:
+            next_tokens, settled = settled[:, 0], settled[:, 1:]
         else:
-            next_tokens = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[:, 0]
+            scores = penalise_repeats(logits.float(), state, config.repetition_penalty)
+            scores = apply_processors(scores, processors)
+            if generator is None:
+                next_tokens = scores.argmax(dim=-1)
+            else:
+                next_tokens = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)
+                next_tokens = next_tokens[:, 0]
         next_tokens = next_tokens.masked_fill(finished, pad_id)
         yield next_tokens
         finished |= torch.isin(next_tokens, eos)
         if stop_strings is not None:
-            finished |= stop_strings(torch.cat((state.generated, next_tokens[:, None]), dim=1))
+            before = state.tokens[:, state.prompt_len : state.prompt_len + step]
+            finished |= stop_strings(torch.cat((before, next_tokens[:, None]), dim=1))
         if finished.all() or step == config.max_new_tokens - 1:
             return
-        logits = state.advance(next_tokens)
+        if in_state:  # the logits after the last settled token are there already
+            continue
+        # Proposals may neither outrun max_new_tokens nor make the window slide mid-pass.
+        budget = min(config.max_new_tokens - step - 1, state.room() - 1)
+        proposals = propose(state, next_tokens, ~finished, budget) if propose else None
+        if proposals is None:
+            logits = state.advance(next_tokens)
+        else:
+            settled, logits = state.verify(next_tokens, proposals, ~finished)

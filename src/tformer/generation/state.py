@@ -33,7 +33,9 @@ class DecodingState:
     """Token buffer (N, prompt + max_new_tokens), its padding mask, and the KV cache.
 
     `prefill` runs the prompt and returns the next-token logits (N, V); `advance` appends one
-    token per row and returns the logits after it; `reorder` keeps/duplicates rows (beams).
+    token per row and returns the logits after it; `verify` appends a token and proposals for
+    the ones after it and keeps those greedy decoding agrees with (speculative decoding);
+    `reorder` keeps/duplicates rows (beams).
 
     Past the context: a decoder-only model whose rows fill its `max_seq_len` slots keeps
     decoding over a sliding window. The oldest quarter of the window is dropped and decoding
@@ -55,10 +57,11 @@ class DecodingState:
         self.model = model
         self.context: Tensor | None = None
         self.context_mask: Tensor | None = None
+        self.source: Tensor | None = None  # an encoder-decoder's input_ids (N, S)
         prompt, prompt_mask = input_ids, attention_mask
         if isinstance(model, EncoderDecoder):
             self.context = model.encode(input_ids, attention_mask)  # (N, S, d_model)
-            self.context_mask = attention_mask
+            self.context_mask, self.source = attention_mask, input_ids
             start = model.config.start_id
             assert start is not None  # checked by the caller
             prompt = input_ids.new_full((input_ids.shape[0], 1), start)
@@ -87,9 +90,15 @@ class DecodingState:
         self, ids: Tensor, mask: Tensor | None, positions: Tensor, cache: KVCache | None
     ) -> Tensor:
         """ids (N, T) -> logits (N, V) at the last position."""
+        return self._logits(ids, mask, positions, cache, keep=1)[:, -1]
+
+    def _logits(
+        self, ids: Tensor, mask: Tensor | None, positions: Tensor, cache: KVCache | None, keep: int
+    ) -> Tensor:
+        """ids (N, T) -> logits (N, keep, V) at the last `keep` positions."""
         if self.context is None:
             out = self.model(
-                ids, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1
+                ids, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=keep
             )
         else:
             assert isinstance(self.model, EncoderDecoder)
@@ -100,10 +109,10 @@ class DecodingState:
                 decoder_attention_mask=mask,
                 decoder_position_ids=positions,
                 cache=cache,
-                logits_to_keep=1,
+                logits_to_keep=keep,
             )
         assert out.logits is not None
-        return out.logits[:, -1]  # (N, 1, V) -> (N, V)
+        return out.logits
 
     def _window_mask(self) -> Tensor | None:
         """The padding mask of the positions in the window; None when nothing is padding."""
@@ -121,13 +130,20 @@ class DecodingState:
         """Run the prompt; (N, V) logits for the first new token."""
         return self._encode_window(self.cache)
 
+    def _append(self, tokens: Tensor) -> Tensor:
+        """Write tokens (N, m) after every row's last one; their position ids (N, m)."""
+        count = tokens.shape[1]
+        self.tokens[:, self.length : self.length + count] = tokens
+        self.mask[:, self.length : self.length + count] = 1
+        self.length += count
+        offsets = torch.arange(count, device=tokens.device)
+        positions = self.next_position[:, None] + offsets  # (N, m)
+        self.next_position = self.next_position + count
+        return positions
+
     def advance(self, next_tokens: Tensor) -> Tensor:
         """Append next_tokens (N,); (N, V) logits for the token after them."""
-        self.tokens[:, self.length] = next_tokens
-        self.mask[:, self.length] = 1
-        self.length += 1
-        positions = self.next_position[:, None]  # (N, 1)
-        self.next_position = self.next_position + 1
+        positions = self._append(next_tokens[:, None])  # (N, 1)
         full = self.length - self.window_start > self.model.config.max_seq_len
         if full and self._slide():  # the kept tokens are encoded again, the new one with them
             return self._encode_window(self.cache)
@@ -139,6 +155,50 @@ class DecodingState:
             self.cache.reserve(1)
             return self._step(next_tokens[:, None], self.mask, positions, self.cache)
         return self._forward(next_tokens[:, None], self._window_mask(), positions, self.cache)
+
+    def room(self) -> int:
+        """How many more tokens the window takes before it slides."""
+        return self.model.config.max_seq_len - (self.length - self.window_start)
+
+    def history(self) -> list[Tensor]:
+        """Each row's real tokens so far, (t_b,): an encoder-decoder's source, then the
+        decoded ones (prompt included). What prompt lookup searches for earlier n-grams."""
+        rows = []
+        for b in range(self.tokens.shape[0]):
+            row = self.tokens[b, : self.length][self.mask[b, : self.length].bool()]
+            if self.source is not None and self.context_mask is not None:
+                row = torch.cat((self.source[b][self.context_mask[b].bool()], row))
+            rows.append(row)
+        return rows
+
+    def verify(
+        self, next_tokens: Tensor, proposals: Tensor, active: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Append next_tokens (N,) and the proposals (N, k) that may follow them, and keep the
+        longest run of proposals that greedy decoding would pick in every `active` (N,) row.
+
+        One forward pass over the 1 + k tokens gives greedy's pick after each of them; the
+        rejected tail leaves the buffer and the KV cache (`crop`), so the state is as if the
+        kept tokens had been advanced one at a time. Rows keep one length: they accept the
+        shortest run among them (rows that agreed further propose the rest again later).
+        Returns the accepted tokens (N, a), a <= k, and the (N, V) logits after the last.
+        """
+        assert self.cache is not None and not self.static_cache  # GenerationConfig checks
+        tokens = torch.cat((next_tokens[:, None], proposals), dim=1)  # (N, 1 + k)
+        assert tokens.shape[1] <= self.room(), "proposals must not make the window slide"
+        positions = self._append(tokens)
+        logits = self._logits(tokens, self._window_mask(), positions, self.cache, tokens.shape[1])
+        picks = logits.float().argmax(dim=-1)  # (N, 1 + k): greedy's token after each one
+        agree = (picks[:, :-1] == proposals) | ~active[:, None]
+        accepted = int(agree.long().cumprod(dim=1).sum(dim=1).min())
+        rejected = proposals.shape[1] - accepted
+        if rejected:
+            self.length -= rejected
+            self.mask[:, self.length : self.length + rejected] = 0
+            self.next_position = self.next_position - rejected
+            assert self.cache.lengths is not None
+            self.cache.crop(self.cache.lengths - rejected)
+        return proposals[:, :accepted], logits[:, accepted]
 
     def _slide(self) -> bool:
         """Drop the oldest quarter of a full window; True if the rest must be encoded again
@@ -158,5 +218,7 @@ class DecodingState:
         self.next_position = self.next_position[index]
         if self.context is not None and self.context_mask is not None:
             self.context, self.context_mask = self.context[index], self.context_mask[index]
+        if self.source is not None:
+            self.source = self.source[index]
         if self.cache is not None:
             self.cache.select(index)
