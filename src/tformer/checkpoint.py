@@ -17,26 +17,22 @@ import json
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from tformer.config import ModelConfig
-from tformer.errors import ConfigError, TformerError
+from tformer.errors import CheckpointError, ConfigError
+from tformer.lazy_tensors import LazyTensors, safetensors_file
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINTS = "checkpoints"  # a run's step checkpoints, under the run directory
 BEST = "best"  # a run's checkpoint with the lowest validation loss
 _STEP_DIR = re.compile(r"step-(\d+)$")
-
-
-class CheckpointError(TformerError, ValueError):
-    """A checkpoint is missing, corrupted or does not fit the model."""
 
 
 @contextlib.contextmanager
@@ -91,21 +87,19 @@ def read_config(directory: str | Path) -> ModelConfig:
         raise CheckpointError(f"invalid model config: {error}") from error  # names the file
 
 
-def read_weights(directory: str | Path) -> dict[str, torch.Tensor]:
+def read_weights(directory: str | Path) -> LazyTensors:
+    """The tensors of `directory`'s model.safetensors by name, each read when looked up."""
     path = Path(directory) / WEIGHTS_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory} has no {WEIGHTS_FILE}")
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(
-            f"{path} is corrupted or truncated ({error}); re-save or re-download it"
-        ) from error
+    return safetensors_file(path)
 
 
-def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
-    """Copy `weights` into `model` after checking names, shapes and dtypes of every tensor."""
-    expected = unique_state_dict(model)
+def load_weights(model: nn.Module, weights: Mapping[str, torch.Tensor], source: str) -> None:
+    """Copy `weights` into `model`, one tensor at a time (so a lazy mapping never holds more
+    than one), after checking each one's name, shape and dtype. Every problem is collected
+    and raised together; the model may then be partly filled."""
+    expected = unique_state_dict(model)  # detached views of the model's own tensors
     problems = []
     missing = sorted(set(expected) - set(weights))
     unexpected = sorted(set(weights) - set(expected))
@@ -121,13 +115,14 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str
             )
         elif want.dtype != got.dtype:
             problems.append(f"{name}: dtype {got.dtype} in file, model has {want.dtype}")
+        else:
+            with torch.no_grad():
+                want.copy_(got)
     if problems:
         raise CheckpointError(
             f"{source} does not fit this model ({len(problems)} problem(s)); was it saved from a "
             "model with a different config?\n  " + "\n  ".join(problems)
         )
-    # strict=False only because tied aliases are stored once; every stored name was checked above.
-    model.load_state_dict(weights, strict=False)
 
 
 # ---- run directories -------------------------------------------------------------------------

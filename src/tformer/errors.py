@@ -24,3 +24,7 @@ class InputError(TformerError, ValueError):
 
 class MissingFileError(TformerError, FileNotFoundError):
     """A file or directory the user named does not exist."""
+
+
+class CheckpointError(TformerError, ValueError):
+    """A checkpoint is missing, corrupted or does not fit the model."""

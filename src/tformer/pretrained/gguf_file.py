@@ -19,9 +19,9 @@ from torch import Tensor
 
 from tformer.checkpoint import CheckpointError
 from tformer.errors import TformerError
+from tformer.lazy_tensors import LazyTensors
 from tformer.models import TformerModel
 from tformer.pretrained.hf import model_from_hf
-from tformer.pretrained.lazy import LazyTensors
 from tformer.pretrained.tokenizers import GGUFVocabulary, tokenizer_from_gguf
 from tformer.tokenizer import Tokenizer
 

@@ -8,19 +8,18 @@ holds for the other.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from tformer.checkpoint import CheckpointError, atomic_directory
 from tformer.config import read_json
+from tformer.lazy_tensors import LazyTensors, safetensors_file
 from tformer.models import TformerModel, build_model
 from tformer.pretrained.config_map import (
     architecture_for,
@@ -30,7 +29,6 @@ from tformer.pretrained.config_map import (
 )
 from tformer.pretrained.convert import hf_tensors, load_hf_tensors
 from tformer.pretrained.families import family_for
-from tformer.pretrained.lazy import LazyTensors
 from tformer.pretrained.tokenizers import tokenizer_from_hf_directory
 from tformer.tokenizer import Tokenizer
 
@@ -65,23 +63,9 @@ def read_safetensors(directory: str | Path) -> LazyTensors:
     for file in _weight_files(Path(directory)):
         if not file.is_file():
             raise CheckpointError(f"shard {file.name} listed in {INDEX_FILE} is missing")
-        with _reading(file), safe_open(str(file), framework="pt") as handle:
-            names = list(handle.keys())  # a safe_open handle is not iterable
-        loaders.update({name: partial(_read_tensor, file, name) for name in names})
+        shard = safetensors_file(file)
+        loaders.update({name: partial(shard.__getitem__, name) for name in shard})
     return LazyTensors(loaders)
-
-
-@contextmanager
-def _reading(file: Path) -> Iterator[None]:
-    try:
-        yield
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{file} is corrupted or truncated ({error})") from error
-
-
-def _read_tensor(file: Path, name: str) -> Tensor:
-    with _reading(file), safe_open(str(file), framework="pt") as handle:
-        return handle.get_tensor(name)
 
 
 def model_from_hf(
