@@ -49,15 +49,16 @@ class LayerKVCache:
                 self.key, self.value = key, value
                 return key, value
             raise InputError("fill the cache (e.g. with the prompt) before fixing its capacity")
-        if owner.capacity is not None:  # no host-side length here: a compiled step's one graph
-            self.key = _write(self.key, key, owner)
-            self.value = _write(self.value, value, owner)
+        end = None  # a fixed capacity reads no host-side length: a compiled step's one graph
+        if owner.capacity is None:
+            end = owner.longest + key.shape[2]
+            if end > self.key.shape[2]:
+                self._grow(max(end, 2 * self.key.shape[2]))
+        slots = None if owner.uniform and end is not None else owner.next_positions(key.shape[2])
+        self.key = _write(self.key, key, owner.longest, slots)
+        self.value = _write(self.value, value, owner.longest, slots)
+        if end is None:
             return self.key, self.value
-        end = owner.longest + key.shape[2]
-        if end > self.key.shape[2]:
-            self._grow(max(end, 2 * self.key.shape[2]))
-        self.key = _write(self.key, key, owner)
-        self.value = _write(self.value, value, owner)
         return self.key[:, :, :end], self.value[:, :, :end]
 
     def _grow(self, capacity: int) -> None:
@@ -77,22 +78,22 @@ class LayerKVCache:
             self.value.copy_(self.value[index])
 
 
-def _write(buffer: Tensor, new: Tensor, owner: KVCache) -> Tensor:
+def _write(buffer: Tensor, new: Tensor, start: int, slots: Tensor | None) -> Tensor:
     """`buffer` (B, H, S, hd) with `new` (B, H, T, hd) written at each row's length.
 
-    Rows of equal length in a growing cache take a slice; otherwise each row's slots are
-    indexed from its own length (also how a fixed-capacity cache writes, with no host-side
-    position, so a compiled step sees one graph). While gradients are recorded the result is
-    a new tensor, as writing in place would change tensors autograd saved.
+    Rows of one length in a growing cache take the slice at `start` (`slots` None);
+    otherwise `slots` (B, T) index each row's positions from its own length (also how a
+    fixed-capacity cache writes, with no host-side position, so a compiled step sees one
+    graph). While gradients are recorded the result is a new tensor, as writing in place
+    would change tensors autograd saved.
     """
     grad = new.requires_grad or buffer.requires_grad
-    if owner.uniform and owner.capacity is None:
-        start, end = owner.longest, owner.longest + new.shape[2]
+    if slots is None:
+        end = start + new.shape[2]
         if grad:
             return torch.cat((buffer[:, :, :start], new, buffer[:, :, end:]), dim=2)
         buffer[:, :, start:end] = new
         return buffer
-    slots = owner.next_positions(new.shape[2])  # (B, T)
     index = slots[:, None, :, None].expand_as(new)  # (B, H, T, hd)
     if grad:
         return buffer.scatter(2, index, new)
