@@ -82,6 +82,45 @@ def test_selecting_rows_keeps_their_lengths() -> None:
 
 @pytest.mark.parametrize("positional", POSITIONALS)
 @torch.no_grad()
+def test_rows_prefilled_alone_join_a_running_batch(positional: str) -> None:
+    """Continuous batching: each prompt is prefilled in a cache of its own, then appended to
+    the batch (`extend`) while earlier rows are mid-generation; every row then decodes as if
+    it were alone, and a finished row leaves (`select`) without disturbing the rest."""
+    model = decoder(positional)
+    rows = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17]]
+    batch = model.new_cache()
+    for row in rows:
+        single = model.new_cache()
+        model(torch.tensor([row]), cache=single)
+        batch.extend(single)
+        for b in range(len(batch.lengths)):  # one step of the batch after each join
+            rows[b].append(30 + len(rows[b]))
+        step = torch.tensor([[r[-1]] for r in rows[: len(batch.lengths)]])
+        logits = model(step, cache=batch).logits[:, -1]
+        for b, row in enumerate(rows[: len(batch.lengths)]):
+            torch.testing.assert_close(logits[b], alone(model, row)[-1], atol=1e-5, rtol=1e-5)
+    assert batch.lengths.tolist() == [len(r) for r in rows] and not batch.uniform
+    batch.select(torch.tensor([0, 2]))  # the middle row finished
+    logits = model(torch.tensor([[40], [41]]), cache=batch).logits[:, -1]
+    torch.testing.assert_close(logits[0], alone(model, [*rows[0], 40])[-1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits[1], alone(model, [*rows[2], 41])[-1], atol=1e-5, rtol=1e-5)
+
+
+def test_extend_refuses_fixed_capacity_and_empty_caches() -> None:
+    model = decoder("rotary")
+    filled, fixed = model.new_cache(), model.new_cache()
+    with torch.no_grad():
+        model(torch.tensor([[5, 6]]), cache=filled)
+        model(torch.tensor([[5, 6]]), cache=fixed)
+    fixed.fix_capacity(4)
+    with pytest.raises(ValueError, match="growing"):
+        filled.extend(fixed)
+    with pytest.raises(ValueError, match="growing"):
+        filled.extend(model.new_cache())
+
+
+@pytest.mark.parametrize("positional", POSITIONALS)
+@torch.no_grad()
 def test_fixed_capacity_decodes_like_the_growing_cache(positional: str) -> None:
     model = decoder(positional)
     prompt = torch.tensor([[5, 6, 7], [8, 9, 10]])

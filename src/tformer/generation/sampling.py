@@ -28,6 +28,31 @@ def penalise_repeats(logits: Tensor, state: DecodingState, penalty: float) -> Te
     return repetition_penalty(logits, seen_tokens(tokens, mask, logits.shape[-1]), penalty)
 
 
+def make_generator(
+    config: GenerationConfig, device: torch.device, *, offset: int = 0
+) -> torch.Generator | None:
+    """The random stream a sampled decoding draws from: seeded with `config.seed` (+ `offset`,
+    one stream per choice when one request asks for several), else fresh entropy; never the
+    global RNG, so the same seed gives the same tokens whatever else the program samples.
+    None for greedy decoding."""
+    if not config.do_sample:
+        return None
+    generator = torch.Generator(device=device)
+    if config.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(config.seed + offset)
+    return generator
+
+
+def pick_tokens(scores: Tensor, generator: torch.Generator | None) -> Tensor:
+    """(N, V) processed scores -> (N,) next tokens: the argmax, or one draw per row from
+    softmax(scores) when sampling (`generator` given)."""
+    if generator is None:
+        return scores.argmax(dim=-1)
+    return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[:, 0]
+
+
 def sample_stream(
     state: DecodingState,
     config: GenerationConfig,
@@ -38,19 +63,12 @@ def sample_stream(
     """Yield the next token of every row, (N,), until all rows finished or max_new_tokens.
 
     A row finishes at an end-of-sequence token or a stop string; after that it yields pad_id.
-    Sampling draws from a `torch.Generator` seeded with `config.seed`, never the global RNG,
-    so the same seed gives the same tokens whatever else the program samples. With prompt
+    Sampling draws from `make_generator`'s stream. With prompt
     lookup a forward pass may settle several tokens at once (`DecodingState.verify`); they are
     yielded one at a time, with the same stopping rules as any other token.
     """
     processors = sampling_processors(config)
-    generator = None
-    if config.do_sample:
-        generator = torch.Generator(device=state.tokens.device)
-        if config.seed is None:
-            generator.seed()  # fresh entropy, leaving the global RNG alone
-        else:
-            generator.manual_seed(config.seed)
+    generator = make_generator(config, state.tokens.device)
     propose = PromptLookup(config, pad_id) if config.prompt_lookup_tokens else None
     eos = torch.tensor(config.eos_token_ids or (), dtype=torch.long, device=state.tokens.device)
     finished = torch.zeros(state.tokens.shape[0], dtype=torch.bool, device=eos.device)
@@ -62,12 +80,7 @@ def sample_stream(
             next_tokens, settled = settled[:, 0], settled[:, 1:]
         else:
             scores = penalise_repeats(logits.float(), state, config.repetition_penalty)
-            scores = apply_processors(scores, processors)
-            if generator is None:
-                next_tokens = scores.argmax(dim=-1)
-            else:
-                next_tokens = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)
-                next_tokens = next_tokens[:, 0]
+            next_tokens = pick_tokens(apply_processors(scores, processors), generator)
         next_tokens = next_tokens.masked_fill(finished, pad_id)
         yield next_tokens
         finished |= torch.isin(next_tokens, eos)

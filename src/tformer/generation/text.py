@@ -10,27 +10,45 @@ from tformer.config import ModelConfig
 from tformer.tokenizer import Tokenizer
 
 
-def stream_text(tokenizer: Tokenizer, tokens: Iterable[int]) -> Iterator[str]:
-    """Yield the text each new token adds.
+class IncrementalText:
+    """The text of a growing list of tokens, handed out as the new piece each token adds.
 
     Decoding token by token is wrong for byte-level BPE (one character can span tokens) and
     for tokenizers that merge spaces, so the whole output so far is decoded and only the new
-    suffix is yielded; text ending in an incomplete character (U+FFFD) is held back until the
-    next token completes it.
+    suffix is returned; text ending in an incomplete character (U+FFFD) is held back until a
+    later token completes it (or `flush` gives it out as it is).
     """
-    ids: list[int] = []
-    shown = 0
-    for token in tokens:
-        ids.append(token)
-        text = tokenizer.decode(ids)
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.shown = 0  # characters handed out so far
+
+    def push(self, token: int) -> str:
+        """Add one token; the text it completes ("" while a character is incomplete)."""
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids)
         if text.endswith("\ufffd"):
-            continue
-        if len(text) > shown:
-            yield text[shown:]
-            shown = len(text)
-    text = tokenizer.decode(ids)
-    if len(text) > shown:
-        yield text[shown:]
+            return ""
+        return self._new(text)
+
+    def flush(self) -> str:
+        """Whatever is still held back, at the end of the output."""
+        return self._new(self.tokenizer.decode(self.ids))
+
+    def _new(self, text: str) -> str:
+        piece, self.shown = text[self.shown :], max(self.shown, len(text))
+        return piece
+
+
+def stream_text(tokenizer: Tokenizer, tokens: Iterable[int]) -> Iterator[str]:
+    """Yield the text each new token adds (see `IncrementalText`)."""
+    text = IncrementalText(tokenizer)
+    for token in tokens:
+        if piece := text.push(token):
+            yield piece
+    if rest := text.flush():
+        yield rest
 
 
 def end_token_ids(config: ModelConfig) -> set[int]:

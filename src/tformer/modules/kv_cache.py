@@ -7,7 +7,8 @@ keys/values of the encoder output (projected once, on the first step).
 
 Each batch row has its own length (`KVCache.lengths`): rows may hold different numbers of
 positions -- a batch whose prompts were cropped to their real lengths, rows that joined a
-running batch later, a row cut back after rejected speculative tokens (`crop`). A row's next
+running batch later (`extend`), a row cut back after rejected speculative tokens (`crop`), a
+finished row leaving the batch (`select`). A row's next
 position id is its length (`next_positions`), and `query_offsets` tells the mask where each
 row's new queries sit.
 
@@ -106,6 +107,12 @@ def _resized(buffer: Tensor, capacity: int, held: int) -> Tensor:
     resized = buffer.new_zeros((batch, heads, capacity, head_dim))
     resized[:, :, :held] = buffer[:, :, :held]
     return resized
+
+
+def _padded(buffer: Tensor, slots: int) -> Tensor:
+    """`buffer` (B, H, S, hd) with zero slots appended up to `slots` (itself if S == slots)."""
+    missing = slots - buffer.shape[2]
+    return torch.nn.functional.pad(buffer, (0, 0, 0, missing)) if missing else buffer
 
 
 class CrossAttentionCache:
@@ -234,6 +241,30 @@ class KVCache:
             self.lengths.copy_(self.lengths[index])
         if not self.uniform:  # the rows kept may all have one length now
             self._read_lengths()
+
+    def extend(self, other: KVCache) -> None:
+        """Append the rows of `other`, a filled growing cache of the same model, after this
+        cache's rows: a request that was prefilled alone joins the running batch (continuous
+        batching). Each row keeps its own length; the slot buffers are padded to the longer
+        of the two (slots past a row's length are never read)."""
+        if other.lengths is None or other.capacity is not None or self.capacity is not None:
+            raise InputError("extend joins a filled, growing cache to a growing cache")
+        if any(layer.key is not None for layer in (*self.cross_attn, *other.cross_attn)):
+            raise InputError("extend joins decoder-only caches (no cross-attention)")
+        empty = self.lengths is None or len(self.lengths) == 0
+        for mine, theirs in zip(self.self_attn, other.self_attn, strict=True):
+            assert theirs.key is not None and theirs.value is not None
+            if empty or mine.key is None or mine.value is None:
+                mine.key, mine.value = theirs.key, theirs.value
+                continue
+            slots = max(mine.key.shape[2], theirs.key.shape[2])
+            mine.key = torch.cat((_padded(mine.key, slots), _padded(theirs.key, slots)))
+            mine.value = torch.cat((_padded(mine.value, slots), _padded(theirs.value, slots)))
+        if empty or self.lengths is None:
+            self.lengths = other.lengths
+        else:
+            self.lengths = torch.cat((self.lengths, other.lengths.to(self.lengths)))
+        self._read_lengths()
 
     def _read_lengths(self) -> None:
         """Bring the host-side `longest` and `uniform` up to date with `lengths` (a sync)."""
