@@ -3,6 +3,7 @@ test process, started and stopped by the test (`serving(app)`), and tiny models 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -33,21 +34,34 @@ def char_tokenizer(directory: Path) -> Tokenizer:
     return tokenizer
 
 
-def tiny_lm(tokenizer: Tokenizer, max_seq_len: int = 64, steps: int = 150):
+def tiny_lm(tokenizer: Tokenizer, max_seq_len: int = 64, steps: int = 100):
     """A tiny decoder with the tokenizer's ids, trained for a moment on TEXT so that its
     answers are varied text rather than one repeated character, and with no EOS id, so
-    answers run to max_tokens or a stop string."""
-    model = tiny("decoder", max_seq_len=max_seq_len, **(tokenizer.config_ids() | {"eos_id": None}))
-    ids = torch.tensor([tokenizer.encode(TEXT * 3, add_special_tokens=False)])
-    windows = ids[:, : (ids.shape[1] // WINDOW) * WINDOW].view(-1, WINDOW)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    answers run to max_tokens or a stop string. Rotary positions: the same weights serve
+    any context, so one training (cached) gives models of every `max_seq_len`."""
+    ids = tokenizer.config_ids() | {"eos_id": None}
+    model = tiny("decoder", max_seq_len=max_seq_len, positional="rotary", **ids)
+    model.load_state_dict(
+        _trained(
+            tuple(tokenizer.encode(TEXT * 3, add_special_tokens=False)), steps, tuple(ids.items())
+        )
+    )
+    return model.eval()
+
+
+@functools.cache
+def _trained(text: tuple[int, ...], steps: int, ids: tuple[tuple[str, object], ...]) -> dict:
+    model = tiny("decoder", max_seq_len=WINDOW, positional="rotary", **dict(ids))
+    tokens = torch.tensor([text])
+    windows = tokens[:, : (tokens.shape[1] // WINDOW) * WINDOW].view(-1, WINDOW)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     model.train()
     for _ in range(steps):
         loss = model(windows[:, :-1], labels=windows[:, 1:]).loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return model.eval()
+    return model.state_dict()
 
 
 @contextmanager

@@ -306,6 +306,24 @@ def test_fifty_requests_against_four_rows_queue_or_get_429(lm, tokenizer) -> Non
         still_fine(url, lm, tokenizer)
 
 
+def test_a_hundred_requests_from_sixteen_clients_are_all_answered(lm, tokenizer) -> None:
+    from benchmarks.load import run_load
+
+    settings = ServerSettings(model_name="tiny", max_batch=8, max_queue=16)
+    with serving(create_app(lm, tokenizer, settings)) as url:
+        bodies = [
+            {"model": "tiny", "prompt": PROMPTS[i % 8], "max_tokens": 5 + i % 11, "temperature": 0}
+            for i in range(100)
+        ]
+        load = run_load(f"{url}/v1/completions", bodies, clients=16, deadline_s=120)
+        assert [o.status for o in load.outcomes] == [200] * 100
+        assert sorted(o.tokens for o in load.outcomes) == sorted(b["max_tokens"] for b in bodies)
+        assert all(
+            o.first_token_s is not None and o.first_token_s <= o.latency_s for o in load.outcomes
+        )
+        still_fine(url, lm, tokenizer)
+
+
 def test_api_key_and_body_limit(lm, tokenizer) -> None:
     settings = ServerSettings(model_name="tiny", api_key="s3cret", max_body_bytes=2000)
     with serving(create_app(lm, tokenizer, settings)) as url:

@@ -110,3 +110,30 @@ def test_serve_help_names_the_endpoints(capsys) -> None:
     out = capsys.readouterr().out
     for text in ("/v1/chat/completions", "/v1/embeddings", "--api-key", "--max-batch", "127.0.0.1"):
         assert text in out
+
+
+@pytest.mark.slow
+def test_load_200_requests_16_clients_smollm2_int4() -> None:
+    """Nothing lost under load: every request answered (none refused: the queue holds the
+    16 clients' requests), no 5xx, every answer its full length or ended by EOS."""
+    from benchmarks.load import run_load
+
+    gguf = _gguf()
+    with serve_process(str(gguf), "--quantize", "int4", "--max-batch", "8") as (url, _):
+        prompts = ["The capital of France is", "def fibonacci(n):", "Once upon a time"]
+        bodies = [
+            {
+                "model": gguf.stem,
+                "prompt": prompts[i % 3],
+                "max_tokens": 16 + i % 17,
+                "temperature": 0,
+            }
+            for i in range(200)
+        ]
+        load = run_load(f"{url}/v1/completions", bodies, clients=16, deadline_s=600)
+        summary = load.summary()
+        print("load:", summary)  # p50/p99 latency and time to first token, -s to see
+        assert summary["requests"] == 200 and summary.get("status_200") == 200
+        assert all(
+            0 < o.tokens <= b["max_tokens"] for o, b in zip(load.outcomes, bodies, strict=False)
+        )
