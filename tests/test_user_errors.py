@@ -111,6 +111,7 @@ def _recipe(tmp_path: Path, table: str, key: str, value: str) -> Path:
         ("model", "dropout", "true", "dropout=True must be a number (got bool)"),
         ("training", "lr", '"fast"', "[training]: lr='fast' must be a number (got str)"),
         ("training", "batch_size", "2.5", "[training]: batch_size=2.5 must be an integer"),
+        ("training", "distributed", '"zero3"', "distributed='zero3'; choose one of ddp, fsdp"),
         ("data", "block_size", '"8"', "[data]: block_size='8' must be an integer or None"),
     ],
 )

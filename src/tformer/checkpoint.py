@@ -32,6 +32,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINTS = "checkpoints"  # a run's step checkpoints, under the run directory
 BEST = "best"  # a run's checkpoint with the lowest validation loss
+SHARDED = "sharded"  # an FSDP checkpoint's model + optimizer shards (torch.distributed.checkpoint)
 _STEP_DIR = re.compile(r"step-(\d+)$")
 
 
@@ -71,10 +72,29 @@ def unique_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return unique
 
 
-def write_weights(model: nn.Module, config: ModelConfig, directory: Path) -> None:
-    """Write config.json and model.safetensors into an existing directory."""
+def write_config(config: ModelConfig, directory: Path) -> None:
     (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    save_file(unique_state_dict(model), str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+
+
+def tied_names(model: nn.Module) -> set[str]:
+    """The parameter names that are second names of a parameter already named before (a tied
+    output projection): what `unique_state_dict` leaves out, found by identity, so it also
+    holds for a state dict whose tied tensors were gathered into separate copies."""
+    every = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    return every - {name for name, _ in model.named_parameters()}
+
+
+def write_weights(
+    model: nn.Module,
+    config: ModelConfig,
+    directory: Path,
+    tensors: Mapping[str, torch.Tensor] | None = None,
+) -> None:
+    """Write config.json and model.safetensors into an existing directory: `model`'s own
+    tensors, or `tensors` (a state dict gathered from elsewhere, tied names already removed)."""
+    write_config(config, directory)
+    tensors = unique_state_dict(model) if tensors is None else tensors
+    save_file(dict(tensors), str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
 
 
 def read_config(directory: str | Path) -> ModelConfig:
@@ -91,6 +111,12 @@ def read_weights(directory: str | Path) -> LazyTensors:
     """The tensors of `directory`'s model.safetensors by name, each read when looked up."""
     path = Path(directory) / WEIGHTS_FILE
     if not path.is_file():
+        if (Path(directory) / SHARDED).is_dir():
+            raise CheckpointError(
+                f"{directory} holds only the sharded state of an FSDP run ({SHARDED}/), no "
+                f"{WEIGHTS_FILE}; load the run's best/ or final checkpoint, which have one, or "
+                "resume the run to its end"
+            )
         raise CheckpointError(f"{directory} has no {WEIGHTS_FILE}")
     return safetensors_file(path)
 

@@ -1,4 +1,4 @@
-"""Training: one Trainer for every objective, recipes, checkpoints with exact resume, DDP."""
+"""Training: one Trainer for every objective, recipes, checkpoints with exact resume, DDP, FSDP2."""
 
 from tformer.training.config import TrainConfig
 from tformer.training.evaluation import evaluate_batches

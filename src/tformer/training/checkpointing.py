@@ -5,10 +5,16 @@ tokenizer) and also holds what an exact resume needs: optimizer and scheduler st
 data position and every RNG state (torch, numpy, Python). The whole directory is written
 atomically, so a process killed mid-save leaves the previous checkpoints intact. Where a run
 keeps its checkpoints (step directories, best/latest) is `tformer.checkpoint`'s business.
+
+A sharded (FSDP) run's checkpoint keeps model and optimizer state in `sharded/`, each process
+writing its own shards (sharded.py); the rest of the trainer state is the same file. Its
+`model.safetensors`, gathered from the shards, is written only when asked for (`best/` and
+the final checkpoint), since the gather puts the whole model in process 0's memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 from pathlib import Path
@@ -18,9 +24,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from tformer.checkpoint import BEST, CHECKPOINTS, CheckpointError, atomic_directory, write_weights
+from tformer.checkpoint import (
+    BEST,
+    CHECKPOINTS,
+    SHARDED,
+    CheckpointError,
+    atomic_directory,
+    write_config,
+    write_weights,
+)
 from tformer.config import ModelConfig
 from tformer.tokenizer import Tokenizer
+from tformer.training.distributed import Distributed, broadcast_object
 from tformer.training.metrics import METRICS_FILE
 
 TRAINER_STATE = "trainer_state.pt"
@@ -58,10 +73,58 @@ def save_checkpoint(
     """Write model, tokenizer and trainer state into `directory`, atomically."""
     with atomic_directory(directory) as tmp:
         write_weights(model, config, tmp)
-        if tokenizer is not None:
-            tokenizer.save(tmp)
-        torch.save(trainer_state, tmp / TRAINER_STATE)
+        _write_tokenizer_and_state(tmp, tokenizer, trainer_state)
     return directory
+
+
+def _write_tokenizer_and_state(
+    directory: Path, tokenizer: Tokenizer | None, trainer_state: dict[str, Any]
+) -> None:
+    if tokenizer is not None:
+        tokenizer.save(directory)
+    torch.save(trainer_state, directory / TRAINER_STATE)
+
+
+def save_sharded_checkpoint(
+    directory: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: ModelConfig,
+    trainer_state: dict[str, Any],
+    ctx: Distributed,
+    tokenizer: Tokenizer | None = None,
+    *,
+    consolidated: bool,
+) -> Path:
+    """Every process writes its shards of model and optimizer state into `directory`/sharded,
+    process 0 the rest (and, if `consolidated`, the gathered model.safetensors); atomically,
+    as `save_checkpoint`. A collective: every process calls it."""
+    from tformer.training.sharded import full_model_state, save_shards
+
+    with atomic_directory(directory) if ctx.is_main else contextlib.nullcontext() as tmp:
+        tmp = broadcast_object(tmp, ctx)  # process 0's temporary directory, for every process
+        save_shards(tmp / SHARDED, model, optimizer)
+        weights = full_model_state(model) if consolidated else None
+        if ctx.is_main:
+            if weights is None:
+                write_config(config, tmp)
+            else:
+                write_weights(model, config, tmp, weights)
+            _write_tokenizer_and_state(tmp, tokenizer, trainer_state)
+    return directory
+
+
+def has_shards(directory: Path) -> bool:
+    """True for a checkpoint of a sharded run (its model and optimizer state in sharded/)."""
+    return (directory / SHARDED).is_dir()
+
+
+def load_shards(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Model and optimizer state from a sharded checkpoint, into any model (sharded or not) and
+    its optimizer; a collective."""
+    from tformer.training import sharded
+
+    sharded.load_shards(directory / SHARDED, model, optimizer)
 
 
 def load_trainer_state(directory: Path) -> dict[str, Any]:

@@ -11,14 +11,17 @@ from tformer.field_types import check_field_types
 
 SCHEDULES = ("cosine", "noam", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
+DISTRIBUTED = ("ddp", "fsdp")  # how several processes share the model (distributed.py)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation, evaluation and checkpointing settings.
 
-    batch_size is the global micro-batch (split over DDP processes); one optimizer step sees
-    batch_size * grad_accum_steps examples. lr is the peak learning rate, except for
+    batch_size is the global micro-batch (split over the processes); one optimizer step sees
+    batch_size * grad_accum_steps examples. distributed chooses, when torchrun starts several
+    processes, between DDP (a whole model per process) and FSDP2 (parameters, gradients and
+    optimizer state sharded over the processes, checkpoints sharded too); one process ignores it. lr is the peak learning rate, except for
     schedule="noam", where the paper's lrate = d_model^-0.5 * min(step^-0.5, step * warmup^-1.5)
     is multiplied by lr (so lr=1 is the paper's formula, section 5.3).
     """
@@ -39,6 +42,7 @@ class TrainConfig:
     precision: str = "auto"  # "auto": bf16 autocast where bf16 is native (kernels), else fp32
     compile: bool = False
     activation_checkpointing: bool = False  # recompute blocks in backward (recompute.py)
+    distributed: str = "ddp"  # "ddp" or "fsdp", under torchrun (distributed.py)
     seed: int = 1337
     eval_every: int = 250
     eval_batches: int | None = 20  # None: the whole validation split
@@ -57,6 +61,11 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"precision={self.precision!r}; choose one of {', '.join(PRECISIONS)}"
+            )
+        if self.distributed not in DISTRIBUTED:
+            raise ConfigError(
+                f"distributed={self.distributed!r}; choose one of {', '.join(DISTRIBUTED)} "
+                '("fsdp" shards the model over the processes, "ddp" copies it to each)'
             )
         for name in ("max_steps", "batch_size", "grad_accum_steps", "eval_every", "log_every"):
             if getattr(self, name) < 1:

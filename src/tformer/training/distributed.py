@@ -1,12 +1,20 @@
-"""torch.distributed set-up: one process per device under `torchrun`, DDP around the model.
+"""torch.distributed set-up: one process per device under `torchrun`, DDP or FSDP2 around it.
 
 Parallelism is applied to a model from outside (as in torchtitan); the model code knows
 nothing about it. Without torchrun's environment this is a single process and a no-op.
+
+Two strategies share everything else (data split, loop, logging): "ddp" keeps a whole model,
+its gradients and optimizer state in every process and all-reduces gradients; "fsdp" keeps a
+1/world_size shard of each (fsdp.py). The few places where they differ are functions here
+that take the wrapped model, so the Trainer has one code path for both. FSDP2 is imported only
+by FSDP runs (it costs half a second of start-up).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -44,12 +52,50 @@ def init_distributed() -> Distributed:
     return Distributed(dist.get_rank(), dist.get_world_size(), device)
 
 
-def wrap_model(model: nn.Module, ctx: Distributed) -> nn.Module:
-    """DistributedDataParallel around `model` when there are several processes."""
+def wrap_model(model: nn.Module, ctx: Distributed, strategy: str = "ddp") -> nn.Module:
+    """`model` made data-parallel over the processes by `strategy` ("ddp" or "fsdp").
+
+    DDP returns a wrapper (the parameters stay those of `model`); FSDP2 shards `model` in
+    place (its parameters become DTensor shards) and returns it. One process: `model` as is.
+    """
     if not ctx.enabled:
         return model
+    if strategy == "fsdp":
+        from tformer.training.fsdp import shard_model
+
+        return shard_model(model)
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """True for a model whose parameters FSDP2 has sharded over the processes (a model can
+    only be one once torch.distributed.fsdp has been imported)."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(model, fsdp.FSDPModule)
+
+
+def gradient_sync(wrapped: nn.Module, enabled: bool) -> contextlib.AbstractContextManager:
+    """With enabled=False, backward passes inside the block only accumulate local gradients,
+    without communication: the micro-batches of an optimizer step before its last."""
+    if enabled:
+        return contextlib.nullcontext()
+    if isinstance(wrapped, nn.parallel.DistributedDataParallel):
+        return wrapped.no_sync()
+    if is_sharded(wrapped):
+        from tformer.training.fsdp import without_gradient_sync
+
+        return without_gradient_sync(wrapped)
+    return contextlib.nullcontext()
+
+
+def broadcast_object(value: object, ctx: Distributed) -> object:
+    """Process 0's `value` on every process (a collective: call on every rank)."""
+    if not ctx.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def mean_over_processes(value: float, ctx: Distributed) -> float:

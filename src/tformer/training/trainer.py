@@ -18,13 +18,27 @@ from typing import Any
 import torch
 
 from tformer import kernels
-from tformer.checkpoint import BEST, load_weights, prune_checkpoints, read_weights, step_dir
+from tformer.checkpoint import (
+    BEST,
+    CheckpointError,
+    load_weights,
+    prune_checkpoints,
+    read_weights,
+    step_dir,
+)
 from tformer.data.loader import BatchStream
 from tformer.models.base import TformerModel
 from tformer.tokenizer import Tokenizer
 from tformer.training import checkpointing as ckpt
 from tformer.training.config import TrainConfig
-from tformer.training.distributed import Distributed, barrier, mean_over_processes, wrap_model
+from tformer.training.distributed import (
+    Distributed,
+    barrier,
+    gradient_sync,
+    is_sharded,
+    mean_over_processes,
+    wrap_model,
+)
 from tformer.training.evaluation import evaluate_batches
 from tformer.training.metrics import MetricsLog, progress_bar
 from tformer.training.optim import build_optimizer, build_scheduler
@@ -68,10 +82,13 @@ class Trainer:
         self.model = model.to(self.dist.device)
         self.config, self.train_data, self.val_data = config, train, val
         self.run_dir, self.tokenizer = Path(run_dir), tokenizer
+        # FSDP2 shards the parameters in place, so the optimizer is built after it, on the
+        # shards; DDP leaves them as they are.
+        self.wrapped = wrap_model(self.model, self.dist, config.distributed)
+        self.sharded = is_sharded(self.model)  # then checkpoints are sharded too
         self.optimizer = build_optimizer(model, config)
         self.scheduler = build_scheduler(self.optimizer, config, model.config.d_model)
-        wrapped = wrap_model(model, self.dist)
-        self.forward_model = torch.compile(wrapped) if config.compile else wrapped
+        self.forward_model = torch.compile(self.wrapped) if config.compile else self.wrapped
         self.autocast = autocast_context(config.precision, self.dist.device)
         default_smoothing = 0.1 if model.config.arch == "encoder-decoder" else 0.0
         self.label_smoothing = (
@@ -103,17 +120,14 @@ class Trainer:
         batches = self._micro_batches()
         loss_sum, tokens = 0.0, 0
         for i, batch in enumerate(batches):
-            last = i == len(batches) - 1
-            sync = contextlib.nullcontext()
-            if self.dist.enabled and not last:
-                sync = self.forward_model.no_sync()  # type: ignore[operator]
-            with sync:
+            with gradient_sync(self.wrapped, enabled=i == len(batches) - 1):
                 with self.autocast:
                     loss = self.forward_model(**batch, label_smoothing=self.label_smoothing).loss
                 (loss / len(batches)).backward()
             loss_sum += loss.item() / len(batches)
             tokens += sum(v.numel() for k, v in batch.items() if k.endswith("input_ids"))
         clip = self.config.grad_clip if self.config.grad_clip > 0 else math.inf
+        # For a sharded model the norm is over every process's shards (a replicated DTensor).
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip).item()
         self.optimizer.step()
         self.scheduler.step()
@@ -124,7 +138,8 @@ class Trainer:
     # ---- evaluation, checkpoints ----------------------------------------------------
     def evaluate(self) -> dict[str, float]:
         """Metrics on (up to eval_batches of) the validation split; every rank computes the
-        same numbers on the unwrapped model, so no communication is needed."""
+        same numbers on the unwrapped model, so no communication is needed (beyond the
+        all-gathers of a sharded model's parameters: every rank evaluates, in step)."""
         assert self.val_data is not None
         n = len(self.val_data)
         if self.config.eval_batches is not None:
@@ -133,8 +148,8 @@ class Trainer:
         return evaluate_batches(self.model, batches, self.dist.device, self.autocast)
 
     def state_dict(self) -> dict[str, Any]:
+        """The trainer state beside model and optimizer (whose format depends on sharding)."""
         return {
-            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
             "position": self.position,
@@ -146,19 +161,41 @@ class Trainer:
             "rng": ckpt.rng_state(),
         }
 
-    def save(self, directory: Path) -> Path:
-        if self.dist.is_main:
-            ckpt.save_checkpoint(
-                directory, self.model, self.model.config, self.state_dict(), self.tokenizer
+    def save(self, directory: Path, *, consolidated: bool = True) -> Path:
+        """Write a checkpoint (every process calls this). A sharded run writes its shards,
+        plus the gathered model.safetensors if `consolidated`; other runs always write it."""
+        if self.sharded:
+            ckpt.save_sharded_checkpoint(
+                directory,
+                self.model,
+                self.optimizer,
+                self.model.config,
+                self.state_dict(),
+                self.dist,
+                self.tokenizer,
+                consolidated=consolidated,
             )
+        elif self.dist.is_main:
+            state = {"optimizer": self.optimizer.state_dict(), **self.state_dict()}
+            ckpt.save_checkpoint(directory, self.model, self.model.config, state, self.tokenizer)
         barrier(self.dist)
         return directory
 
     def resume(self, checkpoint: Path) -> None:
-        """Restore weights and trainer state from a checkpoint written by `save`."""
-        load_weights(self.model, read_weights(checkpoint), str(checkpoint))
+        """Restore weights and trainer state from a checkpoint written by `save`: a sharded
+        one into any run (torch.distributed.checkpoint reshards), an unsharded one into an
+        unsharded run."""
         state = ckpt.load_trainer_state(checkpoint)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if ckpt.has_shards(checkpoint):
+            ckpt.load_shards(checkpoint, self.model, self.optimizer)
+        elif self.sharded:
+            raise CheckpointError(
+                f"{checkpoint} is the checkpoint of an unsharded run; resume it as it was "
+                'trained, with [training] distributed = "ddp" (or in one process)'
+            )
+        else:
+            load_weights(self.model, read_weights(checkpoint), str(checkpoint))
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         for key in (
             "step",
@@ -242,8 +279,9 @@ class Trainer:
                 metrics = self.evaluate()
                 val_loss = metrics["loss"]
                 stopped_early = self._after_eval(metrics)
-            if (c.save_every and self.step % c.save_every == 0) or done or stopped_early:
-                last_saved = self.save(step_dir(self.run_dir, self.step))
+            final = done or stopped_early
+            if (c.save_every and self.step % c.save_every == 0) or final:
+                last_saved = self.save(step_dir(self.run_dir, self.step), consolidated=final)
                 if self.dist.is_main:
                     prune_checkpoints(self.run_dir, c.keep_last)
             if out_of_time:
