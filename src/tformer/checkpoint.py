@@ -32,6 +32,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CHECKPOINTS = "checkpoints"  # a run's step checkpoints, under the run directory
 BEST = "best"  # a run's checkpoint with the lowest validation loss
+ADAPTERS = "adapters"  # a LoRA run's final adapters, in PEFT's format
 _STEP_DIR = re.compile(r"step-(\d+)$")
 
 
