@@ -111,6 +111,40 @@ def test_mask_of_wrong_length_is_a_clear_error() -> None:
         build_attention_mask(6, 6, causal=True, key_padding_mask=torch.ones(1, 4))
 
 
+def test_segment_ids_give_a_block_diagonal_causal_mask() -> None:
+    """Two examples packed into one row (slots 0-1 and 2-4): each token sees the earlier
+    tokens of its own example only."""
+    mask = build_attention_mask(5, 5, causal=True, segment_ids=torch.tensor([[0, 0, 1, 1, 1]]))
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0],
+            [0, 0, 1, 0, 0],
+            [0, 0, 1, 1, 0],
+            [0, 0, 1, 1, 1],
+        ],
+        dtype=torch.bool,
+    )
+    assert mask.allowed is not None and not mask.is_causal
+    assert torch.equal(mask.allowed[0, 0], expected)
+
+
+def test_segment_ids_compose_with_padding_and_bidirectional_attention() -> None:
+    segments = torch.tensor([[0, 1, 1, 2]])
+    padding = torch.tensor([[1, 1, 0, 1]])
+    mask = build_attention_mask(4, 4, causal=False, key_padding_mask=padding, segment_ids=segments)
+    expected = torch.tensor(
+        [[1, 0, 0, 0], [0, 1, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=torch.bool
+    )
+    assert mask.allowed is not None
+    assert torch.equal(mask.allowed[0, 0], expected)
+
+
+def test_segment_ids_of_wrong_length_are_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="segment_ids covers 3 positions but there are 6 keys"):
+        build_attention_mask(6, 6, causal=True, segment_ids=torch.zeros(1, 3, dtype=torch.long))
+
+
 def test_cpu_bf16_training_on_short_sequences_takes_the_explicit_path(monkeypatch) -> None:
     """The CPU flash kernel's bf16 backward is slow on short sequences, so that case uses the
     explicit path; its gradients equal float32 SDPA's up to bf16 rounding."""

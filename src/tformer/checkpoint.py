@@ -33,6 +33,7 @@ WEIGHTS_FILE = "model.safetensors"
 CHECKPOINTS = "checkpoints"  # a run's step checkpoints, under the run directory
 BEST = "best"  # a run's checkpoint with the lowest validation loss
 SHARDED = "sharded"  # an FSDP checkpoint's model + optimizer shards (torch.distributed.checkpoint)
+ADAPTERS = "adapters"  # a LoRA run's final adapters, in PEFT's format
 _STEP_DIR = re.compile(r"step-(\d+)$")
 
 

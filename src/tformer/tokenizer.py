@@ -24,6 +24,14 @@ SPECIAL_TOKENS_FILE = "special_tokens_map.json"  # the Hugging Face name, so bot
 CONFIG_FILE = "tokenizer_config.json"  # Hugging Face's: special tokens and the chat template
 CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers >= 4.43 saves the template
 ROLES = ("pad", "bos", "eos", "unk", "mask", "cls", "sep")
+# ChatML (SmolLM2's and Qwen's format), for a tokenizer trained here, which has no template
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+CHAT_TEMPLATES = {"chatml": CHATML_TEMPLATE}  # templates known by name (recipes: chat_template)
 DEFAULT_SPECIAL_TOKENS = {
     "pad": "[PAD]",
     "bos": "[BOS]",
@@ -229,21 +237,11 @@ class Tokenizer:
         """
         if self.chat_template is None:
             raise InputError("this tokenizer has no chat template; give plain text instead")
-        try:  # optional dependency: only chat prompts need a template engine
-            from jinja2.sandbox import ImmutableSandboxedEnvironment
-        except ImportError as error:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "rendering a chat template needs jinja2: pip install jinja2"
-            ) from error
-
-        def raise_exception(message: str) -> None:  # templates call it to reject a conversation
-            raise InputError(f"chat template: {message}")
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = raise_exception
-        roles = {f"{role}_token": token for role, token in self.special_tokens.items()}
-        return env.from_string(self.chat_template).render(
-            messages=list(messages), add_generation_prompt=add_generation_prompt, **roles
+        return render_chat_template(
+            self.chat_template,
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            special_tokens=self.special_tokens,
         )
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
@@ -262,6 +260,32 @@ class Tokenizer:
             "eos_id": self.token_id("eos"),
             "mask_id": self.token_id("mask"),
         }
+
+
+def render_chat_template(
+    template: str,
+    messages: Sequence[dict[str, str]],
+    *,
+    add_generation_prompt: bool,
+    special_tokens: dict[str, str],
+) -> str:
+    """`template` (Jinja, as Hugging Face stores chat templates) rendered for `messages`, with
+    the special tokens by role as `bos_token`, `eos_token`... A function of its own so that
+    fine-tuning data can be rendered before the tokenizer that will read it is trained."""
+    try:  # optional dependency: only chat prompts need a template engine
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("rendering a chat template needs jinja2: pip install jinja2") from error
+
+    def raise_exception(message: str) -> None:  # templates call it to reject a conversation
+        raise InputError(f"chat template: {message}")
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    roles = {f"{role}_token": token for role, token in special_tokens.items()}
+    return env.from_string(template).render(
+        messages=list(messages), add_generation_prompt=add_generation_prompt, **roles
+    )
 
 
 def read_tokenizer_config(directory: Path) -> tuple[dict[str, object], dict[str, str]]:

@@ -9,7 +9,11 @@ from tformer.adapters.lora import (
     merge_lora,
     unmerge_lora,
 )
-from tformer.adapters.peft_format import load_peft_adapters, save_peft_adapters
+from tformer.adapters.peft_format import (
+    load_peft_adapters,
+    peft_target_names,
+    save_peft_adapters,
+)
 
 __all__ = [
     "ALL_LINEAR",
@@ -19,6 +23,7 @@ __all__ = [
     "load_peft_adapters",
     "lora_adapters",
     "merge_lora",
+    "peft_target_names",
     "save_peft_adapters",
     "unmerge_lora",
 ]

@@ -73,17 +73,25 @@ def _hf_names_of(model: TformerModel, layers: list[str]) -> dict[str, str]:
     return {n: names[n] for n in layers}
 
 
-def save_peft_adapters(model: TformerModel, directory: str | Path) -> Path:
-    """Write the model's adapters as a PEFT LoRA adapter for the `transformers` model that
-    `save_hf_directory` would write (`PeftModel.from_pretrained` loads it), atomically."""
+def peft_target_names(model: TformerModel) -> dict[str, str]:
+    """tformer layer -> Hugging Face module name, for every adapter of `model`; an InputError
+    if PEFT's format cannot hold them (no adapters, differing configs, a model no HF family
+    holds, a fused layer). Training calls it before the first step, so a run never finds out
+    at its end that its adapters cannot be saved."""
     adapters = lora_adapters(model)
     if not adapters:
         raise InputError("the model has no LoRA adapters to save (add them with add_lora)")
-    configs = {a.config for a in adapters.values()}
-    if len(configs) > 1:
+    if len({a.config for a in adapters.values()}) > 1:
         raise InputError("the adapters differ in rank, alpha or dropout; PEFT's file holds one")
-    (config,) = configs
-    hf_names = _hf_names_of(model, list(adapters))
+    return _hf_names_of(model, list(adapters))
+
+
+def save_peft_adapters(model: TformerModel, directory: str | Path) -> Path:
+    """Write the model's adapters as a PEFT LoRA adapter for the `transformers` model that
+    `save_hf_directory` would write (`PeftModel.from_pretrained` loads it), atomically."""
+    hf_names = peft_target_names(model)
+    adapters = lora_adapters(model)
+    config = next(iter(adapters.values())).config
     tensors = {}
     for name, adapter in adapters.items():
         key = PEFT_PREFIX + hf_names[name]

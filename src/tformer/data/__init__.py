@@ -1,4 +1,4 @@
-"""Datasets, collators and token files for the four training objectives.
+"""Datasets, collators and token files for the training objectives (and fine-tuning data).
 
 `build_task_data(table, ...)` turns a recipe's `[data]` table into a TaskData; the pieces
 (memory-mapped token files, windows, MLM masking, length bucketing, readers) are usable alone.
@@ -15,6 +15,7 @@ from tformer.data.collate import (
     ClassificationCollator,
     MaskedLMCollator,
     Seq2SeqCollator,
+    SFTCollator,
     causal_lm_collate,
     pad,
 )
@@ -23,6 +24,7 @@ from tformer.data.language_modeling import build_language_modeling
 from tformer.data.loader import BatchStream
 from tformer.data.prepare import PreparedCorpus, prepare_corpus
 from tformer.data.records import read_records, read_text
+from tformer.data.sft import build_sft
 from tformer.data.task import TaskData
 from tformer.data.tokens import open_token_file, write_token_file
 from tformer.data.translation import build_copy, build_seq2seq
@@ -36,6 +38,7 @@ TASKS: dict[str, Builder] = {
     "seq2seq": build_seq2seq,
     "copy": build_copy,
     "classification": build_classification,
+    "sft": build_sft,
 }
 TASK_ARCH = {
     "causal-lm": "decoder",
@@ -43,6 +46,7 @@ TASK_ARCH = {
     "seq2seq": "encoder-decoder",
     "copy": "encoder-decoder",
     "classification": "encoder",
+    "sft": "decoder",
 }
 
 
@@ -66,6 +70,7 @@ __all__ = [
     "DataError",
     "MaskedLMCollator",
     "PreparedCorpus",
+    "SFTCollator",
     "Seq2SeqCollator",
     "SequentialBatches",
     "ShuffledBatches",

@@ -16,6 +16,7 @@ from torch import Tensor
 from tformer.models.heads import IGNORE_INDEX
 
 Batch = dict[str, Tensor]
+SFTExample = tuple[list[int], list[int]]  # (input ids, labels), already shifted by one
 
 
 class Collate(Protocol):
@@ -122,3 +123,28 @@ class ClassificationCollator:
             "attention_mask": padding_mask(ids),
             "labels": torch.tensor([e[1] for e in examples], dtype=torch.long),
         }
+
+
+class SFTCollator:
+    """Rows of SFT examples -> input_ids (B, T) and labels (B, T), right-padded; with
+    `packed`, also position_ids restarting at 0 for each example and segment_ids numbering
+    the examples of a row, so each attends to itself only (the block-diagonal mask).
+
+    Each item is a list of (inputs, labels) examples, concatenated into one row. No padding
+    mask is needed: padding comes after every real token, which the causal mask already
+    hides from them, and its labels are IGNORE_INDEX (padding gets a segment of its own).
+    """
+
+    def __init__(self, pad_id: int, *, packed: bool) -> None:
+        self.pad_id, self.packed = pad_id, packed
+
+    def __call__(self, examples: list, generator: torch.Generator) -> Batch:
+        inputs = [[t for ids, _ in pack for t in ids] for pack in examples]
+        labels = [[t for _, ids in pack for t in ids] for pack in examples]
+        batch = {"input_ids": pad(inputs, self.pad_id), "labels": pad(labels, IGNORE_INDEX)}
+        if self.packed:
+            positions = [[i for ids, _ in pack for i in range(len(ids))] for pack in examples]
+            segments = [[n for n, (ids, _) in enumerate(pack) for _ in ids] for pack in examples]
+            batch["position_ids"] = pad(positions, 0)
+            batch["segment_ids"] = pad(segments, -1)
+        return batch

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from tformer.tokenizer import Tokenizer
 
 TOKENIZER_KINDS = ("char", "bpe", "wordpiece")
 MANIFEST = "prepared.json"
+T = TypeVar("T")
 MAX_PIECE_CHARS = 1000  # longest piece of text a subword tokenizer is trained on
 
 
@@ -110,6 +112,14 @@ def split_rows(
     path: Path, column: str, val_fraction: float, seed: int
 ) -> tuple[list[str], list[str]]:
     rows = [row[column] for _, row in read_records(path, [column])]
+    return seeded_split(rows, val_fraction, seed, path)
+
+
+def seeded_split(
+    rows: Sequence[T], val_fraction: float, seed: int, path: Path
+) -> tuple[list[T], list[T]]:
+    """A seeded permutation of `rows` (read from `path`) cut into train and validation; at
+    least one row goes to validation."""
     if len(rows) < 2:
         raise DataError(path, f"{len(rows)} row(s); need at least 2 to split train/validation")
     order = np.random.default_rng(seed).permutation(len(rows))

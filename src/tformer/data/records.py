@@ -6,6 +6,7 @@ import csv
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from tformer.data.errors import DataError
 from tformer.errors import MissingFileError
@@ -78,9 +79,14 @@ def read_records(path: str | Path, columns: Sequence[str]) -> Iterator[tuple[int
         yield from _delimited_rows(path, lines, columns, TABLE_FORMATS[suffix])
 
 
-def _jsonl_rows(
-    path: Path, lines: list[str], columns: Sequence[str]
-) -> Iterator[tuple[int, dict[str, str]]]:
+def read_json_lines(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line of a JSONL file, as parsed: a line
+    that is not JSON, or not an object, is a DataError naming it."""
+    path = Path(path)
+    yield from _json_objects(path, read_text(path).splitlines())
+
+
+def _json_objects(path: Path, lines: list[str]) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -90,6 +96,13 @@ def _jsonl_rows(
             raise DataError(path, f"invalid JSON ({error.msg})", number) from error
         if not isinstance(row, dict):
             raise DataError(path, "each line must be a JSON object", number)
+        yield number, row
+
+
+def _jsonl_rows(
+    path: Path, lines: list[str], columns: Sequence[str]
+) -> Iterator[tuple[int, dict[str, str]]]:
+    for number, row in _json_objects(path, lines):
         missing = [c for c in columns if c not in row]
         if missing:
             raise DataError(

@@ -35,6 +35,7 @@ class DecoderOnlyLM(TformerModel):
         *,
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
+        segment_ids: Tensor | None = None,
         labels: Tensor | None = None,
         cache: KVCache | None = None,
         label_smoothing: float = 0.0,
@@ -46,7 +47,9 @@ class DecoderOnlyLM(TformerModel):
 
         labels (B, T): the id to predict *at* each position -- already shifted, i.e.
         labels[:, t] == input_ids[:, t + 1] for plain LM training; -100 positions are ignored.
-        attention_mask (B, T_past + T): 1 for tokens, 0 for padding. cache: pass the same
+        attention_mask (B, T_past + T): 1 for tokens, 0 for padding. segment_ids (B, T):
+        which packed example each token belongs to (tokens attend within their own; see
+        `tformer.data.sft`), with position_ids restarting per example. cache: pass the same
         KVCache across calls to decode incrementally (see `new_cache`). logits_to_keep: only
         the last n positions' logits, (B, n, vocab) (generation keeps 1).
         """
@@ -54,6 +57,7 @@ class DecoderOnlyLM(TformerModel):
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            segment_ids=segment_ids,
             cache=cache,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,

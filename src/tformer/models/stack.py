@@ -138,6 +138,7 @@ class TransformerStack(nn.Module):
         *,
         attention_mask: Tensor | None = None,
         position_ids: Tensor | None = None,
+        segment_ids: Tensor | None = None,
         token_type_ids: Tensor | None = None,
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
@@ -152,6 +153,9 @@ class TransformerStack(nn.Module):
         position_ids: (B, T); default: each row's cached length + 0..T-1 (0..T-1 without a
             cache), right for unpadded and right-padded input; left-padded input must pass
             its own.
+        segment_ids: (B, K), the example each key slot belongs to when short examples are
+            packed into one row: tokens attend within their own example only (pass
+            position_ids that restart at 0 for each example too).
         context, context_mask: encoder output (B, S, d_model) and its padding mask (B, S).
         cache: its rows' lengths advance by T.
         """
@@ -177,6 +181,7 @@ class TransformerStack(nn.Module):
             causal=self.causal,
             key_padding_mask=attention_mask,
             query_offsets=cache.query_offsets() if cached else None,  # type: ignore[union-attr]
+            segment_ids=segment_ids,
             device=x.device,
         )
         cross_mask = None

@@ -1,8 +1,8 @@
 """The one mask function: which keys each query may attend to.
 
-Padding, causal and cross-attention masks are all made by `build_attention_mask`, so "which
-key may a query see" is decided once for the whole library (and tested once for padding
-invariance and causality).
+Padding, causal, cross-attention and packed-example (block-diagonal) masks are all made by
+`build_attention_mask`, so "which key may a query see" is decided once for the whole library
+(and tested once for padding invariance, causality and example isolation).
 """
 
 from __future__ import annotations
@@ -58,9 +58,10 @@ def build_attention_mask(
     causal: bool,
     key_padding_mask: Tensor | None = None,
     query_offsets: Tensor | None = None,
+    segment_ids: Tensor | None = None,
     device: torch.device | None = None,
 ) -> AttentionMask:
-    """The one mask function: padding, causal and cross-attention masks.
+    """The one mask function: padding, causal, cross-attention and packed-example masks.
 
     Args:
         query_len: number of new query positions T_query.
@@ -72,21 +73,25 @@ def build_attention_mask(
             cache hold different numbers of positions: query i of row b sits at slot
             query_offsets[b] + i, and slots past query_offsets[b] + query_len hold nothing
             yet. None: every row's queries are the last `query_len` of the `key_len` slots.
+        segment_ids: (B, T_key) ints, the example each slot belongs to when several short
+            examples are packed into one row (supervised fine-tuning): a query sees only the
+            keys of its own example, so with `causal` the mask is block-diagonal causal and
+            the row computes what the examples would compute one by one.
     """
-    if key_padding_mask is not None and key_padding_mask.shape[-1] != key_len:
-        raise InputError(
-            f"attention_mask covers {key_padding_mask.shape[-1]} positions but there are "
-            f"{key_len} keys (cached + new); pass a mask for every position"
-        )
-    if key_padding_mask is None and query_offsets is None:
+    for name, given in (("attention_mask", key_padding_mask), ("segment_ids", segment_ids)):
+        if given is not None and given.shape[-1] != key_len:
+            raise InputError(
+                f"{name} covers {given.shape[-1]} positions but there are "
+                f"{key_len} keys (cached + new); pass a value for every position"
+            )
+    if key_padding_mask is None and query_offsets is None and segment_ids is None:
         if not causal or query_len == 1:
             return AttentionMask(allowed=None)
         if query_len == key_len:
             return AttentionMask(allowed=None, is_causal=True)
-    if key_padding_mask is not None:
-        device = key_padding_mask.device
-    elif query_offsets is not None:
-        device = query_offsets.device
+    for given in (key_padding_mask, query_offsets, segment_ids):
+        if given is not None:
+            device = given.device
     keys = torch.arange(key_len, device=device)  # (T_key,)
     if query_offsets is None:
         first = torch.tensor([key_len - query_len], device=device)  # (1,): the same for all rows
@@ -97,6 +102,9 @@ def build_attention_mask(
         allowed = keys <= query_slots[:, :, None]
     else:  # every slot written so far, including this pass's
         allowed = (keys < query_slots[:, -1:, None] + 1).expand(-1, query_len, -1)
+    if segment_ids is not None:  # a query sees the keys of its own example only
+        query_segments = segment_ids.gather(1, query_slots.expand(len(segment_ids), -1))
+        allowed = allowed & (query_segments[:, :, None] == segment_ids[:, None, :])
     allowed = allowed[:, None]  # (B or 1, 1, T_query, T_key)
     if key_padding_mask is not None:
         allowed = allowed & key_padding_mask.bool()[:, None, None, :]

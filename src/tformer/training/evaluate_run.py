@@ -5,14 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tformer.checkpoint import CheckpointError, run_checkpoint
+from tformer.adapters import add_lora
+from tformer.checkpoint import (
+    CheckpointError,
+    load_weights,
+    read_config,
+    read_weights,
+    run_checkpoint,
+)
 from tformer.data import TaskData
 from tformer.errors import InputError
-from tformer.models import TformerModel
+from tformer.models import TformerModel, build_model
 from tformer.training.distributed import Distributed
 from tformer.training.evaluation import evaluate_batches
 from tformer.training.generation_metrics import corpus_bleu, exact_match
-from tformer.training.recipe import RECIPE_FILE, load_recipe
+from tformer.training.recipe import RECIPE_FILE, Recipe, load_recipe
 from tformer.training.run import build_streams, load_data
 
 TOKENIZER_FROM_CHECKPOINT = ("seq2seq", "classification")
@@ -40,6 +47,18 @@ def task_metrics(model: TformerModel, data: TaskData, split: str, num_beams: int
     return {}
 
 
+def load_run_model(checkpoint: Path, recipe: Recipe) -> TformerModel:
+    """The model a checkpoint of the run holds; a `[lora]` run's checkpoints hold adapter
+    tensors next to the base, so the model is given the same adapters before loading."""
+    lora = recipe.lora_config()
+    if lora is None:
+        return TformerModel.from_pretrained(checkpoint)
+    model = build_model(read_config(checkpoint))
+    add_lora(model, lora)
+    load_weights(model, read_weights(checkpoint), str(checkpoint))
+    return model.eval()
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -58,7 +77,7 @@ def evaluate_run(
     data = load_data(recipe, run_dir, Distributed())
     if split == "test" and not data.extras.get("test"):
         raise InputError(f"task={data.task!r} of {run_dir} has no test split; use --split val")
-    model = TformerModel.from_pretrained(ckpt)
+    model = load_run_model(ckpt, recipe)
     _, val = build_streams(data, recipe.train_config(), Distributed())
     metrics: dict[str, Any] = {"checkpoint": str(ckpt), "split": split}
     if split == "val":

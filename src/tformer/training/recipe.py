@@ -1,7 +1,9 @@
-"""Recipes: a TOML file with `[model]`, `[data]` and `[training]` tables, plus overrides.
+"""Recipes: a TOML file with `[model]`, `[data]` and `[training]` tables (and an optional
+`[lora]`), plus overrides.
 
 `[model]` holds ModelConfig fields or `preset = "name"` (and fields that change it); the data
-fills in what it determines (vocabulary size, special-token ids, number of labels).
+fills in what it determines (vocabulary size, special-token ids, number of labels). `[lora]`
+holds LoraConfig fields: the model trains through adapters only (see docs/finetuning.md).
 `--key value` overrides address `table.key` (`--training.lr 3e-4`) or a bare key that names
 a field of exactly one table (`--max_steps 100`). See docs/training.md.
 """
@@ -14,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tformer.adapters.lora import LoraConfig
 from tformer.config import ModelConfig, tables_to_toml
-from tformer.data.task import resolve_path
+from tformer.data.task import parse_options, resolve_path
 from tformer.errors import ConfigError, MissingFileError
 from tformer.loading import load
 from tformer.models import TformerModel
@@ -26,7 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-TABLES = ("model", "data", "training")
+TABLES = ("model", "data", "training", "lora")
 RECIPE_FILE = "recipe.toml"
 
 
@@ -35,17 +38,30 @@ class Recipe:
     model: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    lora: dict[str, Any] | None = None  # None: no [lora] table (an empty one: the defaults)
     source: Path | None = None  # the file it was read from (relative data paths start there)
     _pretrained: TformerModel | None = field(default=None, repr=False)
 
     def table(self, name: str) -> dict[str, Any]:
+        """The table `name`; an absent [lora] is created empty (an override such as
+        `--lora.rank 8` turns adapters on)."""
+        if name == "lora" and self.lora is None:
+            self.lora = {}
         return getattr(self, name)
 
     def to_toml(self) -> str:
-        return tables_to_toml({name: self.table(name) for name in TABLES})
+        present = [name for name in TABLES if getattr(self, name) is not None]
+        return tables_to_toml({name: getattr(self, name) for name in present})
 
     def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.training)
+
+    def lora_config(self) -> LoraConfig | None:
+        """The `[lora]` table as a LoraConfig (unknown keys and wrong types are ConfigErrors
+        naming the table), or None when the recipe has none."""
+        if self.lora is None:
+            return None
+        return parse_options(LoraConfig, self.lora, "[lora]")
 
     def base_model_config(self) -> ModelConfig:
         """The `[model]` table alone (preset or pretrained config + fields), before the data
@@ -89,7 +105,11 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     unknown = sorted(set(tables) - set(TABLES))
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; use {', '.join(TABLES)}")
-    recipe = Recipe(**{name: dict(tables.get(name, {})) for name in TABLES}, source=path.resolve())
+    recipe = Recipe(
+        **{name: dict(tables.get(name, {})) for name in TABLES if name != "lora"},
+        lora=dict(tables["lora"]) if "lora" in tables else None,
+        source=path.resolve(),
+    )
     apply_overrides(recipe, overrides)
     return recipe
 
@@ -102,13 +122,17 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _known_keys(name: str) -> set[str]:
+def _known_keys(recipe: Recipe, name: str) -> set[str]:
+    """The keys a bare `--key` may name in table `name`. [lora]'s count only in a recipe that
+    has the table, so `--dropout` keeps meaning the model's dropout elsewhere."""
     from dataclasses import fields
 
     if name == "model":
         return {f.name for f in fields(ModelConfig)} | {"preset", "init_from"}
     if name == "training":
         return {f.name for f in fields(TrainConfig)}
+    if name == "lora" and recipe.lora is not None:
+        return {f.name for f in fields(LoraConfig)}
     return set()  # [data] keys depend on the task: only dotted overrides reach them
 
 
@@ -126,7 +150,11 @@ def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> None:
             value = items.pop(0)
         table, _, name = key.rpartition(".")
         if not table:
-            owners = [t for t in TABLES if name in _known_keys(t) or name in recipe.table(t)]
+            owners = [
+                t
+                for t in TABLES
+                if name in _known_keys(recipe, t) or name in (getattr(recipe, t) or {})
+            ]
             if len(owners) != 1:
                 where = " and ".join(owners) or "no table"
                 raise ConfigError(f"override --{name}: found in {where}; write --TABLE.{name}")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import torch
 
-from tformer.checkpoint import holds_run, latest_checkpoint
+from tformer.adapters import add_lora, peft_target_names, save_peft_adapters
+from tformer.checkpoint import ADAPTERS, holds_run, latest_checkpoint
 from tformer.data import TASK_ARCH, BatchStream, TaskData, build_task_data
 from tformer.data.batching import BucketedBatches, SequentialBatches, ShuffledBatches
 from tformer.errors import ConfigError, InputError
@@ -54,7 +55,9 @@ def build_streams(
 
 
 def build_recipe_model(recipe: Recipe, data: TaskData, seed: int) -> TformerModel:
-    """The recipe's model, with the fields the data fixes, initialised from `seed`."""
+    """The recipe's model, with the fields the data fixes, initialised from `seed` (or
+    `init_from`), and with the `[lora]` adapters if the recipe has that table: the base is
+    then frozen, and its adapters are checked to fit PEFT's format before any step runs."""
     fields = dict(data.model_fields)
     if "arch" not in recipe.model and "preset" not in recipe.model:
         fields["arch"] = TASK_ARCH[data.task]
@@ -72,6 +75,10 @@ def build_recipe_model(recipe: Recipe, data: TaskData, seed: int) -> TformerMode
     model = build_model(config)
     if "init_from" in recipe.model:
         copy_matching_weights(recipe.pretrained(), model)
+    lora = recipe.lora_config()
+    if lora is not None:
+        add_lora(model, lora)
+        peft_target_names(model)
     return model
 
 
@@ -92,11 +99,13 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False) -
     """Train what `recipe` describes into `run_dir` (resuming from its latest checkpoint).
 
     The run directory gets the recipe as trained (`recipe.toml`, with the max_steps a time
-    budget gave), the prepared data, metrics and checkpoints. A failure before the first
-    checkpoint leaves nothing behind (see `removed_on_failure`).
+    budget gave), the prepared data, metrics and checkpoints, and with `[lora]` the final
+    adapters in PEFT's format (`adapters/`). A failure before the first checkpoint leaves
+    nothing behind (see `removed_on_failure`).
     """
     run_dir = Path(run_dir)
-    config = recipe.train_config()  # a bad [training] table fails before anything else
+    config = recipe.train_config()  # a bad [training] or [lora] table fails before anything
+    recipe.lora_config()
     if not resume and holds_run(run_dir):
         raise InputError(
             f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
@@ -124,7 +133,10 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False) -
         trainer = make_trainer(config, run_dir)
         if dist.is_main:
             (run_dir / RECIPE_FILE).write_text(recipe.to_toml())
-        return trainer.fit(latest_checkpoint(run_dir) if resume else None)
+        result = trainer.fit(latest_checkpoint(run_dir) if resume else None)
+        if recipe.lora is not None and dist.is_main:
+            save_peft_adapters(trainer.model, run_dir / ADAPTERS)
+        return result
 
 
 def as_trained(recipe: Recipe, config: TrainConfig) -> Recipe:

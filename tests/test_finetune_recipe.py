@@ -1,0 +1,97 @@
+"""Fine-tuning through a recipe: `[lora]` is validated like the other tables, and
+`tformer train configs/sft-tiny-lora.toml` from a saved base trains the adapters alone and
+writes them in PEFT's format next to the run's checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tformer.adapters import LoraConfig, load_peft_adapters
+from tformer.checkpoint import ADAPTERS, latest_checkpoint, read_weights
+from tformer.cli import main
+from tformer.config import ModelConfig
+from tformer.data import build_task_data
+from tformer.errors import ConfigError
+from tformer.models import DecoderOnlyLM, TformerModel
+from tformer.training import load_recipe, train_recipe
+from tformer.training.evaluate_run import load_run_model
+
+PROJECT = Path(__file__).resolve().parents[1]
+RECIPE = PROJECT / "configs" / "sft-tiny-lora.toml"
+FEW_STEPS = [
+    "--training.max_steps=3",
+    "--training.eval_every=3",
+    "--training.eval_batches=1",
+    "--training.warmup_steps=1",
+    "--training.progress=false",
+]
+
+
+def test_the_lora_table_becomes_a_lora_config() -> None:
+    recipe = load_recipe(RECIPE, ["--lora.rank", "4"])
+    assert recipe.lora_config() == LoraConfig(
+        targets="all-linear", rank=4, alpha=16.0, dropout=0.05
+    )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("--lora.rnak=4", r"\[lora\]: unknown key\(s\) rnak; known: alpha, dropout, rank"),
+        ('--lora.rank="big"', r"\[lora\]: rank='big' must be an integer"),
+        ("--lora.alpha=0", r"\[lora\]: alpha=0 must be > 0"),
+    ],
+)
+def test_a_bad_lora_table_is_a_config_error_naming_the_key(override, message, tmp_path) -> None:
+    with pytest.raises(ConfigError, match=message):
+        train_recipe(load_recipe(RECIPE, [override]), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bare_dropout_override_means_the_lora_one_only_where_there_is_a_lora_table() -> None:
+    with pytest.raises(ConfigError, match="found in model and lora"):
+        load_recipe(RECIPE, ["--dropout", "0.1"])
+    plain = load_recipe(PROJECT / "configs" / "copy-task.toml", ["--dropout", "0.1"])
+    assert plain.model["dropout"] == 0.1 and plain.lora is None
+    assert "[lora]" not in plain.to_toml()
+
+
+def save_base(directory: Path) -> Path:
+    """A pretrained stand-in: the recipe's model with its data's tokenizer, saved as a tformer
+    checkpoint (fresh weights from another seed than the run's)."""
+    recipe = load_recipe(RECIPE)
+    data = build_task_data(dict(recipe.data), directory, [PROJECT], recipe.model["max_seq_len"])
+    config = ModelConfig.from_dict({**recipe.model, **data.model_fields})
+    torch.manual_seed(7)
+    DecoderOnlyLM(config).save_pretrained(directory / "base", data.tokenizer)
+    return directory / "base"
+
+
+def test_train_cli_fine_tunes_the_adapters_of_a_saved_base_only(tmp_path) -> None:
+    base = save_base(tmp_path)
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), str(RECIPE), *FEW_STEPS]
+    assert main([*args, f"--model.init_from={base}", f"--data.tokenizer={base}"]) == 0
+
+    adapter_config = json.loads((run / ADAPTERS / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 8 and adapter_config["peft_type"] == "LORA"
+    assert (run / ADAPTERS / "adapter_model.safetensors").is_file()
+
+    before = dict(read_weights(base))
+    after = dict(read_weights(latest_checkpoint(run)))
+    adapter_names = {n for n in after if ".lora." in n}
+    assert adapter_names and set(after) - adapter_names == set(before)
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed == set(), f"base tensors changed: {sorted(changed)}"
+    assert all(after[n].abs().max() > 0 for n in adapter_names if n.endswith(".B"))  # B starts 0
+
+    # the PEFT files hold the trained adapters: base + them computes what the run's model does
+    peft_model = TformerModel.from_pretrained(base)
+    load_peft_adapters(peft_model, run / ADAPTERS)
+    trained = load_run_model(latest_checkpoint(run), load_recipe(run / "recipe.toml"))
+    ids = torch.randint(3, peft_model.config.vocab_size, (2, 12))
+    torch.testing.assert_close(peft_model.eval()(ids).logits, trained(ids).logits)
