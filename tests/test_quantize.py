@@ -160,3 +160,21 @@ def test_each_float_layer_is_freed_once_replaced() -> None:
 
     _replace_linears(model, make)
     assert len(replaced) > 10 and all(ref() is None for ref in replaced)
+
+
+@pytest.mark.parametrize("layer", [Int8Linear, Int4Linear])
+def test_many_rows_copy_holds_the_kernels_own_weights(layer) -> None:
+    """The dense copy a batched server multiplies many rows by is the quantised weight the
+    kernel uses: the kernel applied to the identity gives W^T, which must equal the copy."""
+    linear = nn.Linear(64, 32)
+    q = layer(linear, many_rows=True)
+    if kernels.dense_rows("cpu") is None:  # emulated bf16: the kernel always runs, no copy
+        assert q.dense is None
+        return
+    with torch.no_grad():
+        kernel_weights = q.packed(torch.eye(64, dtype=q.compute_dtype)).T  # (out, in)
+        torch.testing.assert_close(q.dense.float(), kernel_weights.float(), atol=0, rtol=1e-2)
+        x = torch.randn(kernels.DENSE_MIN_ROWS, 64)
+        reference = x @ q.dense.float().T + linear.bias.detach()
+        torch.testing.assert_close(q(x).float(), reference, atol=0.05, rtol=0.02)
+        assert layer(linear).dense is None  # only when asked for

@@ -18,6 +18,10 @@ Rules:
   written out (the CPU flash kernel's bf16 backward is slower there).
 * `use_packed_layout`: encoders run position-wise layers on the real tokens only when a
   batch has padding (see `modules/packing.py`).
+* `dense_rows`: weight-only quantised layers asked to serve many rows at once (a batched
+  server) multiply products of at least DENSE_MIN_ROWS rows by a bfloat16 copy of their
+  quantised weights, where bfloat16 is native: the int4/int8 kernels cost grows with every
+  row, a native bf16 product's hardly does.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from torch import Tensor
 
 SPLIT_MAX_ROWS = 32  # beyond this many rows MKL's own threading takes over
 EXPLICIT_MAX_KEYS = 256  # from 512 keys on the fused kernel wins in bf16 training too
+DENSE_MIN_ROWS = 8  # int4/int8 vs dense bf16 products on SmolLM2's shapes, AMX: equal at ~6
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16, AMX; Arm BF16
 _BF16_MIN_SPEEDUP = 0.5  # measured fallback: bf16 at least half as fast as fp32 counts
 
@@ -143,6 +148,20 @@ def explicit_attention(q: Tensor, key_len: int) -> bool:
         and q.requires_grad
         and key_len <= EXPLICIT_MAX_KEYS
     )
+
+
+def dense_rows(device: torch.device | str) -> int | None:
+    """From how many rows a weight-only quantised layer's product should run on a dense copy
+    of its (quantised) weights; None: never, so no copy is worth keeping.
+
+    The int4/int8 CPU kernels take about the same time per activation row (15 us per row
+    for a 576 x 1536 weight: 234 us at 16 rows), while a native bf16 product of 16 rows
+    costs what one row does (95 us; 6.7 ms vs int8's 10.4 ms for SmolLM2's 576 x 49152
+    output projection). Where bf16 is emulated the dense alternative is float32, which at
+    32 rows is slower than int4 (718 vs 466 us): there the quantised kernel always runs.
+    Numbers: docs/performance.md ("Serving").
+    """
+    return DENSE_MIN_ROWS if bf16_is_fast(device) else None
 
 
 def use_packed_layout(attention_mask: Tensor | None) -> bool:

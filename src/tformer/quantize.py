@@ -38,28 +38,61 @@ INT4_GROUP_SIZES = (32, 64, 128, 256)  # what the CPU kernel accepts
 INT4_ROW_MULTIPLE = 16  # the CPU packing needs out_features divisible by this
 
 
-class Int8Linear(nn.Module):
-    """y = x W^T + b with W stored as int8 rows times a per-row scale (symmetric, absmax)."""
+class WeightOnlyLinear(nn.Module):
+    """What the int8 and int4 layers share: y = x W^T + b in the compute dtype, by the
+    layer's packed kernel or, for products of many rows, by a dense copy of the same
+    quantised weights (`many_rows`, see `kernels.dense_rows`): the copy holds the values the
+    kernel multiplies by, so the choice changes only rounding, never the weights."""
+
+    in_features: int
+    bias: Tensor | None
+    dense: Tensor | None
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.compute_dtype = kernels.compute_dtype("cpu")
+        self.register_buffer("bias", _bias(linear, self.compute_dtype))
+        self.dense_from_rows: int | None = None
+
+    def keep_dense_copy(self, weights: Callable[[], Tensor], many_rows: bool) -> None:
+        """Keep the dequantised weights (out, in), `weights()`, if many-row products are
+        asked for and are faster with them here."""
+        self.dense_from_rows = kernels.dense_rows("cpu") if many_rows else None
+        dense = None if self.dense_from_rows is None else weights().to(self.compute_dtype)
+        self.register_buffer("dense", dense)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., in) -> (..., out), computed and returned in the compute dtype."""
+        rows = x.reshape(-1, self.in_features).to(self.compute_dtype)  # (N, in)
+        many = self.dense_from_rows is not None and rows.shape[0] >= self.dense_from_rows
+        out = rows @ self.dense.T if many and self.dense is not None else self.packed(rows)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.view(*x.shape[:-1], out.shape[-1])  # (N, out) -> (..., out)
+
+    def packed(self, rows: Tensor) -> Tensor:
+        """rows (N, in) -> (N, out) by the layer's quantised kernel."""
+        raise NotImplementedError
+
+
+class Int8Linear(WeightOnlyLinear):
+    """y = x W^T + b with W stored as int8 rows times a per-row scale (symmetric, absmax)."""
+
+    def __init__(self, linear: nn.Linear, *, many_rows: bool = False) -> None:
+        super().__init__(linear)
         weight = linear.weight.detach().float()  # (out, in)
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / INT8_MAX  # (out,)
         quantised = (weight / scale[:, None]).round().clamp(-INT8_MAX, INT8_MAX)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        dtype = kernels.compute_dtype("cpu")
         self.register_buffer("weight", quantised.to(torch.int8))
-        self.register_buffer("scale", scale.to(dtype))
-        self.register_buffer("bias", _bias(linear, dtype))
+        self.register_buffer("scale", scale.to(self.compute_dtype))
+        self.keep_dense_copy(lambda: quantised * self.scale.float()[:, None], many_rows)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(..., in) -> (..., out), computed and returned in the scales' dtype."""
-        rows = x.reshape(-1, self.in_features).to(self.scale.dtype)  # (N, in)
-        out = torch._weight_int8pack_mm(rows, self.weight, self.scale)  # (N, out)
-        return _finish(out, self.bias, x.shape[:-1])
+    def packed(self, rows: Tensor) -> Tensor:
+        return torch._weight_int8pack_mm(rows, self.weight, self.scale)
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(WeightOnlyLinear):
     """y = x W^T + b with W stored as 4-bit codes q in groups along the input dimension:
     w = (q - 8) * scale + zero, one (scale, zero) per group of `group_size` weights of a row.
 
@@ -67,8 +100,8 @@ class Int4Linear(nn.Module):
     maximum are exact); `zero` absorbs the kernel's fixed offset of 8.
     """
 
-    def __init__(self, linear: nn.Linear, group_size: int = 32) -> None:
-        super().__init__()
+    def __init__(self, linear: nn.Linear, group_size: int = 32, *, many_rows: bool = False) -> None:
+        super().__init__(linear)
         if not int4_supported(linear, group_size):
             raise InputError(
                 f"int4 needs in_features divisible by group_size={group_size} (one of "
@@ -80,22 +113,24 @@ class Int4Linear(nn.Module):
         low, high = groups.amin(dim=-1), groups.amax(dim=-1)  # (out, G)
         scale = ((high - low) / INT4_LEVELS).clamp(min=1e-12)
         codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, INT4_LEVELS)
-        codes = codes.to(torch.int32).view(out_features, in_features)
         zero = low + 8 * scale
-        self.in_features, self.out_features, self.group_size = in_features, out_features, group_size
-        dtype = kernels.compute_dtype("cpu")
-        self.register_buffer("weight", torch._convert_weight_to_int4pack_for_cpu(codes, 1))
+        self.group_size = group_size
+        packed_codes = codes.to(torch.int32).view(out_features, in_features)
+        self.register_buffer("weight", torch._convert_weight_to_int4pack_for_cpu(packed_codes, 1))
         # (G, out, 2): the kernel's layout of scales and zeros
-        self.register_buffer("scales_and_zeros", torch.stack((scale.T, zero.T), dim=-1).to(dtype))
-        self.register_buffer("bias", _bias(linear, dtype))
+        stacked = torch.stack((scale.T, zero.T), dim=-1).to(self.compute_dtype)
+        self.register_buffer("scales_and_zeros", stacked)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(..., in) -> (..., out), computed and returned in the scales' dtype."""
-        rows = x.reshape(-1, self.in_features).to(self.scales_and_zeros.dtype)  # (N, in)
-        out = torch._weight_int4pack_mm_for_cpu(
+        def dequantised() -> Tensor:  # what the kernel multiplies by: scales as stored
+            stored_scale, stored_zero = (t.T[..., None] for t in stacked.float().unbind(-1))
+            return ((codes - 8) * stored_scale + stored_zero).view(out_features, in_features)
+
+        self.keep_dense_copy(dequantised, many_rows)
+
+    def packed(self, rows: Tensor) -> Tensor:
+        return torch._weight_int4pack_mm_for_cpu(
             rows, self.weight, self.group_size, self.scales_and_zeros
-        )  # (N, out)
-        return _finish(out, self.bias, x.shape[:-1])
+        )
 
 
 def int4_supported(linear: nn.Linear, group_size: int) -> bool:
@@ -110,7 +145,9 @@ def int4_supported(linear: nn.Linear, group_size: int) -> bool:
 OUTPUT_PROJECTION = "lm_head.proj"  # the vocabulary projection of both LM families
 
 
-def quantize_int8(model: nn.Module, *, keep: tuple[str, ...] = ("ffn.down",)) -> nn.Module:
+def quantize_int8(
+    model: nn.Module, *, keep: tuple[str, ...] = ("ffn.down",), many_rows: bool = False
+) -> nn.Module:
     """Replace the nn.Linear layers of `model` (in place) by Int8Linear, except those whose
     name ends with one of `keep`; everything else (kept layers, embeddings, norms) takes the
     compute dtype (`kernels.compute_dtype`). Returns the model, in eval mode. CPU only.
@@ -118,16 +155,23 @@ def quantize_int8(model: nn.Module, *, keep: tuple[str, ...] = ("ffn.down",)) ->
     The feed-forward down projections are kept by default: their inputs (the activated hidden
     units) have the largest outliers, and on SmolLM2-135M quantising them too moved held-out
     perplexity by +1.2% against float32, over our 1% budget; without them it is +0.7%.
+    `many_rows`: the layers will multiply many rows at once (a batched server) and keep a
+    dense copy of their quantised weights for that where it is faster (`kernels.dense_rows`;
+    it costs the compute dtype's bytes per weight on top).
     """
 
     def make(name: str, linear: nn.Linear) -> nn.Module | None:
-        return None if name.endswith(keep) else Int8Linear(linear)
+        return None if name.endswith(keep) else Int8Linear(linear, many_rows=many_rows)
 
     return _replace_linears(model, make)
 
 
 def quantize_int4(
-    model: nn.Module, *, group_size: int = 32, keep: tuple[str, ...] = ()
+    model: nn.Module,
+    *,
+    group_size: int = 32,
+    keep: tuple[str, ...] = (),
+    many_rows: bool = False,
 ) -> nn.Module:
     """Replace the nn.Linear layers of `model` (in place) by Int4Linear with groups of
     `group_size`, except the output projection, which becomes Int8Linear, layers whose name
@@ -137,19 +181,22 @@ def quantize_int4(
     Why the output projection gets 8 bits: its rows are the logits, and 4-bit ones moved
     SmolLM2-135M's held-out perplexity by +3.9% against float32 (8 bits: within 1%). GGUF's
     4-bit files make the same choice (SmolLM2's Q4_1 file stores token embeddings as Q8_0).
+    `many_rows` as in `quantize_int8`.
     """
 
     def make(name: str, linear: nn.Linear) -> nn.Module | None:
         if name.endswith(keep):
             return None
         if name.endswith(OUTPUT_PROJECTION):
-            return Int8Linear(linear)
-        return Int4Linear(linear, group_size) if int4_supported(linear, group_size) else None
+            return Int8Linear(linear, many_rows=many_rows)
+        if not int4_supported(linear, group_size):
+            return None
+        return Int4Linear(linear, group_size, many_rows=many_rows)
 
     return _replace_linears(model, make)
 
 
-QUANTIZERS: dict[str, Callable[[nn.Module], nn.Module]] = {
+QUANTIZERS: dict[str, Callable[..., nn.Module]] = {  # (model, *, many_rows=False) -> model
     "int8": quantize_int8,
     "int4": quantize_int4,
 }
@@ -176,10 +223,3 @@ def _replace_linears(
 
 def _bias(linear: nn.Linear, dtype: torch.dtype) -> Tensor | None:
     return None if linear.bias is None else linear.bias.detach().to(dtype)
-
-
-def _finish(out: Tensor, bias: Tensor | None, leading_shape: torch.Size) -> Tensor:
-    """Add the bias and restore the leading dimensions: (N, out) -> (..., out)."""
-    if bias is not None:
-        out = out + bias
-    return out.view(*leading_shape, out.shape[-1])

@@ -89,16 +89,18 @@ def decoding_options(args: argparse.Namespace, room: int | None = None) -> dict[
 
 
 def load_for_generation(
-    path: str, device: str, *, quantize: str | None = None
+    path: str, device: str, *, quantize: str | None = None, many_rows: bool = False
 ) -> tuple[TformerModel, Tokenizer]:
     """`tformer.load` the model (eval mode, on `device`, quantised weights if asked: "int8" or
-    "int4") and insist on its tokenizer."""
+    "int4", for products of many rows too with `many_rows`) and insist on its tokenizer."""
     import tformer
     from tformer.quantize import QUANTIZERS
 
     model, tokenizer = tformer.load(path, require_tokenizer=True)
     model = model.to(device)
-    return (QUANTIZERS[quantize](model) if quantize else model), tokenizer
+    if quantize:
+        model = QUANTIZERS[quantize](model, many_rows=many_rows)
+    return model, tokenizer
 
 
 def one_line(text: str) -> str:

@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> None:
             f"reach it can use the model (give --api-key or set {API_KEY_VARIABLE})",
             file=sys.stderr,
         )
-    model, tokenizer = load_for_generation(args.model, args.device, quantize=args.quantize)
+    model, tokenizer = load_for_generation(
+        args.model, args.device, quantize=args.quantize, many_rows=True
+    )  # a batch of rows decodes at every step
     settings = ServerSettings(
         model_name=args.model_name or model_name(args.model),
         api_key=api_key,
@@ -180,7 +182,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--quantize",
         choices=("int8", "int4"),
-        help="weight-only quantised linear layers (see tformer generate --help)",
+        help="weight-only quantised linear layers (see tformer generate --help); where bf16 "
+        "is native, a bf16 copy of the quantised weights serves steps of 8 or more rows "
+        "(docs/serving.md)",
     )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--threads", type=_positive, help="torch threads (default: torch's)")
