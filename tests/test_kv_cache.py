@@ -246,3 +246,16 @@ def test_random_masks_never_produce_nan(batch, query_len, past, causal, data) ->
     k, v = torch.randn(batch, 2, key_len, 8), torch.randn(batch, 2, key_len, 8)
     out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask.bias(q.dtype))
     assert torch.isfinite(out).all()
+
+
+@torch.no_grad()
+def test_logits_can_be_kept_at_each_rows_own_position() -> None:
+    """A right-padded batch keeps each row's last real position's logits (B, 1, V)."""
+    model = decoder("rotary")
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
+    everything = model(ids).logits  # (2, 4, V)
+    kept = model(ids, logits_to_keep=torch.tensor([3, 1])).logits
+    assert kept.shape == (2, 1, everything.shape[-1])
+    torch.testing.assert_close(kept[:, 0], everything[[0, 1], [3, 1]])
+    with pytest.raises(ValueError, match="one position"):
+        model(ids, logits_to_keep=torch.tensor([4, 1]))

@@ -134,6 +134,25 @@ def test_eight_concurrent_greedy_requests_equal_eight_alone(client, lm, tokenize
     assert alone == [greedy_text(lm, tokenizer, PROMPTS[i], 8 + 2 * i) for i in range(8)]
 
 
+def test_prompts_prefilled_together_or_in_chunks_answer_as_alone(lm, tokenizer) -> None:
+    """With an 8-token prefill budget, short prompts arriving together share a pass and
+    the long ones are prefilled alone, 8 tokens between decode steps."""
+    settings = ServerSettings(model_name="tiny", max_batch=8, prefill_chunk=8)
+    with serving(create_app(lm, tokenizer, settings)) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+
+        def ask(i: int) -> str:
+            answer = client.completions.create(
+                model="tiny", prompt=PROMPTS[i], max_tokens=10, temperature=0
+            )
+            return answer.choices[0].text
+
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(ask, range(8)))
+    assert together == [greedy_text(lm, tokenizer, PROMPTS[i], 10) for i in range(8)]
+    assert max(len(tokenizer.encode(p)) for p in PROMPTS) > 3 * 8  # some need 4 chunks
+
+
 def test_several_prompts_and_choices_are_numbered_prompt_by_prompt(client, lm, tokenizer):
     answer = client.completions.create(
         model="tiny", prompt=["the", "hello"], max_tokens=6, temperature=0, n=2

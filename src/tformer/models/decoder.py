@@ -39,7 +39,7 @@ class DecoderOnlyLM(TformerModel):
         labels: Tensor | None = None,
         cache: KVCache | None = None,
         label_smoothing: float = 0.0,
-        logits_to_keep: int | None = None,
+        logits_to_keep: int | Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> ModelOutput:
@@ -51,7 +51,8 @@ class DecoderOnlyLM(TformerModel):
         which packed example each token belongs to (tokens attend within their own; see
         `tformer.data.sft`), with position_ids restarting per example. cache: pass the same
         KVCache across calls to decode incrementally (see `new_cache`). logits_to_keep: only
-        the last n positions' logits, (B, n, vocab) (generation keeps 1).
+        the last n positions' logits, (B, n, vocab) (generation keeps 1), or with a (B,)
+        tensor each row's own position, (B, 1, vocab).
         """
         out = self.decoder(
             input_ids,

@@ -75,22 +75,22 @@ class LMHead(nn.Module):
         stack: StackOutput,
         labels: Tensor | None,
         label_smoothing: float = 0.0,
-        logits_to_keep: int | None = None,
+        logits_to_keep: int | Tensor | None = None,
         **extra: Any,
     ) -> ModelOutput:
         """Logits, the loss when `labels` are given, and what the stack recorded, as one output
         (the decoder-only and encoder-decoder models both end here).
 
         `logits_to_keep=n` projects only the last n positions: generation needs one, and a
-        1,000-token prompt would otherwise make (1000, vocab) logits to keep one row.
+        1,000-token prompt would otherwise make (1000, vocab) logits to keep one row. A (B,)
+        LongTensor keeps one position per row instead, (B, 1, vocab): the last real token of
+        each row of a right-padded batch.
         """
         hidden = stack.last_hidden_state  # (B, T, d_model)
         if logits_to_keep is not None:
             if labels is not None:
                 raise InputError("a loss needs every position's logits; omit logits_to_keep")
-            if logits_to_keep < 1:
-                raise InputError(f"logits_to_keep={logits_to_keep} must be >= 1")
-            hidden = hidden[:, -logits_to_keep:]  # (B, n, d_model)
+            hidden = _kept_positions(hidden, logits_to_keep)  # (B, n, d_model)
         logits = self(hidden)
         return ModelOutput(
             logits=logits,
@@ -101,6 +101,21 @@ class LMHead(nn.Module):
             cross_attentions=stack.cross_attentions,
             **extra,
         )
+
+
+def _kept_positions(hidden: Tensor, keep: int | Tensor) -> Tensor:
+    """(B, T, d) -> the last `keep` positions (B, keep, d), or row b's position keep[b]
+    (B, 1, d) for a (B,) tensor."""
+    if isinstance(keep, Tensor):
+        if keep.shape != hidden.shape[:1] or bool(((keep < 0) | (keep >= hidden.shape[1])).any()):
+            raise InputError(
+                f"logits_to_keep as positions needs one position in [0, {hidden.shape[1]}) "
+                f"per row, got {keep.tolist()}"
+            )
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), keep][:, None]
+    if keep < 1:
+        raise InputError(f"logits_to_keep={keep} must be >= 1")
+    return hidden[:, -keep:]
 
 
 class MaskedLMHead(LMHead):

@@ -51,7 +51,7 @@ class EncoderDecoder(TformerModel):
         labels: Tensor | None = None,
         cache: KVCache | None = None,
         label_smoothing: float = 0.0,
-        logits_to_keep: int | None = None,
+        logits_to_keep: int | Tensor | None = None,
         output_attentions: bool = False,
         output_hidden_states: bool = False,
     ) -> ModelOutput:
@@ -59,7 +59,8 @@ class EncoderDecoder(TformerModel):
 
         attention_mask: the source padding mask (B, S); decoder_attention_mask: the target's
         (B, T_past + T). labels (B, T): the next target token at each position, -100 ignored.
-        logits_to_keep: only the last n positions' logits, (B, n, vocab).
+        logits_to_keep: only the last n positions' logits, (B, n, vocab), or with a (B,)
+        tensor each row's own position, (B, 1, vocab).
         """
         out = self.decoder(
             decoder_input_ids,

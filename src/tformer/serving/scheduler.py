@@ -1,9 +1,10 @@
 """Continuous batching: one thread owns the model and decodes every request's rows together.
 
 A request waits in a bounded queue until the batch has room for its rows (`max_batch`).
-Its prompt is then prefilled alone into a KV cache of its own, in chunks of at most
-`prefill_chunk` tokens between decode steps, so a long prompt does not stall the rows
-already decoding. When the prompt is in, its rows (one per choice) join the running batch
+Between two decode steps at most `prefill_chunk` prompt tokens run: the prompts that arrived
+together and fit go through the model in one pass, and a longer prompt is prefilled alone
+into a KV cache of its own, a chunk per step, so it does not stall the rows already
+decoding. When a prompt is in, its rows (one per choice) join the running batch
 (`KVCache.extend`) and from the next step on every row advances by one token per forward
 pass. A finished or cancelled row leaves the batch (`KVCache.select`) without stopping the
 others.
@@ -41,7 +42,7 @@ class _Prefill:
     """A job whose prompt is going into its own cache, `done` tokens so far."""
 
     job: Job
-    cache: KVCache
+    cache: KVCache | None = None  # made when a long prompt's first chunk runs
     done: int = 0
 
 
@@ -135,37 +136,70 @@ class Scheduler:
         with self._wake:
             while self._waiting and self._reserved() + self._waiting[0].n <= self.max_batch:
                 job = self._waiting.popleft()
-                self._prefilling.append(_Prefill(job, self.model.new_cache()))
+                self._prefilling.append(_Prefill(job))
 
     def _prefill(self) -> None:
-        """Run up to `prefill_chunk` prompt tokens; finished prompts join the batch."""
-        budget = self.prefill_chunk
-        while budget > 0 and self._prefilling:
-            prefill = self._prefilling[0]
-            prompt = prefill.job.prompt
-            count = min(budget, len(prompt) - prefill.done)
-            chunk = torch.tensor([prompt[prefill.done : prefill.done + count]], device=self.device)
-            out = self.model(chunk, cache=prefill.cache, logits_to_keep=1)
-            prefill.done += count
-            budget -= count
-            if prefill.done == len(prompt):
-                self._prefilling.popleft()
-                assert out.logits is not None
-                self._join(prefill, out.logits[0, -1])
+        """Run up to `prefill_chunk` prompt tokens; finished prompts join the batch.
 
-    def _join(self, prefill: _Prefill, logits: torch.Tensor) -> None:
-        """The job's first tokens from the prompt's last logits (V,); its unfinished rows
-        join the running batch, each with a copy of the prompt's cache."""
-        rows = [Row(prefill.job, i, self.tokenizer, self.device) for i in range(prefill.job.n)]
-        for row in rows:
-            row.add(row.pick(logits))
-        going = [i for i, row in enumerate(rows) if not row.finished]
-        if not going:
+        Whole prompts that fit the budget go through the model together, right-padded: with
+        causal attention a real token never sees the padding after it, whose cache slots
+        are then cropped away. A longer prompt goes on alone, a chunk at a time.
+        """
+        budget = self.prefill_chunk
+        group: list[_Prefill] = []
+        while self._prefilling and self._prefilling[0].done == 0:
+            length = len(self._prefilling[0].job.prompt)
+            if length > budget - sum(len(p.job.prompt) for p in group):
+                break
+            group.append(self._prefilling.popleft())
+        if group:
+            self._prefill_together(group)
             return
-        cache = prefill.cache
-        cache.select(torch.zeros(len(going), dtype=torch.long, device=self.device))
-        self._cache.extend(cache)
-        self._rows.extend(rows[i] for i in going)
+        if self._prefilling:
+            self._prefill_chunk(self._prefilling[0], budget)
+
+    def _prefill_together(self, group: list[_Prefill]) -> None:
+        """Whole prompts in one forward pass (B, longest); they all join the batch."""
+        lengths = [len(p.job.prompt) for p in group]
+        ids = torch.zeros((len(group), max(lengths)), dtype=torch.long, device=self.device)
+        for row, prefill in enumerate(group):
+            ids[row, : lengths[row]] = torch.tensor(prefill.job.prompt, device=self.device)
+        cache = self.model.new_cache()
+        last = torch.tensor(lengths, device=self.device) - 1
+        out = self.model(ids, cache=cache, logits_to_keep=last)
+        cache.crop(last + 1)
+        assert out.logits is not None
+        self._join([p.job for p in group], cache, out.logits[:, -1])
+
+    def _prefill_chunk(self, prefill: _Prefill, budget: int) -> None:
+        """The next chunk of one long prompt, into its own cache; it joins once complete."""
+        prompt = prefill.job.prompt
+        if prefill.cache is None:
+            prefill.cache = self.model.new_cache()
+        count = min(budget, len(prompt) - prefill.done)
+        chunk = torch.tensor([prompt[prefill.done : prefill.done + count]], device=self.device)
+        out = self.model(chunk, cache=prefill.cache, logits_to_keep=1)
+        prefill.done += count
+        if prefill.done == len(prompt):
+            self._prefilling.popleft()
+            assert out.logits is not None
+            self._join([prefill.job], prefill.cache, out.logits[:, -1])
+
+    def _join(self, jobs: list[Job], cache: KVCache, logits: torch.Tensor) -> None:
+        """The first tokens of `jobs` from their prompts' last logits (J, V); their
+        unfinished rows join the running batch, each choice with a copy of its prompt's
+        cache row (`cache` holds one row per job)."""
+        index = []
+        for j, job in enumerate(jobs):
+            rows = [Row(job, i, self.tokenizer, self.device) for i in range(job.n)]
+            for row in rows:
+                row.add(row.pick(logits[j]))
+            going = [row for row in rows if not row.finished]
+            self._rows.extend(going)
+            index += [j] * len(going)
+        if index:
+            cache.select(torch.tensor(index, device=self.device))
+            self._cache.extend(cache)
 
     def _step(self) -> None:
         """One token for every running row; finished rows leave."""
