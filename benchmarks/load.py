@@ -117,20 +117,21 @@ def run_load(
     deadline_s: float = 1800.0,
 ) -> Load:
     """Send every body of `bodies` (in order, by the next free client) with `clients`
-    concurrent clients; stops handing out bodies after `deadline_s` (those count as lost)."""
+    concurrent clients; stops handing out bodies after `deadline_s` (those not sent count
+    as lost: status 0). Outcomes come in the order of `bodies`."""
     lock, position = threading.Lock(), 0
+    outcomes = [Outcome(0, 0.0, error="not sent before the deadline")] * len(bodies)
     start = time.perf_counter()
 
-    def client() -> list[Outcome]:
+    def client() -> None:
         nonlocal position
-        done = []
         while True:
             with lock:
                 if position >= len(bodies) or time.perf_counter() - start > deadline_s:
-                    return done
-                body, position = bodies[position], position + 1
-            done.append(send(url, body))
+                    return
+                index, position = position, position + 1
+            outcomes[index] = send(url, bodies[index])
 
     with ThreadPoolExecutor(clients) as pool:
-        outcomes = [o for batch in pool.map(lambda _: client(), range(clients)) for o in batch]
+        list(pool.map(lambda _: client(), range(clients)))
     return Load(outcomes, time.perf_counter() - start)

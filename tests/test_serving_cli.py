@@ -135,5 +135,5 @@ def test_load_200_requests_16_clients_smollm2_int4() -> None:
         print("load:", summary)  # p50/p99 latency and time to first token, -s to see
         assert summary["requests"] == 200 and summary.get("status_200") == 200
         assert all(
-            0 < o.tokens <= b["max_tokens"] for o, b in zip(load.outcomes, bodies, strict=False)
+            0 < o.tokens <= b["max_tokens"] for o, b in zip(load.outcomes, bodies, strict=True)
         )
