@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from benchmarks.harness import Case, Measurement
 
@@ -131,11 +132,16 @@ def bar_chart(records: list[dict[str, object]], path: Path) -> None:
     plt.close(fig)
 
 
-def write(records: list[dict[str, object]], facts: dict[str, object], stem: Path) -> None:
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    with open(stem.with_suffix(".jsonl"), "w") as out:
+def write_records(records: list[dict[str, Any]], facts: dict[str, Any], path: Path) -> None:
+    """The machine's facts, then one JSON line per record."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as out:
         out.write(json.dumps({"machine": facts}) + "\n")
         for record in records:
             out.write(json.dumps(record) + "\n")
+
+
+def write(records: list[dict[str, object]], facts: dict[str, object], stem: Path) -> None:
+    write_records(records, facts, stem.with_suffix(".jsonl"))
     stem.with_suffix(".md").write_text(markdown(records, facts))
     bar_chart(records, stem.with_suffix(".png"))

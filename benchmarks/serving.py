@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import re
 import signal
@@ -34,6 +33,7 @@ import torch
 from benchmarks.decoding import PROMPTS, smollm2
 from benchmarks.load import Outcome, run_load, streamed_request
 from benchmarks.machine import machine_facts
+from benchmarks.report import write_records
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -248,11 +248,7 @@ def markdown(records: list[dict[str, Any]], facts: dict[str, Any]) -> str:
 
 
 def write(records: list[dict[str, Any]], facts: dict[str, Any], stem: Path) -> None:
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    with open(stem.with_suffix(".jsonl"), "w") as out:
-        out.write(json.dumps({"machine": facts}) + "\n")
-        for record in records:
-            out.write(json.dumps(record) + "\n")
+    write_records(records, facts, stem.with_suffix(".jsonl"))
     stem.with_suffix(".md").write_text(markdown(records, facts))
 
 
