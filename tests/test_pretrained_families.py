@@ -116,6 +116,36 @@ def _bart() -> torch.nn.Module:
     return model
 
 
+def _roberta(cls_name: str, *, tie: bool = True, types: int = 1) -> torch.nn.Module:
+    """RoBERTa's fairseq positions (pad 1: rows 0-1 precede position 0); one segment type as
+    in roberta-base, or several; tied or untied MLM decoder."""
+    config = transformers.RobertaConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=48, max_position_embeddings=42, type_vocab_size=types,
+        tie_word_embeddings=tie, num_labels=3,
+    )  # fmt: skip
+    return getattr(transformers, cls_name)(config)
+
+
+def _xlm_roberta(cls_name: str) -> torch.nn.Module:
+    """XLM-R with pad id 0 (position table offset 1) and 3 segment types: the offset follows
+    pad_token_id, not a constant."""
+    config = transformers.XLMRobertaConfig(
+        vocab_size=VOCAB, hidden_size=24, num_hidden_layers=3, num_attention_heads=2,
+        intermediate_size=40, max_position_embeddings=30, type_vocab_size=3, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2, num_labels=5, layer_norm_eps=1e-5,
+    )  # fmt: skip
+    return getattr(transformers, cls_name)(config)
+
+
+def _distilbert(cls_name: str, *, tie: bool = True, activation: str = "gelu") -> torch.nn.Module:
+    config = transformers.DistilBertConfig(
+        vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=40,
+        max_position_embeddings=40, activation=activation, tie_word_embeddings=tie, num_labels=3,
+    )  # fmt: skip
+    return getattr(transformers, cls_name)(config)
+
+
 HF_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "bert-mlm": lambda: _bert("BertForMaskedLM"),
     "bert-base": lambda: _bert("BertModel"),
@@ -131,15 +161,37 @@ HF_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "qwen3": lambda: _qwen3(attention_bias=False),
     "qwen3-attention-bias": lambda: _qwen3(attention_bias=True),
     "bart": _bart,
+    "roberta-mlm": lambda: _roberta("RobertaForMaskedLM"),
+    "roberta-mlm-untied": lambda: _roberta("RobertaForMaskedLM", tie=False, types=2),
+    "roberta-base": lambda: _roberta("RobertaModel"),
+    "roberta-classify": lambda: _roberta("RobertaForSequenceClassification"),
+    "roberta-tokens": lambda: _roberta("RobertaForTokenClassification"),
+    "xlm-roberta-mlm": lambda: _xlm_roberta("XLMRobertaForMaskedLM"),
+    "xlm-roberta-base": lambda: _xlm_roberta("XLMRobertaModel"),
+    "xlm-roberta-classify": lambda: _xlm_roberta("XLMRobertaForSequenceClassification"),
+    "xlm-roberta-tokens": lambda: _xlm_roberta("XLMRobertaForTokenClassification"),
+    "distilbert-mlm": lambda: _distilbert("DistilBertForMaskedLM"),
+    "distilbert-mlm-untied-relu": lambda: _distilbert(
+        "DistilBertForMaskedLM", tie=False, activation="relu"
+    ),
+    "distilbert-base": lambda: _distilbert("DistilBertModel"),
+    "distilbert-classify": lambda: _distilbert("DistilBertForSequenceClassification"),
+    "distilbert-tokens": lambda: _distilbert("DistilBertForTokenClassification"),
 }
 
 
-def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    """Two right-padded sequences (lengths 9 and 5); pad id 1, real ids >= 3."""
+def _batch(pad_id: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two right-padded sequences (lengths 9 and 5); real ids >= 3."""
     ids = torch.randint(3, VOCAB, (2, 9))
     mask = torch.ones(2, 9, dtype=torch.long)
     mask[1, 5:] = 0
-    return ids.masked_fill(mask == 0, 1), mask
+    return ids.masked_fill(mask == 0, pad_id), mask
+
+
+def _pad_id(hf_model: torch.nn.Module) -> int:
+    """The model's own pad id: RoBERTa numbers positions by it (other families ignore it)."""
+    pad = hf_model.config.pad_token_id
+    return 1 if pad is None else pad
 
 
 def _run_hf(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -189,7 +241,7 @@ def hf_checkpoint(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[torch
 def test_imported_model_matches_transformers_on_padded_batch(hf_checkpoint) -> None:
     hf_model, directory = hf_checkpoint
     model, _ = tformer.load(directory)
-    ids, mask = _batch()
+    ids, mask = _batch(_pad_id(hf_model))
     _assert_close(_run_tformer(model, ids, mask), _run_hf(hf_model, ids, mask), mask)
 
 
@@ -198,10 +250,11 @@ def test_exported_model_loads_in_transformers_with_same_outputs(hf_checkpoint, t
     model, _ = tformer.load(directory)
     save_hf_directory(model, tmp_path / "exported")
     exported = json.loads((tmp_path / "exported" / "config.json").read_text())
-    # the family it came from (Mistral is written as Llama: one record holds both)
+    # the family it came from (Mistral is written as Llama, XLM-R as RoBERTa: one record
+    # holds both)
     assert family_for(exported["model_type"]) is family_for(hf_model.config.model_type)
     reloaded = type(hf_model).from_pretrained(tmp_path / "exported").eval()
-    ids, mask = _batch()
+    ids, mask = _batch(_pad_id(hf_model))
     _assert_close(_run_tformer(model, ids, mask), _run_hf(reloaded, ids, mask), mask)
 
 
