@@ -90,8 +90,10 @@ def _rope_scaling_fields(hf: dict[str, Any], source: str) -> dict[str, Any]:
 def _fairseq_positions(fields: dict[str, Any], source: str) -> dict[str, Any]:
     """position_offset and max_seq_len of a fairseq-style position table (RoBERTa), whose
     first pad_token_id + 1 rows precede position 0 and which max_position_embeddings counts."""
-    if fields["pad_id"] is None:
-        raise CheckpointError(f"{source}: config.json has no pad_token_id, which numbers positions")
+    if fields["pad_id"] is None:  # dropped as outside the vocabulary
+        raise CheckpointError(
+            f"{source}: positions are numbered by pad_token_id, which has no token"
+        )
     offset = fields["pad_id"] + 1
     if fields["max_seq_len"] <= offset:
         raise CheckpointError(
@@ -135,8 +137,6 @@ def model_config_from_hf(
     fields["activation"] = family.activations[activation]
     if fields["positional"] == "rotary":
         fields.update(_rope_scaling_fields(hf, source))
-    if family.positions_after_pad:
-        fields.update(_fairseq_positions(fields, source))
     fields["head"] = family.architectures[architecture]
     if fields["head"] in CLASSIFICATION_HEADS:
         count = hf.get("num_labels", 2)
@@ -147,6 +147,8 @@ def model_config_from_hf(
         fields["n_labels"] = len(labels)
         fields["pooler"] = fields["head"] == "sequence-classification"
     _drop_ids_outside_vocabulary(fields, source)
+    if family.positions_after_pad:
+        fields.update(_fairseq_positions(fields, source))
     try:
         return ModelConfig(**fields)
     except ConfigError as error:
