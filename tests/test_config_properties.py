@@ -21,6 +21,7 @@ from tformer.config import (
     HEADS_BY_ARCH,
     NORM_POSITIONS,
     NORMS,
+    POOLER_ACTIVATIONS,
     POOLINGS,
     POSITIONALS,
     ModelConfig,
@@ -95,6 +96,9 @@ def valid_model_fields(draw: st.DrawFn) -> dict[str, Any]:
     token_id = st.one_of(st.none(), st.integers(0, vocab_size - 1))
     n_labels = draw(st.integers(1, 5))
     positional = draw(st.sampled_from(POSITIONALS))
+    pad_id = draw(token_id)
+    offset = draw(st.integers(0, 3)) if positional == "learned" else 0
+    fairseq = arch == "encoder" and offset >= 1 and pad_id is not None  # RoBERTa's positions
     return {
         **draw(_rope_scaling_fields(positional)),
         "arch": arch,
@@ -123,7 +127,10 @@ def valid_model_fields(draw: st.DrawFn) -> dict[str, Any]:
         "n_labels": n_labels,
         "labels": draw(st.none() | st.just([f"label{i}" for i in range(n_labels)])),
         "pooling": draw(st.sampled_from(POOLINGS)),
-        "pad_id": draw(token_id),
+        "pooler_activation": draw(st.sampled_from(POOLER_ACTIVATIONS)),
+        "position_offset": offset,
+        "positions_skip_padding": draw(st.booleans()) if fairseq else False,
+        "pad_id": pad_id,
         "bos_id": draw(token_id),
         "eos_id": draw(token_id),
     }
@@ -138,6 +145,7 @@ CHOICES = {
     "norm_position": NORM_POSITIONS,
     "activation": ACTIVATIONS,
     "pooling": POOLINGS,
+    "pooler_activation": POOLER_ACTIVATIONS,
 }
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tformer.modules.position import RotaryPositions, apply_rotary, sinusoidal_table
+from tformer.modules.position import (
+    LearnedPositions,
+    RotaryPositions,
+    apply_rotary,
+    positions_skipping_padding,
+    sinusoidal_table,
+)
 
 
 def test_sinusoidal_table_matches_the_paper_formula() -> None:
@@ -44,3 +50,20 @@ def test_rotary_attention_scores_depend_only_on_relative_position() -> None:
         return (rq * rk).sum()
 
     torch.testing.assert_close(score(7, 3), score(14, 10), atol=1e-5, rtol=1e-5)
+
+
+def test_positions_skipping_padding_count_only_real_tokens() -> None:
+    """fairseq's make_positions: padding (id 1 here) on either side shifts no token."""
+    ids = torch.tensor([[1, 1, 7, 8, 9], [7, 8, 9, 1, 1], [7, 1, 8, 9, 5]])
+    expected = torch.tensor([[-1, -1, 0, 1, 2], [0, 1, 2, -1, -1], [0, -1, 1, 2, 3]])
+    assert torch.equal(positions_skipping_padding(ids, pad_id=1), expected)
+
+
+def test_learned_positions_skip_the_offset_rows() -> None:
+    """Position p reads row p + offset; position -1 (padding) reads row offset - 1."""
+    table = LearnedPositions(max_seq_len=4, d_model=3, offset=2)
+    assert table.weight.shape == (6, 3)
+    with torch.no_grad():
+        table.weight.copy_(torch.arange(6.0).unsqueeze(1).expand(6, 3))
+    added = table.add(torch.zeros(1, 3, 3), torch.tensor([[-1, 0, 3]]))
+    assert added[0, :, 0].tolist() == [1.0, 2.0, 5.0]

@@ -116,6 +116,36 @@ def _bart() -> torch.nn.Module:
     return model
 
 
+def _roberta(cls_name: str, *, tie: bool = True, types: int = 1) -> torch.nn.Module:
+    """RoBERTa's fairseq positions (pad 1: rows 0-1 precede position 0); one segment type as
+    in roberta-base, or several; tied or untied MLM decoder."""
+    config = transformers.RobertaConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=48, max_position_embeddings=42, type_vocab_size=types,
+        tie_word_embeddings=tie, num_labels=3,
+    )  # fmt: skip
+    return getattr(transformers, cls_name)(config)
+
+
+def _xlm_roberta(cls_name: str) -> torch.nn.Module:
+    """XLM-R with pad id 0 (position table offset 1) and 3 segment types: the offset follows
+    pad_token_id, not a constant."""
+    config = transformers.XLMRobertaConfig(
+        vocab_size=VOCAB, hidden_size=24, num_hidden_layers=3, num_attention_heads=2,
+        intermediate_size=40, max_position_embeddings=30, type_vocab_size=3, pad_token_id=0,
+        bos_token_id=1, eos_token_id=2, num_labels=5, layer_norm_eps=1e-5,
+    )  # fmt: skip
+    return getattr(transformers, cls_name)(config)
+
+
+def _distilbert(cls_name: str, *, tie: bool = True, activation: str = "gelu") -> torch.nn.Module:
+    config = transformers.DistilBertConfig(
+        vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=40,
+        max_position_embeddings=40, activation=activation, tie_word_embeddings=tie, num_labels=3,
+    )  # fmt: skip
+    return getattr(transformers, cls_name)(config)
+
+
 HF_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "bert-mlm": lambda: _bert("BertForMaskedLM"),
     "bert-base": lambda: _bert("BertModel"),
@@ -131,15 +161,37 @@ HF_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "qwen3": lambda: _qwen3(attention_bias=False),
     "qwen3-attention-bias": lambda: _qwen3(attention_bias=True),
     "bart": _bart,
+    "roberta-mlm": lambda: _roberta("RobertaForMaskedLM"),
+    "roberta-mlm-untied": lambda: _roberta("RobertaForMaskedLM", tie=False, types=2),
+    "roberta-base": lambda: _roberta("RobertaModel"),
+    "roberta-classify": lambda: _roberta("RobertaForSequenceClassification"),
+    "roberta-tokens": lambda: _roberta("RobertaForTokenClassification"),
+    "xlm-roberta-mlm": lambda: _xlm_roberta("XLMRobertaForMaskedLM"),
+    "xlm-roberta-base": lambda: _xlm_roberta("XLMRobertaModel"),
+    "xlm-roberta-classify": lambda: _xlm_roberta("XLMRobertaForSequenceClassification"),
+    "xlm-roberta-tokens": lambda: _xlm_roberta("XLMRobertaForTokenClassification"),
+    "distilbert-mlm": lambda: _distilbert("DistilBertForMaskedLM"),
+    "distilbert-mlm-untied-relu": lambda: _distilbert(
+        "DistilBertForMaskedLM", tie=False, activation="relu"
+    ),
+    "distilbert-base": lambda: _distilbert("DistilBertModel"),
+    "distilbert-classify": lambda: _distilbert("DistilBertForSequenceClassification"),
+    "distilbert-tokens": lambda: _distilbert("DistilBertForTokenClassification"),
 }
 
 
-def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    """Two right-padded sequences (lengths 9 and 5); pad id 1, real ids >= 3."""
+def _batch(pad_id: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two right-padded sequences (lengths 9 and 5); real ids >= 3."""
     ids = torch.randint(3, VOCAB, (2, 9))
     mask = torch.ones(2, 9, dtype=torch.long)
     mask[1, 5:] = 0
-    return ids.masked_fill(mask == 0, 1), mask
+    return ids.masked_fill(mask == 0, pad_id), mask
+
+
+def _pad_id(hf_model: torch.nn.Module) -> int:
+    """The model's own pad id: RoBERTa numbers positions by it (other families ignore it)."""
+    pad = hf_model.config.pad_token_id
+    return 1 if pad is None else pad
 
 
 def _run_hf(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> dict:
@@ -189,7 +241,7 @@ def hf_checkpoint(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[torch
 def test_imported_model_matches_transformers_on_padded_batch(hf_checkpoint) -> None:
     hf_model, directory = hf_checkpoint
     model, _ = tformer.load(directory)
-    ids, mask = _batch()
+    ids, mask = _batch(_pad_id(hf_model))
     _assert_close(_run_tformer(model, ids, mask), _run_hf(hf_model, ids, mask), mask)
 
 
@@ -198,10 +250,11 @@ def test_exported_model_loads_in_transformers_with_same_outputs(hf_checkpoint, t
     model, _ = tformer.load(directory)
     save_hf_directory(model, tmp_path / "exported")
     exported = json.loads((tmp_path / "exported" / "config.json").read_text())
-    # the family it came from (Mistral is written as Llama: one record holds both)
+    # the family it came from (Mistral is written as Llama, XLM-R as RoBERTa: one record
+    # holds both)
     assert family_for(exported["model_type"]) is family_for(hf_model.config.model_type)
     reloaded = type(hf_model).from_pretrained(tmp_path / "exported").eval()
-    ids, mask = _batch()
+    ids, mask = _batch(_pad_id(hf_model))
     _assert_close(_run_tformer(model, ids, mask), _run_hf(reloaded, ids, mask), mask)
 
 
@@ -336,3 +389,98 @@ def test_model_without_hf_family_says_why(tmp_path: Path) -> None:
     model = build_model(ModelConfig.preset("tiny-seq2seq"))
     with pytest.raises(ValueError, match="no Hugging Face family can hold this model"):
         save_hf_directory(model, tmp_path)
+
+
+def test_roberta_positions_ignore_left_padding(tmp_path: Path) -> None:
+    """RoBERTa numbers positions over non-pad ids (from pad_token_id + 1), so a left-padded
+    row gives transformers' outputs and its own unpadded ones; no position_ids passed."""
+    hf_model = _randomise(_roberta("RobertaForMaskedLM"))
+    hf_model.save_pretrained(tmp_path)
+    model, _ = tformer.load(tmp_path)
+    assert (model.config.position_offset, model.config.max_seq_len) == (2, 40)
+    ids = torch.randint(3, VOCAB, (2, 9))
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, :4] = 0
+    ids = ids.masked_fill(mask == 0, 1)
+    ours, theirs = _run_tformer(model, ids, mask), _run_hf(hf_model, ids, mask)
+    _assert_close(ours, theirs, mask)
+    alone = _run_tformer(model, ids[1:, 4:], mask[1:, 4:])["logits"][0]
+    assert (alone - ours["logits"][1, 4:]).abs().max() <= TOL
+
+
+@pytest.mark.parametrize(
+    ("make", "changes", "message"),
+    [
+        (lambda: _roberta("RobertaModel"), {"hidden_act": "relu"},
+         r"activation 'relu' is not supported for roberta; supported: gelu"),
+        (lambda: _roberta("RobertaModel"), {"position_embedding_type": "relative_key"},
+         r"position_embedding_type='relative_key'; tformer supports only .*'absolute'"),
+        (lambda: _roberta("RobertaModel"), {"max_position_embeddings": 2},
+         r"max_position_embeddings=2 leaves no positions after the 2 rows before position 0"),
+        (lambda: _xlm_roberta("XLMRobertaModel"), {"pad_token_id": 100},
+         r"positions are numbered by pad_token_id, which has no token"),
+        (lambda: _distilbert("DistilBertModel"), {"sinusoidal_pos_embds": True},
+         r"sinusoidal_pos_embds=True; tformer supports only sinusoidal_pos_embds=False"),
+        (lambda: _distilbert("DistilBertModel"), {"architectures": ["DistilBertForQuestionAnswering"]},
+         r"'DistilBertForQuestionAnswering' is not supported; supported distilbert classes: "),
+    ],
+    ids=["roberta-act", "roberta-relative", "roberta-no-positions", "xlmr-foreign-pad",
+         "distilbert-sinusoidal", "distilbert-qa"],
+)  # fmt: skip
+@pytest.mark.filterwarnings("ignore:.*outside the vocabulary")
+def test_unsupported_encoder_settings_are_refused(
+    tmp_path: Path, make: Callable, changes: dict, message: str
+) -> None:
+    make().save_pretrained(tmp_path)
+    _edit_config(tmp_path, **changes)
+    with pytest.raises(CheckpointError, match=message):
+        tformer.load(tmp_path)
+
+
+def test_native_encoder_without_segments_exports_as_distilbert(tmp_path: Path) -> None:
+    """BERT always has segment embeddings, so an encoder without them is DistilBERT (whose
+    LayerNorm eps is 1e-12) or nothing, never a BERT that transformers could not run."""
+    config = ModelConfig.preset("tiny-encoder", vocab_size=VOCAB, type_vocab_size=0)
+    with pytest.raises(ValueError, match=r"bert: type_vocab_size=0 \(needs >= 1\)"):
+        save_hf_directory(build_model(config), tmp_path / "refused")
+    model = _randomise(build_model(config.replace(norm_eps=1e-12)))
+    save_hf_directory(model, tmp_path / "hf")
+    assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "distilbert"
+    reference = transformers.DistilBertForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    ids, mask = _batch()
+    _assert_close(_run_tformer(model, ids, mask), _run_hf(reference, ids, mask), mask)
+
+
+def test_embed_pipeline_on_roberta_matches_transformers_mean_pooling(tmp_path: Path) -> None:
+    """`tformer.pipelines.embed` on a RoBERTa directory (with its tokenizer): padded batches
+    pad with RoBERTa's id 1, which its positions skip, and the vectors equal transformers'
+    last hidden states mean-pooled over real tokens and L2-normalised."""
+    from tformer import Tokenizer
+    from tformer.pipelines import embed
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n")
+    specials = {"bos": "<s>", "pad": "<pad>", "eos": "</s>", "unk": "<unk>", "mask": "<mask>"}
+    tokenizer = Tokenizer.train_char([corpus], specials)
+    assert tokenizer.token_id("pad") == 1
+    config = transformers.RobertaConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=4, intermediate_size=48, max_position_embeddings=42,
+        type_vocab_size=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    hf_model = _randomise(transformers.RobertaModel(config))
+    hf_model.save_pretrained(tmp_path / "hf")
+    tokenizer.save(tmp_path / "hf")
+    model, loaded_tokenizer = tformer.load(tmp_path / "hf")
+    assert loaded_tokenizer is not None
+    sentences = ["the fox", "a lazy dog jumps over the brown fox", "dog"]
+    vectors = embed(model, loaded_tokenizer, sentences, batch_size=2)
+    expected = []
+    for sentence in sentences:  # one at a time: no padding on the reference side
+        ids = torch.tensor([tokenizer.encode(sentence)])
+        with torch.no_grad():
+            hidden = hf_model(input_ids=ids).last_hidden_state[0]  # (T, d_model)
+        mean = hidden.mean(dim=0)
+        expected.append(mean / mean.norm())
+    assert (vectors - torch.stack(expected)).abs().max() <= TOL

@@ -30,6 +30,7 @@ NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("post", "pre")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu")
 POOLINGS = ("cls", "mean")
+POOLER_ACTIVATIONS = ("tanh", "relu")  # BERT/RoBERTa pool with tanh, DistilBERT with ReLU
 # rope_* fields each scaling reads (llama3 reads them all); the others must keep their defaults,
 # or they would be silently ignored
 ROPE_SCALING_FIELDS = {
@@ -86,6 +87,13 @@ class ModelConfig:
     d_ff: int = 2048
     max_seq_len: int = 512
     positional: str = "sinusoidal"
+    # Rows of the learned position table before position 0's (fairseq/RoBERTa: pad_id + 1,
+    # row pad_id being the padding tokens'); the table has max_seq_len + position_offset rows.
+    position_offset: int = 0
+    # Default position ids count only tokens that are not pad_id (RoBERTa derives them from
+    # the input ids), so padding never shifts a token's position; padding tokens sit at
+    # position -1, table row position_offset - 1.
+    positions_skip_padding: bool = False
     rope_theta: float = 10000.0
     # Rotary for a longer context than pre-training: "linear" divides every frequency by
     # rope_factor; "llama3" (Llama 3.1+) divides only wavelengths longer than
@@ -117,6 +125,7 @@ class ModelConfig:
     labels: tuple[str, ...] | None = None  # class names of classification heads, by id
     pooling: str = "cls"  # how sequence-classification reduces tokens
     pooler: bool = False  # BERT's dense+tanh pooler before sequence classification
+    pooler_activation: str = "tanh"  # after the pooler's dense layer (DistilBERT: "relu")
     init_std: float = 0.02
     pad_id: int | None = 0
     bos_id: int | None = None
@@ -132,6 +141,7 @@ class ModelConfig:
         _choice("norm_position", self.norm_position, NORM_POSITIONS)
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("pooling", self.pooling, POOLINGS)
+        _choice("pooler_activation", self.pooler_activation, POOLER_ACTIVATIONS)
         if self.head is not None:
             _choice(f"head (for arch={self.arch!r})", self.head, HEADS_BY_ARCH[self.arch])
         for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_seq_len"):
@@ -169,12 +179,35 @@ class ModelConfig:
                 f"{self.attention_head_dim} (d_model={self.d_model} / n_heads={self.n_heads})"
             )
         self._check_rope_scaling()
+        self._check_position_offset()
         if self.type_vocab_size < 0:
             raise ConfigError(f"type_vocab_size={self.type_vocab_size} must be >= 0")
         for name in ("pad_id", "bos_id", "eos_id", "mask_id", "decoder_start_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
                 raise ConfigError(f"{name}={value} must be a token id in [0, {self.vocab_size})")
+
+    def _check_position_offset(self) -> None:
+        if self.position_offset < 0:
+            raise ConfigError(f"position_offset={self.position_offset} must be >= 0")
+        if self.position_offset and self.positional != "learned":
+            raise ConfigError(
+                f"position_offset={self.position_offset} needs positional='learned' (it skips "
+                f"rows of the learned table), got positional={self.positional!r}"
+            )
+        if not self.positions_skip_padding:
+            return
+        if self.arch != "encoder":
+            raise ConfigError(
+                f"positions_skip_padding=True needs arch='encoder', got arch={self.arch!r} "
+                "(cached decoding keeps no count of each row's padding)"
+            )
+        if self.pad_id is None or self.position_offset < 1:
+            raise ConfigError(
+                "positions_skip_padding=True needs a pad_id and position_offset >= 1 (padding "
+                f"tokens use table row position_offset - 1); got pad_id={self.pad_id}, "
+                f"position_offset={self.position_offset}"
+            )
 
     def _check_rope_scaling(self) -> None:
         if self.rope_scaling is not None:

@@ -151,19 +151,22 @@ class TokenClassificationHead(nn.Module):
 class SequenceClassificationHead(TokenClassificationHead):
     """One label per sequence from the [CLS] vector or the mean of the tokens.
 
-    With `pooler`, BERT's dense + tanh layer transforms the pooled vector first.
+    With `pooler`, a dense layer and `pooler_activation` transform the pooled vector first:
+    BERT's pooler and RoBERTa's classification head (dense, tanh, out_proj) alike, and
+    DistilBERT's pre_classifier with ReLU.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.pooling = config.pooling
         self.pooler = Linear(config.d_model, config.d_model) if config.pooler else None
+        self.pooler_act = torch.tanh if config.pooler_activation == "tanh" else F.relu
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, T, d_model) -> (B, n_labels)."""
         pooled = hidden[:, 0] if self.pooling == "cls" else mean_pool(hidden, attention_mask)
         if self.pooler is not None:
-            pooled = torch.tanh(self.pooler(pooled))
+            pooled = self.pooler_act(self.pooler(pooled))
         return self.classifier(self.dropout(pooled))
 
 

@@ -20,7 +20,7 @@ from tformer.modules.kv_cache import KVCache
 from tformer.modules.mask import build_attention_mask
 from tformer.modules.norm import make_norm
 from tformer.modules.packing import PackedLayout
-from tformer.modules.position import RopeScaling, make_positional
+from tformer.modules.position import RopeScaling, make_positional, positions_skipping_padding
 
 
 def _rope_scaling(config: ModelConfig) -> RopeScaling | None:
@@ -51,6 +51,7 @@ class Embeddings(nn.Module):
             head_dim=config.attention_head_dim,
             theta=config.rope_theta,
             scaling=_rope_scaling(config),
+            offset=config.position_offset,
         )
         self.norm = (
             make_norm(config.norm, config.d_model, config.norm_eps)
@@ -132,6 +133,16 @@ class TransformerStack(nn.Module):
         assert attention_mask is not None
         return PackedLayout.from_mask(attention_mask)
 
+    def _default_positions(self, input_ids: Tensor, cache: KVCache | None) -> Tensor:
+        """(B, T) positions: after each row's cached tokens, else 0..T-1 -- or, for a config
+        with `positions_skip_padding` (RoBERTa), counted over the non-pad ids alone."""
+        if cache is not None:
+            return cache.next_positions(input_ids.shape[1])
+        if self.config.positions_skip_padding:
+            assert self.config.pad_id is not None  # ModelConfig requires one
+            return positions_skipping_padding(input_ids, self.config.pad_id)
+        return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+
     def forward(
         self,
         input_ids: Tensor,
@@ -152,7 +163,8 @@ class TransformerStack(nn.Module):
             attention sees (with a cache, `cache.key_slots(T)`: the cached ones too).
         position_ids: (B, T); default: each row's cached length + 0..T-1 (0..T-1 without a
             cache), right for unpadded and right-padded input; left-padded input must pass
-            its own.
+            its own (unless the config has `positions_skip_padding`). Position 0 is the first
+            token's whatever the config's `position_offset`.
         segment_ids: (B, K), the example each key slot belongs to when short examples are
             packed into one row: tokens attend within their own example only (pass
             position_ids that restart at 0 for each example too).
@@ -168,11 +180,7 @@ class TransformerStack(nn.Module):
             )
         cached = cache is not None and cache.lengths is not None
         if position_ids is None:
-            position_ids = (
-                cache.next_positions(length)  # type: ignore[union-attr]
-                if cached
-                else torch.arange(length, device=input_ids.device).expand_as(input_ids)
-            )
+            position_ids = self._default_positions(input_ids, cache if cached else None)
         x = self.embeddings(input_ids, position_ids, token_type_ids)
         rotation = self.embeddings.positions.rotation(position_ids)
         mask = build_attention_mask(

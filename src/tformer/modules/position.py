@@ -58,14 +58,27 @@ class SinusoidalPositions(PositionalEncoding):
 
 
 class LearnedPositions(PositionalEncoding):
-    """One trained vector per position (BERT, GPT-2)."""
+    """One trained vector per position (BERT, GPT-2).
 
-    def __init__(self, max_seq_len: int, d_model: int) -> None:
+    `offset` rows come before position 0's: fairseq (RoBERTa) keeps pad_id + 1 of them, so
+    its checkpoints load as they are, row pad_id serving the padding tokens (position -1).
+    """
+
+    def __init__(self, max_seq_len: int, d_model: int, offset: int = 0) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(max_seq_len, d_model))
+        self.offset = offset
+        self.weight = nn.Parameter(torch.empty(max_seq_len + offset, d_model))
 
     def add(self, x: Tensor, position_ids: Tensor) -> Tensor:
-        return x + nn.functional.embedding(position_ids, self.weight)
+        return x + nn.functional.embedding(position_ids + self.offset, self.weight)
+
+
+def positions_skipping_padding(input_ids: Tensor, pad_id: int) -> Tensor:
+    """(B, T) ids -> (B, T) positions that count only non-pad tokens (fairseq's
+    `make_positions`): padding on either side leaves every token's position alone; padding
+    tokens get -1."""
+    real = input_ids.ne(pad_id).long()
+    return torch.cumsum(real, dim=1) * real - 1
 
 
 @dataclass(frozen=True)
@@ -143,12 +156,13 @@ def make_positional(
     head_dim: int,
     theta: float,
     scaling: RopeScaling | None = None,
+    offset: int = 0,
 ) -> PositionalEncoding:
-    """The encoding named by `ModelConfig.positional`."""
+    """The encoding named by `ModelConfig.positional` (`offset`: learned rows before 0's)."""
     if kind == "sinusoidal":
         return SinusoidalPositions(max_seq_len, d_model)
     if kind == "learned":
-        return LearnedPositions(max_seq_len, d_model)
+        return LearnedPositions(max_seq_len, d_model, offset)
     if kind == "rotary":
         return RotaryPositions(head_dim, theta, scaling)
     return PositionalEncoding()

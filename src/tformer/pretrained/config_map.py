@@ -87,6 +87,22 @@ def _rope_scaling_fields(hf: dict[str, Any], source: str) -> dict[str, Any]:
     return fields
 
 
+def _fairseq_positions(fields: dict[str, Any], source: str) -> dict[str, Any]:
+    """position_offset and max_seq_len of a fairseq-style position table (RoBERTa), whose
+    first pad_token_id + 1 rows precede position 0 and which max_position_embeddings counts."""
+    if fields["pad_id"] is None:  # dropped as outside the vocabulary
+        raise CheckpointError(
+            f"{source}: positions are numbered by pad_token_id, which has no token"
+        )
+    offset = fields["pad_id"] + 1
+    if fields["max_seq_len"] <= offset:
+        raise CheckpointError(
+            f"{source}: max_position_embeddings={fields['max_seq_len']} leaves no positions after "
+            f"the {offset} rows before position 0 (pad_token_id + 1)"
+        )
+    return {"position_offset": offset, "max_seq_len": fields["max_seq_len"] - offset}
+
+
 def _drop_ids_outside_vocabulary(fields: dict[str, Any], source: str) -> None:
     """transformers only warns about special-token ids the vocabulary lacks (tiny test models
     copy GPT-2's 50256), so tformer warns and forgets them rather than refusing the model."""
@@ -131,6 +147,8 @@ def model_config_from_hf(
         fields["n_labels"] = len(labels)
         fields["pooler"] = fields["head"] == "sequence-classification"
     _drop_ids_outside_vocabulary(fields, source)
+    if family.positions_after_pad:
+        fields.update(_fairseq_positions(fields, source))
     try:
         return ModelConfig(**fields)
     except ConfigError as error:
@@ -167,7 +185,7 @@ DERIVED = {
 def _relevant(name: str, config: ModelConfig) -> bool:
     if name in NOT_COMPUTED:
         return False
-    if name in ("pooling", "pooler", "n_labels"):
+    if name in ("pooling", "pooler", "pooler_activation", "n_labels"):
         return config.task_head in CLASSIFICATION_HEADS
     return name != "rope_theta" or config.positional == "rotary"
 
@@ -195,6 +213,11 @@ def family_for_config(config: ModelConfig) -> tuple[Family, str]:
             for k, v in family.fixed.items()
             if _relevant(k, config) and getattr(config, k) != v
         ]
+        differs += [
+            f"{k}={getattr(config, k)!r} (needs >= {v})"
+            for k, v in family.at_least.items()
+            if getattr(config, k) < v
+        ]
         if config.activation not in family.activations.values():
             differs.append(f"activation={config.activation!r}")
         architecture = next(
@@ -220,6 +243,8 @@ def hf_config_from_model(config: ModelConfig, family: Family, architecture: str)
         # the derived value: a family's own default for an omitted setting may differ from
         # tformer's (Qwen3's head_dim is 128, not hidden_size / heads)
         hf[key] = getattr(config, DERIVED.get(name, name))
+    if family.positions_after_pad:  # the table's rows, those before position 0 included
+        hf[keys["max_seq_len"]] = config.max_seq_len + config.position_offset
     if config.attention_dropout is None and "attention_dropout" in keys:
         hf[keys["attention_dropout"]] = config.dropout
     hf[keys["activation"]] = next(

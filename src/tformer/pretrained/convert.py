@@ -12,9 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from tformer.checkpoint import CheckpointError, unique_state_dict
+from tformer.models import TformerModel
 from tformer.pretrained.families import Family
 
 
@@ -71,9 +72,10 @@ def _pattern(template: str) -> str:
     return escaped
 
 
-def locate(name: str, family: Family, prefix: str) -> Mapped | None:
-    """The HF tensor holding tformer tensor `name`, or None if the table has no rule for it."""
-    for rule in family.tensors:
+def locate(name: str, family: Family, prefix: str, head: str) -> Mapped | None:
+    """The HF tensor holding tformer tensor `name` of a model with task head `head`, or None
+    if the table has no rule for it."""
+    for rule in (*family.head_tensors.get(head, ()), *family.tensors):
         ours, theirs, transform = (*rule, "")[:3]
         suffix = "" if ours.endswith((".weight", ".bias")) else r"(?P<suffix>\.weight|\.bias)"
         match = re.fullmatch(_pattern(ours) + suffix, name)
@@ -87,11 +89,14 @@ def locate(name: str, family: Family, prefix: str) -> Mapped | None:
     return None
 
 
-def _mapping(model: nn.Module, family: Family, prefix: str, *, unique: bool) -> dict[str, Mapped]:
+def _mapping(
+    model: TformerModel, family: Family, prefix: str, *, unique: bool
+) -> dict[str, Mapped]:
     names = unique_state_dict(model) if unique else model.state_dict()
+    head = model.config.task_head
     mapping = {}
     for name in names:
-        mapped = locate(name, family, prefix)
+        mapped = locate(name, family, prefix, head)
         if mapped is None:
             raise CheckpointError(
                 f"tformer tensor {name!r} has no {family.model_types[0]} name in the table"
@@ -100,8 +105,15 @@ def _mapping(model: nn.Module, family: Family, prefix: str, *, unique: bool) -> 
     return mapping
 
 
+def _stored_name(hf_name: str, family: Family, tensors: Mapping[str, Tensor]) -> str:
+    """The name to read `hf_name` from: its second copy where the file holds one (the copy
+    transformers computes with, see `Family.also_stored_as`)."""
+    second = family.also_stored_as.get(hf_name)
+    return second if second is not None and second in tensors else hf_name
+
+
 def load_hf_tensors(
-    model: nn.Module, family: Family, tensors: Mapping[str, Tensor], prefix: str, source: str
+    model: TformerModel, family: Family, tensors: Mapping[str, Tensor], prefix: str, source: str
 ) -> None:
     """Copy HF `tensors` into `model`, each as soon as it is looked up and checked, so a lazy
     mapping (`LazyTensors`) never holds more than one. Every problem is collected and raised
@@ -110,21 +122,23 @@ def load_hf_tensors(
     problems = []
     for name, mapped in _mapping(model, family, prefix, unique=True).items():
         target = expected[name]
-        if mapped.hf_name not in tensors:
+        hf_name = _stored_name(mapped.hf_name, family, tensors)
+        if hf_name not in tensors:
             hf_shape = mapped.hf_shape(target)
-            problems.append(f"missing tensor {mapped.hf_name!r} (expected shape {hf_shape})")
+            problems.append(f"missing tensor {hf_name!r} (expected shape {hf_shape})")
             continue
-        stored = tensors[mapped.hf_name]
+        stored = tensors[hf_name]
         value = mapped.to_tformer(stored)
         if value.shape != target.shape:
             problems.append(
-                f"tensor {mapped.hf_name!r} has shape {tuple(stored.shape)}, "
+                f"tensor {hf_name!r} has shape {tuple(stored.shape)}, "
                 f"expected shape {mapped.hf_shape(target)} (for tformer's {name})"
             )
             continue
         with torch.no_grad():
             target.copy_(value)
     known = {m.hf_name for m in _mapping(model, family, prefix, unique=False).values()}
+    known |= {family.also_stored_as[n] for n in known if n in family.also_stored_as}
     unused = sorted(
         n for n in tensors if n not in known and not any(re.search(p, n) for p in family.ignored)
     )
@@ -134,7 +148,7 @@ def load_hf_tensors(
         raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(problems))
 
 
-def hf_tensors(model: nn.Module, family: Family, prefix: str) -> dict[str, Tensor]:
+def hf_tensors(model: TformerModel, family: Family, prefix: str) -> dict[str, Tensor]:
     """The model's weights under HF names (fused q/k/v concatenated back, in q, k, v order)."""
     parts: dict[str, dict[int, Tensor]] = {}
     out: dict[str, Tensor] = {}
@@ -147,4 +161,7 @@ def hf_tensors(model: nn.Module, family: Family, prefix: str) -> dict[str, Tenso
             parts.setdefault(mapped.hf_name, {})[mapped.part] = mapped.to_hf(tensor)
     for hf_name, pieces in parts.items():
         out[hf_name] = torch.cat([pieces[k] for k in sorted(pieces)], dim=-1).contiguous()
+    for hf_name, second in family.also_stored_as.items():
+        if hf_name in out:  # a copy, not a view: safetensors refuses shared storage
+            out[second] = out[hf_name].clone()
     return out
