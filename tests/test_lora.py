@@ -20,6 +20,7 @@ from tformer.adapters import (  # noqa: E402
     add_lora,
     load_peft_adapters,
     lora_adapters,
+    merge_and_unload_lora,
     merge_lora,
     save_peft_adapters,
     unmerge_lora,
@@ -29,6 +30,7 @@ from tformer.adapters.peft_format import hf_module_names  # noqa: E402
 from tformer.checkpoint import CheckpointError  # noqa: E402
 from tformer.data import BatchStream, ShuffledBatches, TokenWindows, causal_lm_collate  # noqa: E402
 from tformer.errors import ConfigError, InputError, TformerError  # noqa: E402
+from tformer.pretrained import save_hf_directory  # noqa: E402
 from tformer.quantize import quantize_int8  # noqa: E402
 from tformer.training import TrainConfig, Trainer  # noqa: E402
 
@@ -215,6 +217,33 @@ def test_merged_outputs_equal_unmerged_and_unmerge_restores_the_weights(tmp_path
     _assert_close(_logits(model, ids), unmerged)
     for name, tensor in original.items():
         assert torch.allclose(model.state_dict()[name], tensor, atol=1e-6, rtol=0), name
+
+
+def test_merge_and_unload_leaves_a_plain_model_that_peft_agrees_with(tmp_path) -> None:
+    """Merged and unloaded: no adapter modules or hooks are left, the tensor names are the
+    base's, and the logits are those of `transformers` + PEFT's merge_and_unload of the same
+    adapters (an independent merge)."""
+    torch.manual_seed(0)
+    _llama().save_pretrained(tmp_path / "tf")
+    model, _ = tformer.load(tmp_path / "tf")
+    base_names = set(model.state_dict())
+    add_lora(model, LoraConfig(targets=["q_proj", "v_proj", "ffn.down"], rank=4, alpha=8.0))
+    _randomise_adapters(model)
+    save_peft_adapters(model, tmp_path / "adapters")
+    ids = _ids()
+    adapted = _logits(model, ids)
+    merge_and_unload_lora(model)
+    assert set(model.state_dict()) == base_names and not lora_adapters(model)
+    assert all(not m._forward_hooks for m in model.modules())
+    _assert_close(_logits(model, ids), adapted)
+    save_hf_directory(model, tmp_path / "merged-hf")
+    merged_hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "merged-hf")
+    save_hf_directory(tformer.load(tmp_path / "tf")[0], tmp_path / "base-hf")
+    base_hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "base-hf")
+    reference = peft.PeftModel.from_pretrained(base_hf, tmp_path / "adapters").merge_and_unload()
+    with torch.no_grad():
+        expected = reference(ids).logits
+        torch.testing.assert_close(merged_hf(ids).logits, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_merging_into_a_tied_output_projection_is_refused(tmp_path) -> None:

@@ -6,6 +6,7 @@ from tformer.adapters.lora import (
     LoraConfig,
     add_lora,
     lora_adapters,
+    merge_and_unload_lora,
     merge_lora,
     unmerge_lora,
 )
@@ -22,6 +23,7 @@ __all__ = [
     "add_lora",
     "load_peft_adapters",
     "lora_adapters",
+    "merge_and_unload_lora",
     "merge_lora",
     "peft_target_names",
     "save_peft_adapters",

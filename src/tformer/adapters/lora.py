@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torch.utils.hooks import RemovableHandle
 
 from tformer.errors import ConfigError, InputError
 from tformer.field_types import check_field_types
@@ -86,6 +87,7 @@ class LoraAdapter(nn.Module):
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # nn.Linear's own init, as PEFT does
         self.dropout = nn.Dropout(config.dropout)
         self.merged = False
+        self.hook: RemovableHandle | None = None  # the layer's hook that adds the update
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., in) -> (..., out)."""
@@ -158,7 +160,7 @@ def add_lora(model: nn.Module, config: LoraConfig) -> dict[str, LoraAdapter]:
     model.requires_grad_(False)
     for linear in chosen.values():
         linear.lora = LoraAdapter(linear, config)
-        linear.register_forward_hook(_add_update)
+        linear.lora.hook = linear.register_forward_hook(_add_update)
     return lora_adapters(model)
 
 
@@ -207,6 +209,18 @@ def unmerge_lora(model: nn.Module) -> None:
             with torch.no_grad():
                 linear.weight -= adapter.delta_weight().to(linear.weight.dtype)
             adapter.merged = False
+
+
+def merge_and_unload_lora(model: nn.Module) -> nn.Module:
+    """Merge every adapter (`merge_lora`) and take the adapters away: what is left is a
+    plain model of the base's kind and tensor names, with the fine-tuned weights, which
+    saves, exports and loads like any other (PEFT's `merge_and_unload`). Returns `model`."""
+    merge_lora(model)
+    for _, linear, adapter in list(_adapted(model)):
+        assert adapter.hook is not None
+        adapter.hook.remove()
+        del linear.lora
+    return model
 
 
 def _shared_weights(model: nn.Module) -> set[int]:
