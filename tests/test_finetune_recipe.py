@@ -95,3 +95,13 @@ def test_train_cli_fine_tunes_the_adapters_of_a_saved_base_only(tmp_path) -> Non
     trained = load_run_model(latest_checkpoint(run), load_recipe(run / "recipe.toml"))
     ids = torch.randint(3, peft_model.config.vocab_size, (2, 12))
     torch.testing.assert_close(peft_model.eval()(ids).logits, trained(ids).logits)
+
+    # merged into a plain Hugging Face directory that transformers runs as the run's model
+    transformers = pytest.importorskip("transformers")
+    merged = tmp_path / "merged-hf"
+    assert main(["convert", str(run), str(merged), "--merge-lora", "--to", "hf"]) == 0
+    reference = transformers.AutoModelForCausalLM.from_pretrained(merged).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reference(ids).logits, trained(ids).logits, atol=1e-5, rtol=1e-5)
+    assert (merged / "tokenizer.json").is_file()
+    assert main(["convert", str(base), str(tmp_path / "x"), "--merge-lora"]) == 2  # not a run

@@ -9,7 +9,12 @@ def run(args: argparse.Namespace) -> None:
     import tformer
     from tformer.pretrained import save_hf_directory
 
-    model, tokenizer = tformer.load(args.src)
+    if args.merge_lora:
+        from tformer.training.merged_run import load_merged_run
+
+        model, tokenizer = load_merged_run(args.src)
+    else:
+        model, tokenizer = tformer.load(args.src)
     if args.to == "hf":
         save_hf_directory(model, args.dst, tokenizer)
     else:
@@ -29,5 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dst", metavar="DST", help="directory to write")
     p.add_argument(
         "--to", choices=("tformer", "hf"), default="tformer", help="output format (default tformer)"
+    )
+    p.add_argument(
+        "--merge-lora",
+        action="store_true",
+        help="SRC is a `tformer train` run with a [lora] table: merge its adapters into the "
+        "base weights and write a plain model (e.g. --to hf loads in transformers)",
     )
     p.set_defaults(handler=run)
