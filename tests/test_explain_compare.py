@@ -1,7 +1,7 @@
 """Explain --compare: a model compared with itself changes nothing anywhere; a copy with one
 head's queries altered changes exactly that head (earlier layers and the other heads stay
 exactly equal) and the predictions after the first token; the divergences match hand
-computation; models that cannot be compared are user errors."""
+computation; models that cannot be compared are user errors; the CLI writes the page."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 
 import tformer
 from test_explain import VARIANTS, _StrictParser
+from tformer.cli import main
 from tformer.errors import InputError
 from tformer.explainer import compare, render_html
 from tformer.explainer.compare import js_divergence, kl_divergence
@@ -173,3 +174,24 @@ def test_compare_page_is_valid_and_self_contained_with_three_panels(
     families = {a["data-family"] for t, a in parser.attributes if "data-family" in a}
     assert families == {"encoder-self", "decoder-self", "decoder-cross"}
     assert "Decoder cross-attention, layer 0" in page.split("Attention heads that changed most")[1]
+
+
+# ---- command line ----------------------------------------------------------------------------
+def test_cli_writes_compare_report_and_refuses_mismatched_models(
+    tokenizer: tformer.Tokenizer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = _model(tokenizer, "tiny-decoder")
+    base_path = base.save_pretrained(tmp_path / "base", tokenizer)
+    tuned_path = _altered_head(base, 1, 0).save_pretrained(tmp_path / "tuned", tokenizer)
+    out = tmp_path / "compare.html"
+    args = ["explain", str(tuned_path), "--compare", str(base_path), "--text", "To be"]
+    assert main([*args, "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "tformer explain --compare" in page and "Attention heads that changed most" in page
+    assert main([*args, "--png", "lens"]) == 2
+    assert "leave them out with --compare" in capsys.readouterr().err
+    wide = _model(tokenizer, "tiny-decoder", vocab_size=80).save_pretrained(tmp_path / "wide")
+    assert main(["explain", str(tuned_path), "--compare", str(wide), "--text", "To be"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("tformer: error:")
+    assert f"vocab_size {tokenizer.vocab_size} vs 80" in error
