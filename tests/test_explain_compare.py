@@ -15,6 +15,7 @@ import torch
 
 import tformer
 from test_explain import VARIANTS, _StrictParser
+from tformer.adapters import LoraConfig, add_lora
 from tformer.cli import main
 from tformer.errors import InputError
 from tformer.explainer import compare, render_html
@@ -106,6 +107,22 @@ def test_altering_one_heads_queries_changes_that_head_only_and_the_predictions_a
     page = render_html(result)
     assert "Decoder self-attention, layer 1, head 2: Jensen-Shannon" in page
     assert '"start": [1, 2]' in page  # the enlarged view opens on the changed head
+
+
+def test_lora_adapters_on_the_last_block_change_only_that_block_and_what_follows(
+    tokenizer: tformer.Tokenizer,
+) -> None:
+    """The main use: a model with (trained) adapters against its base, compared in memory."""
+    base = _model(tokenizer, "tiny-decoder")
+    tuned = copy.deepcopy(base)
+    adapters = add_lora(tuned, LoraConfig(targets=r"decoder\.blocks\.1\.self_attn\.q_proj"))
+    with torch.no_grad():
+        for adapter in adapters.values():
+            adapter.B.normal_(std=1.0)  # as if trained: B starts at zero (no change)
+    result = compare(tuned, base, tokenizer, "To be, or not")
+    change = result.attention["decoder-self"]
+    assert torch.equal(change[0], torch.zeros_like(change[0])) and (change[1] > 0).all()
+    assert not result.lens_differs[:2].any() and result.moved_positions()
 
 
 def test_observed_probabilities_are_each_models_probability_of_the_next_token(

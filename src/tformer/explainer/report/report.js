@@ -63,8 +63,9 @@ function drawHeatmap(canvas, map, withLabels) {
       const dense = labels && labels.filter(Boolean).length > labels.length / 2;
       return Math.max(dense ? font + 1 : 1, Math.min(28, Math.floor(room / Math.max(n, 1))));
     };
-    cellW = fit(840, nCols, map.cols);
-    cellH = fit(560, nRows, map.rows);
+    const room = Number(canvas.dataset.room || 840); // width in pixels; height two thirds
+    cellW = fit(room, nCols, map.cols);
+    cellH = fit((room * 2) / 3, nRows, map.rows);
     if (map.rows && map.cols && map.rows.every(Boolean)) cellW = cellH = Math.min(cellW, cellH);
   } else {
     const side = Number(canvas.dataset.size || 96);

@@ -19,6 +19,8 @@ from tformer.explainer.explanation import Explanation
 from tformer.explainer.report.page import Page, canvas, chip, section, token_table
 
 STACK_TITLES = {"encoder": "Encoder", "decoder": "Decoder"}
+DETAIL_WIDTH = 840  # pixels of heatmap cells in the enlarged attention map
+PAGE_WIDTH = 1100  # pixels of content (report.css: 1200 minus padding), shared by panels
 
 
 def model_facts(c: ModelConfig) -> dict[str, str]:
@@ -149,13 +151,15 @@ def _attention_family(ex: Explanation, page: Page, stack: str, kind: str) -> str
 
 def explorer(page: Page, panels: tuple[str, ...] = ("",)) -> str:
     """The layer/head pickers over the page's attention families and one enlarged map per
-    panel (a family with `panels` in its index shows one of its blocks of maps in each)."""
+    panel (a family with `panels` in its index shows one of its blocks of maps in each);
+    several panels share the width of one, so they stand side by side."""
     options = "".join(
         f'<option value="{k}">{escape(v["label"])}</option>' for k, v in page.attention.items()
     )
+    room = DETAIL_WIDTH if len(panels) == 1 else PAGE_WIDTH // len(panels) - 60  # - labels
     details = "".join(
-        f'<div><div class="detail-caption">{escape(name)}</div><canvas class="detail"></canvas>'
-        "</div>"
+        f'<div><div class="detail-caption">{escape(name)}</div>'
+        f'<canvas class="detail" data-room="{room}"></canvas></div>'
         for name in panels
     )
     return (
