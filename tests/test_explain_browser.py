@@ -1,8 +1,10 @@
 """The explain report in a real browser: headless Chromium loads it from disk with the network
-disabled, runs its script without console errors, draws every heatmap, and screenshots it."""
+disabled, runs its script without console errors, draws every heatmap, and screenshots it; the
+compare page (two models side by side) too."""
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 import subprocess
@@ -12,7 +14,7 @@ import pytest
 import torch
 
 import tformer
-from tformer.explainer import explain, save_html
+from tformer.explainer import compare, explain, save_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -51,7 +53,27 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_html(report, directory / "report.html")
 
 
-def test_report_renders_every_heatmap_without_console_errors(report: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def compare_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A compare page of a tiny decoder and a copy with one block's queries scaled."""
+    directory = tmp_path_factory.mktemp("compare")
+    corpus = directory / "corpus.txt"
+    corpus.write_text("To be, or not to be: that is the question.")
+    tokenizer = tformer.Tokenizer.train_char([corpus])
+    ids = {k: v for k, v in tokenizer.config_ids().items() if v is not None}
+    torch.manual_seed(0)
+    base = tformer.build_model(tformer.ModelConfig.preset("tiny-decoder", **ids))
+    tuned = copy.deepcopy(base)
+    with torch.no_grad():
+        tuned.decoder.blocks[1].self_attn.q_proj.weight.mul_(5)
+    return save_html(compare(tuned, base, tokenizer, "To be, or not"), directory / "compare.html")
+
+
+@pytest.mark.parametrize("page", ["report", "compare_report"])
+def test_report_renders_every_heatmap_without_console_errors(
+    page: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    report: Path = request.getfixturevalue(page)
     result = _chromium(
         report,
         tmp_path / "profile",

@@ -25,12 +25,28 @@ def _png_targets(specs: list[str], out: Path) -> list[tuple[str, Path]]:
 
 def run(args: argparse.Namespace) -> None:
     import tformer
-    from tformer.explainer import explain, save_html, save_png
+    from tformer.explainer import compare, explain, save_html, save_png
 
     if not args.text.strip():  # before loading: a large model takes seconds to load
         raise InputError("--text is empty; give the text to explain, e.g. --text 'To be, or not'")
+    if args.compare is not None and (args.png or args.sentences):
+        raise InputError("--png and --sentences describe one model; leave them out with --compare")
     pngs = _png_targets(args.png, args.out)
     model, tokenizer = tformer.load(args.model)
+    if args.compare is not None:
+        base, base_tokenizer = tformer.load(args.compare)
+        comparison = compare(
+            model,
+            base,
+            tokenizer or base_tokenizer,  # a merged model saved without one reads the base's
+            args.text,
+            args.target,
+            base_tokenizer=base_tokenizer,
+            labels=(str(args.model), str(args.compare)),
+            k=args.top_k,
+        )
+        print(f"wrote {save_html(comparison, args.out)}")
+        return
     report = explain(
         model, tokenizer, args.text, args.target, sentences=args.sentences, k=args.top_k
     )
@@ -46,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Run MODEL once on --text and write one self-contained HTML page: "
         "tokenisation, embeddings and positional encodings, attention per layer and head, the "
         "residual stream, predictions and logit lens, cross-attention alignment, token "
-        "attributions. See docs/explain.md.",
+        "attributions; with --compare BASE, what differs between MODEL and BASE. See "
+        "docs/explain.md.",
     )
     p.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     p.add_argument("--text", required=True, help="the input text (the source, for translation)")
@@ -61,6 +78,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=[],
         metavar="SENTENCE",
         help="encoders: sentences to rank by pooled-embedding similarity to --text",
+    )
+    p.add_argument(
+        "--compare",
+        metavar="BASE",
+        help="a second model (e.g. the base MODEL was fine-tuned from), with the same "
+        "vocabulary and family: the report puts the two side by side and shows what changed "
+        "(predictions, logit lens, attention per head)",
     )
     p.add_argument("--out", type=Path, default=Path("explain.html"), help="report file")
     p.add_argument(

@@ -16,7 +16,11 @@ from torch import Tensor
 DECIMALS = 4  # heatmap values are rounded to keep the page small
 
 
-class HeatMap(TypedDict):
+class _HeatMapOptions(TypedDict, total=False):  # optional keys (Python 3.10 has no NotRequired)
+    scale: float  # a fixed colour range (0..scale, or -scale..scale if diverging)
+
+
+class HeatMap(_HeatMapOptions):
     """One matrix for `report.js`: values (rows, cols) and optional axis labels."""
 
     title: str
@@ -26,8 +30,14 @@ class HeatMap(TypedDict):
     diverging: bool  # a blue-white-red scale centred on 0 instead of viridis
 
 
-class AttentionFamily(TypedDict):
-    """The attention explorer's index of one family's maps: layers x heads from `first` on."""
+class _FamilyOptions(TypedDict, total=False):
+    panels: list[int]  # the first map of each block shown side by side (model, base, difference)
+    start: list[int]  # the (layer, head) shown first
+
+
+class AttentionFamily(_FamilyOptions):
+    """The attention explorer's index of one family's maps: layers x heads from `first` on.
+    A comparison's family also has `panels` and `start` (see `_FamilyOptions`)."""
 
     label: str
     layers: int
@@ -50,12 +60,21 @@ class Page:
         cols: list[str] | None = None,
         *,
         diverging: bool = False,
+        scale: float | None = None,
     ) -> int:
-        """Register a (rows, cols) matrix; returns its id for a <canvas data-map>."""
+        """Register a (rows, cols) matrix; returns its id for a <canvas data-map>. Without
+        `scale` the colours span the map's own range."""
         values = data.detach().float().cpu().round(decimals=DECIMALS).tolist()
-        self.maps.append(
-            {"title": title, "rows": rows, "cols": cols, "data": values, "diverging": diverging}
-        )
+        heatmap: HeatMap = {
+            "title": title,
+            "rows": rows,
+            "cols": cols,
+            "data": values,
+            "diverging": diverging,
+        }
+        if scale is not None and scale > 0:
+            heatmap["scale"] = scale
+        self.maps.append(heatmap)
         return len(self.maps) - 1
 
 

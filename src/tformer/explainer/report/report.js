@@ -1,6 +1,6 @@
 // Draws every heatmap of a tformer explain report. Plain JavaScript, no libraries, no network.
 // Data: the JSON in <script id="report-data">: {maps: [{rows, cols, data, diverging, title}]}.
-// Every <canvas data-map="i"> shows map i; the attention explorer redraws #detail on demand.
+// Every <canvas data-map="i"> shows map i; the attention explorer redraws canvas.detail on demand.
 // When all canvases are drawn, <body data-status="drawn" data-heatmaps="N"> tells a headless
 // browser (and the tests) that the page rendered; errors land in <body data-errors>.
 "use strict";
@@ -34,6 +34,7 @@ function range(map) {
       hi = Math.max(hi, v);
     }
   }
+  if (map.scale) return map.diverging ? [-map.scale, map.scale] : [0, map.scale];
   if (map.diverging) {
     const m = Math.max(Math.abs(lo), Math.abs(hi)) || 1;
     return [-m, m];
@@ -62,8 +63,9 @@ function drawHeatmap(canvas, map, withLabels) {
       const dense = labels && labels.filter(Boolean).length > labels.length / 2;
       return Math.max(dense ? font + 1 : 1, Math.min(28, Math.floor(room / Math.max(n, 1))));
     };
-    cellW = fit(840, nCols, map.cols);
-    cellH = fit(560, nRows, map.rows);
+    const room = Number(canvas.dataset.room || 840); // width in pixels; height two thirds
+    cellW = fit(room, nCols, map.cols);
+    cellH = fit((room * 2) / 3, nRows, map.rows);
     if (map.rows && map.cols && map.rows.every(Boolean)) cellW = cellH = Math.min(cellW, cellH);
   } else {
     const side = Number(canvas.dataset.size || 96);
@@ -93,50 +95,52 @@ function drawHeatmap(canvas, map, withLabels) {
   canvas.title = `${map.title}: values ${lo.toFixed(3)} .. ${hi.toFixed(3)}`;
 }
 
-// The attention explorer: pick map family (self/cross per stack), layer and head.
+// The attention explorer: pick map family (self/cross per stack), layer and head. Each
+// canvas.detail shows one panel: a family's `panels` (first map of each block: model, base,
+// difference on a compare page) or its own maps; `start` is the [layer, head] shown first.
 function setupExplorer() {
-  const detail = document.getElementById("detail");
-  if (!detail) return;
+  const details = document.querySelectorAll("canvas.detail");
+  if (!details.length) return;
+  const captions = document.querySelectorAll(".detail-caption");
   const family = document.getElementById("family");
   const layer = document.getElementById("layer");
   const head = document.getElementById("head");
-  const caption = document.getElementById("detail-caption");
   const index = REPORT.attention;
   const show = () => {
     const group = index[family.value];
     const l = Math.min(Number(layer.value), group.layers - 1);
     const h = Math.min(Number(head.value), group.heads - 1);
-    const mapId = group.first + l * group.heads + h;
-    drawHeatmap(detail, REPORT.maps[mapId], true);
-    caption.textContent = REPORT.maps[mapId].title;
+    const offset = l * group.heads + h;
+    const firsts = group.panels || [group.first];
+    details.forEach((canvas, i) => {
+      const map = REPORT.maps[firsts[i] + offset];
+      drawHeatmap(canvas, map, true);
+      captions[i].textContent = map.title;
+    });
     document.querySelectorAll("canvas.attention").forEach((c) => {
-      c.classList.toggle("selected", Number(c.dataset.map) === mapId);
+      c.classList.toggle("selected", Number(c.dataset.map) === group.first + offset);
     });
   };
   const fill = (select, n, prefix) => {
     select.innerHTML = "";
     for (let i = 0; i < n; i++) select.add(new Option(`${prefix} ${i}`, String(i)));
   };
-  family.addEventListener("change", () => {
-    fill(layer, index[family.value].layers, "layer");
-    fill(head, index[family.value].heads, "head");
+  const choose = (key, l, h) => {
+    family.value = key;
+    fill(layer, index[key].layers, "layer");
+    fill(head, index[key].heads, "head");
+    layer.value = String(l);
+    head.value = String(h);
     show();
-  });
+  };
+  family.addEventListener("change", () => choose(family.value, 0, 0));
   layer.addEventListener("change", show);
   head.addEventListener("change", show);
   document.querySelectorAll("canvas.attention").forEach((c) => {
-    c.addEventListener("click", () => {
-      family.value = c.dataset.family;
-      fill(layer, index[family.value].layers, "layer");
-      fill(head, index[family.value].heads, "head");
-      layer.value = c.dataset.layer;
-      head.value = c.dataset.head;
-      show();
-    });
+    c.addEventListener("click", () => choose(c.dataset.family, c.dataset.layer, c.dataset.head));
   });
-  fill(layer, index[family.value].layers, "layer");
-  fill(head, index[family.value].heads, "head");
-  show();
+  const [l, h] = index[family.value].start || [0, 0];
+  choose(family.value, l, h);
 }
 
 function drawAll() {

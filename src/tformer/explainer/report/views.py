@@ -13,16 +13,19 @@ from html import escape
 import torch
 from torch import Tensor
 
+from tformer.config import ModelConfig
 from tformer.explainer.capture import StackRecord, residual_norms
 from tformer.explainer.explanation import Explanation
 from tformer.explainer.report.page import Page, canvas, chip, section, token_table
 
 STACK_TITLES = {"encoder": "Encoder", "decoder": "Decoder"}
+DETAIL_WIDTH = 840  # pixels of heatmap cells in the enlarged attention map
+PAGE_WIDTH = 1100  # pixels of content (report.css: 1200 minus padding), shared by panels
 
 
-def header(ex: Explanation, page: Page) -> str:
-    c = ex.config
-    facts = {
+def model_facts(c: ModelConfig) -> dict[str, str]:
+    """The architecture in a few lines (family, sizes, heads, positions, norm, activation)."""
+    return {
         "architecture": c.arch,
         "layers": f"{c.encoder_layers} encoder + {c.decoder_layers} decoder"
         if c.arch == "encoder-decoder"
@@ -32,8 +35,11 @@ def header(ex: Explanation, page: Page) -> str:
         "positions": c.positional,
         "norm": f"{c.norm}, {c.norm_position}-norm",
         "activation": c.activation,
-        "text": ex.text,
     }
+
+
+def header(ex: Explanation, page: Page) -> str:
+    facts = {**model_facts(ex.config), "text": ex.text}
     if ex.target is not None:
         facts["target"] = ex.target
     facts["explained"] = ex.explained
@@ -101,27 +107,65 @@ def embeddings(ex: Explanation, page: Page) -> str:
     )
 
 
-def _attention_family(ex: Explanation, page: Page, stack: str, kind: str) -> str:
-    weights = ex.attention(stack, kind)
-    if not weights:
-        return ""
-    key = f"{stack}-{kind}"
-    cols = ex.tokens["encoder" if kind == "cross" else stack]
+def attention_grid(
+    page: Page,
+    key: str,
+    label: str,
+    weights: list[Tensor],
+    rows: list[str],
+    cols: list[str],
+    *,
+    diverging: bool = False,
+    scale: float | None = None,
+) -> str:
+    """One clickable thumbnail per layer and head of `weights` (each (H, T, T_key)), registered
+    as the explorer's family `key`. Diverging maps (differences) share `scale`, so thumbnails
+    compare: a head that barely changed stays white."""
     n_heads = weights[0].shape[0]
-    label = f"{STACK_TITLES[stack]} {'cross' if kind == 'cross' else 'self'}-attention"
     first = len(page.maps)
     size = 96 if len(weights) * n_heads <= 64 else 48  # thumbnail side in pixels
     cells = []
     for layer, w in enumerate(weights):
         cells.append(f'<span class="label">layer {layer}</span>')
         for head in range(n_heads):
-            map_id = page.add(
-                f"{label}, layer {layer}, head {head}", w[head], ex.tokens[stack], cols
-            )
+            title = f"{label}, layer {layer}, head {head}"
+            map_id = page.add(title, w[head], rows, cols, diverging=diverging, scale=scale)
             cells.append(canvas(map_id, "attention", family=key, layer=layer, head=head, size=size))
     page.attention[key] = {"label": label, "layers": len(weights), "heads": n_heads, "first": first}
     style = f"grid-template-columns: auto repeat({n_heads}, auto)"
     return f'<h3>{label}</h3><div class="grid" style="{style}">{"".join(cells)}</div>'
+
+
+def attention_label(stack: str, kind: str) -> str:
+    return f"{STACK_TITLES[stack]} {'cross' if kind == 'cross' else 'self'}-attention"
+
+
+def _attention_family(ex: Explanation, page: Page, stack: str, kind: str) -> str:
+    weights = ex.attention(stack, kind)
+    if not weights:
+        return ""
+    cols = ex.tokens["encoder" if kind == "cross" else stack]
+    label = attention_label(stack, kind)
+    return attention_grid(page, f"{stack}-{kind}", label, weights, ex.tokens[stack], cols)
+
+
+def explorer(page: Page, panels: tuple[str, ...] = ("",)) -> str:
+    """The layer/head pickers over the page's attention families and one enlarged map per
+    panel (a family with `panels` in its index shows one of its blocks of maps in each);
+    several panels share the width of one, so they stand side by side."""
+    options = "".join(
+        f'<option value="{k}">{escape(v["label"])}</option>' for k, v in page.attention.items()
+    )
+    room = DETAIL_WIDTH if len(panels) == 1 else PAGE_WIDTH // len(panels) - 60  # - labels
+    details = "".join(
+        f'<div><div class="detail-caption">{escape(name)}</div>'
+        f'<canvas class="detail" data-room="{room}"></canvas></div>'
+        for name in panels
+    )
+    return (
+        '<div class="controls"><select id="family">' + options + '</select><select id="layer">'
+        f'</select><select id="head"></select></div><div class="explorer">{details}</div>'
+    )
 
 
 def attention(ex: Explanation, page: Page) -> str:
@@ -130,20 +174,12 @@ def attention(ex: Explanation, page: Page) -> str:
         for stack in ex.tokens
         for kind in ("self", "cross")
     ]
-    options = "".join(
-        f'<option value="{k}">{escape(v["label"])}</option>' for k, v in page.attention.items()
-    )
-    explorer = (
-        '<div class="controls"><select id="family">' + options + '</select><select id="layer">'
-        '</select><select id="head"></select></div><div id="detail-caption"></div>'
-        '<canvas id="detail"></canvas>'
-    )
     return section(
         "Attention",
         "Row i shows how query token i spreads its attention over the key tokens (columns); "
         "each row sums to 1. Causal (decoder) self-attention is zero above the diagonal. Click "
         "a thumbnail, or choose a layer and head, to enlarge it with token labels.",
-        explorer + "\n" + "\n".join(f for f in families if f),
+        explorer(page) + "\n" + "\n".join(f for f in families if f),
     )
 
 
@@ -199,12 +235,17 @@ def residual_stream(ex: Explanation, page: Page) -> str:
     )
 
 
-def _prob_cells(ids: Tensor, probs: Tensor, names: dict[int, str]) -> list[str]:
-    """One cell per position: the token and its probability, shaded by the probability."""
+def prob_cells(
+    ids: Tensor, probs: Tensor, names: dict[int, str], marked: Tensor | None = None
+) -> list[str]:
+    """One cell per position: the token and its probability, shaded by the probability;
+    cells where `marked` (T,) is True get a red frame (where two models disagree)."""
+    flags = marked.tolist() if marked is not None else [False] * len(ids)
+    frame = {True: ' class="marked"', False: ""}
     return [
-        f'<td style="background: rgba(33,145,140,{p:.3f})" title="p={p:.4f}">'
+        f'<td{frame[flag]} style="background: rgba(33,145,140,{p:.3f})" title="p={p:.4f}">'
         f"{escape(names[i])}<br><small>{p:.2f}</small></td>"
-        for i, p in zip(ids.tolist(), probs.tolist(), strict=True)
+        for i, p, flag in zip(ids.tolist(), probs.tolist(), flags, strict=True)
     ]
 
 
@@ -214,13 +255,13 @@ def predictions(ex: Explanation, page: Page) -> str:
     tokens = ex.tokens[ex.stack]
     top = ex.predictions
     ranks = [
-        (f"top {r + 1}", _prob_cells(top.ids[:, r], top.probs[:, r], ex.names))
+        (f"top {r + 1}", prob_cells(top.ids[:, r], top.probs[:, r], ex.names))
         for r in range(top.ids.shape[1])
     ]
     depths = [
         (
             "embeddings" if depth == 0 else f"after block {depth - 1}",
-            _prob_cells(ex.lens.ids[depth], ex.lens.probs[depth], ex.names),
+            prob_cells(ex.lens.ids[depth], ex.lens.probs[depth], ex.names),
         )
         for depth in range(ex.lens.ids.shape[0])
     ]
