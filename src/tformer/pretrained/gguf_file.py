@@ -32,6 +32,7 @@ from tformer.pretrained.gguf_layout import (
     TOKEN_ROLES,
     Architecture,
     architecture,
+    gguf_package,
     hf_name,
     rope_heads,
     unpermute_rope,
@@ -52,14 +53,6 @@ DEQUANTISED = (  # tensor types `gguf` dequantises that tformer accepts
 DEQUANTISE_ROWS = 2048
 
 
-def _gguf() -> Any:
-    try:
-        import gguf
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("reading GGUF files needs the gguf package: pip install gguf") from error
-    return gguf
-
-
 def _read(path: Path) -> Any:
     """A `gguf.GGUFReader` over `path`; a file it cannot parse is a CheckpointError naming it.
 
@@ -69,7 +62,7 @@ def _read(path: Path) -> Any:
     one, by the reader itself, to name the first one whose bytes are missing.
     """
 
-    class Reader(_gguf().GGUFReader):
+    class Reader(gguf_package().GGUFReader):
         def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
             try:
                 super()._build_tensors(start_offs, fields)
@@ -148,7 +141,7 @@ def _dequantise(tensor: Any, source: str) -> Tensor:
     packed = tensor.data  # (rows, bytes of a row) for quantised types; rows match `shape[0]`
     packed = packed if packed.ndim > 1 else packed[None]  # a vector (norm weights): one row
     rows = out.reshape(packed.shape[0], -1)  # a view of `out`
-    dequantize = _gguf().quants.dequantize
+    dequantize = gguf_package().quants.dequantize
     for start in range(0, packed.shape[0], DEQUANTISE_ROWS):
         block = dequantize(packed[start : start + DEQUANTISE_ROWS], tensor.tensor_type)
         rows[start : start + DEQUANTISE_ROWS] = block.reshape(-1, rows.shape[1])
@@ -191,6 +184,11 @@ def load_gguf(
     permuted = _architecture(meta, source).interleaved_rope
     tensors = _hf_tensors(reader.tensors, hf_config, permuted, source)
     return model_from_hf(hf_config, tensors, source, dtype), _tokenizer(meta, source)
+
+
+def load_gguf_tokenizer(path: str | Path) -> Tokenizer:
+    """Only the tokenizer of a GGUF file: its metadata, without dequantising any tensor."""
+    return _tokenizer(_metadata(_read(Path(path))), str(path))
 
 
 def _hf_name(gguf_name: str, source: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
@@ -32,6 +33,16 @@ ARCHITECTURES = (
     Architecture("qwen3", "qwen3", interleaved_rope=False),
 )
 
+
+def gguf_package() -> Any:
+    """The `gguf` package, imported only when a GGUF file is read or written (optional)."""
+    try:
+        import gguf
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("GGUF files need the gguf package: pip install gguf") from error
+    return gguf
+
+
 CONFIG_KEYS = {  # "<architecture>.<key>" -> config.json key
     "embedding_length": "hidden_size",
     "block_count": "num_hidden_layers",
@@ -45,6 +56,7 @@ CONFIG_KEYS = {  # "<architecture>.<key>" -> config.json key
     "attention.layer_norm_rms_epsilon": "rms_norm_eps",
     "vocab_size": "vocab_size",
 }
+FLOAT_KEYS = ("rope.freq_base", "attention.layer_norm_rms_epsilon")  # the rest are uint32
 ROPE_DIMENSIONS = "rope.dimension_count"  # rotated features per head; tformer rotates all
 ROPE_SCALING_TYPE, ROPE_SCALING_FACTOR = "rope.scaling.type", "rope.scaling.factor"
 GGUF_ROPE_SCALINGS = ("linear",)  # "llama3" needs a rope_freqs tensor: neither read nor written
