@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> None:
 
         save_hf_directory(model, args.dst, tokenizer)
     elif args.to == "gguf":
-        from tformer.pretrained.gguf_export import save_gguf
+        from tformer.pretrained import save_gguf
 
         if tokenizer is None:
             raise InputError(f"{args.src} has no tokenizer; a GGUF file for llama.cpp needs one")
