@@ -40,6 +40,8 @@ VARIANTS = {  # name -> ModelConfig changes; the GGUF architecture each becomes
     "llama": {},
     "llama-tied": {"tie_embeddings": True},
     "llama-linear-rope": {"rope_scaling": "linear", "rope_factor": 2.0},
+    "llama-biases": {"bias": True},  # all attention and MLP projections
+    "llama-attention-bias": {"attention_bias": True},
     "qwen2": {"qkv_bias": True},
     "qwen3": {"qk_norm": True, "head_dim": 32},
 }
@@ -48,22 +50,31 @@ CHAT = [{"role": "user", "content": "What is 2 + 2?"}]
 CHAT_TEMPLATE = "{% for m in messages %}[BOS]{{ m['role'] }}: {{ m['content'] }}[EOS]{% endfor %}"
 
 
-@pytest.fixture(scope="module")
-def bpe(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    """Byte-level BPE with [PAD]=0, [BOS]=1, [EOS]=2 ... and a ChatML-like template."""
-    corpus = tmp_path_factory.mktemp("corpus") / "text.txt"
+def small_bpe(folder: Path) -> Tokenizer:
+    """Byte-level BPE with [PAD]=0, [BOS]=1, [EOS]=2 ... and a chat template."""
+    corpus = folder / "text.txt"
     corpus.write_text("the cat sat on the mat; the dog sat on the log. 1234 5678\n" * 20)
     tokenizer = Tokenizer.train_bpe([corpus], vocab_size=300)
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
 
-@pytest.fixture(scope="module")
-def smol_tokenizer() -> Tokenizer:
+def smollm2_tokenizer() -> Tokenizer:
+    """SmolLM2's tokenizer alone (the GGUF's metadata, no weights), or skip the test."""
     try:
         return load_gguf_tokenizer(smollm2_gguf())
     except FileNotFoundError as error:
         pytest.skip(str(error))
+
+
+@pytest.fixture(scope="module")
+def bpe(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    return small_bpe(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def smol_tokenizer() -> Tokenizer:
+    return smollm2_tokenizer()
 
 
 def tiny_model(**changes: object) -> TformerModel:
@@ -207,6 +218,9 @@ def test_unsupported_models_types_and_tokenizers_are_named(tmp_path: Path, bpe: 
     llama3 = tiny_model(rope_scaling="llama3", rope_factor=8.0, rope_original_max_seq_len=64)
     with pytest.raises(InputError, match="rope scaling 'llama3' is not supported"):
         save_gguf(llama3, tmp_path / "a.gguf", bpe)
+    qwen3_bias = tiny_model(qk_norm=True, attention_bias=True)
+    with pytest.raises(InputError, match="'qwen3' models have no bias on attn_q"):
+        save_gguf(qwen3_bias, tmp_path / "a.gguf", bpe)
     corpus = tmp_path / "text.txt"
     corpus.write_text("some text to learn characters from")
     chars = Tokenizer.train_char([corpus])

@@ -11,7 +11,7 @@ chosen quantisation). Writing and quantising is the `gguf` package's `GGUFWriter
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,9 @@ FILE_TYPES = {
 }
 
 
+Named = list[tuple[str, str, torch.Tensor]]  # (HF name, GGUF name, weight)
+
+
 def save_gguf(
     model: TformerModel,
     path: str | Path,
@@ -70,21 +73,23 @@ def save_gguf(
             f"GGUF type {file_type!r} is not supported; supported: {', '.join(FILE_TYPES)}"
         )
     arch, hf_config, tensors = _exportable(model)
+    vocabulary = gguf_vocabulary(tokenizer, hf_config["vocab_size"], tuple(TOKEN_ROLES))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    # a fresh name in the same directory (so the rename is atomic), created by the writer
+    # with the usual permissions
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        _write(Path(tmp), arch, hf_config, tensors, file_type, name or path.stem, tokenizer)
+        _write(tmp, arch, hf_config, tensors, file_type, name or path.stem, vocabulary)
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
     return path
 
 
-def _exportable(model: TformerModel) -> tuple[Architecture, dict[str, Any], dict[str, Any]]:
-    """The GGUF architecture, config.json and HF-named weights of `model`, or an InputError
-    saying why llama.cpp could not run it."""
+def _exportable(model: TformerModel) -> tuple[Architecture, dict[str, Any], Named]:
+    """The GGUF architecture, config.json and named weights of `model`, or an InputError
+    saying why llama.cpp could not run it (checked before anything is written)."""
     family, hf_architecture = family_for_config(model.config)
     arch = architecture_for_model_type(family.model_types[0])
     if arch is None:
@@ -99,17 +104,19 @@ def _exportable(model: TformerModel) -> tuple[Architecture, dict[str, Any], dict
             f"{', '.join(GGUF_ROPE_SCALINGS)} (or none)"
         )
     hf_config = hf_config_from_model(model.config, family, hf_architecture)
-    return arch, hf_config, hf_tensors(model, family, family.base_prefix)
+    tensors = hf_tensors(model, family, family.base_prefix)
+    names = _gguf_names(arch, list(tensors))
+    return arch, hf_config, [(n, names[n], t) for n, t in tensors.items()]
 
 
 def _write(
     tmp: Path,
     arch: Architecture,
     hf_config: dict[str, Any],
-    tensors: dict[str, torch.Tensor],
+    tensors: Named,
     file_type: str,
     name: str,
-    tokenizer: Tokenizer,
+    vocabulary: GGUFVocabulary,
 ) -> None:
     gguf = gguf_package()
     writer = gguf.GGUFWriter(str(tmp), arch.name)
@@ -119,11 +126,9 @@ def _write(
         if file_type not in ("f32", "f16"):
             writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         _write_config(writer, arch, hf_config)
-        vocabulary = gguf_vocabulary(tokenizer, hf_config["vocab_size"], tuple(TOKEN_ROLES))
         _write_vocabulary(writer, vocabulary)
-        known = _tensor_names(gguf, arch)
-        for hf_name, tensor in tensors.items():
-            _add_tensor(writer, arch, hf_config, hf_name, tensor, file_type, known)
+        for hf_name, tensor_name, tensor in tensors:
+            _add_tensor(writer, arch, hf_config, hf_name, tensor_name, tensor, file_type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -167,22 +172,38 @@ def _tensor_names(gguf: Any, arch: Architecture) -> set[str]:
     return {gguf.TENSOR_NAMES[t] for t in gguf.MODEL_TENSORS[ids[arch.name]]}
 
 
+def _gguf_names(arch: Architecture, hf_names: list[str]) -> dict[str, str]:
+    """HF name -> GGUF name of every tensor, or an InputError for one that llama.cpp's loader
+    for `arch` would not read (it refuses a file with tensors it does not expect)."""
+    known = _tensor_names(gguf_package(), arch)
+    names = {}
+    for hf_name in hf_names:
+        name = gguf_name(hf_name)
+        stem = None if name is None else name.rsplit(".", 1)[0]
+        if stem is None or _block_pattern(stem) not in known:
+            raise InputError(
+                f"tensor {hf_name!r} has no place in a llama.cpp {arch.name!r} model "
+                f"(GGUF name {name!r})"
+            )
+        projection = stem.split(".")[-1]
+        if name.endswith(".bias") and projection not in arch.biases:
+            raise InputError(
+                f"llama.cpp's {arch.name!r} models have no bias on {projection} (tformer's "
+                f"{hf_name!r}); biases it reads: {', '.join(arch.biases) or 'none'}"
+            )
+        names[hf_name] = name
+    return names
+
+
 def _add_tensor(
     writer: Any,
     arch: Architecture,
     hf_config: dict[str, Any],
     hf_name: str,
+    name: str,
     tensor: torch.Tensor,
     file_type: str,
-    known: set[str],
 ) -> None:
-    name = gguf_name(hf_name)
-    stem = None if name is None else ".".join(name.split(".")[:-1])
-    if stem is None or _block_pattern(stem) not in known:
-        raise InputError(
-            f"tensor {hf_name!r} has no place in a llama.cpp {arch.name!r} model "
-            f"(GGUF name {name!r})"
-        )
     heads = rope_heads(hf_name, hf_config) if arch.interleaved_rope else None
     value = tensor.detach().to(torch.float32)
     value = value if heads is None else permute_rope(value, heads)

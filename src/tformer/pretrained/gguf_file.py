@@ -101,7 +101,9 @@ def _architecture(meta: dict[str, Any], source: str) -> Architecture:
     return arch
 
 
-def _hf_config(meta: dict[str, Any], has_output: bool, source: str) -> dict[str, Any]:
+def _hf_config(meta: dict[str, Any], tensor_names: set[str], source: str) -> dict[str, Any]:
+    """config.json for the file; what GGUF says only by a tensor's presence (an output
+    matrix, Llama's optional attention and MLP biases) is read from `tensor_names`."""
     arch = _architecture(meta, source)
     name = arch.name
     hf = {v: meta[f"{name}.{k}"] for k, v in CONFIG_KEYS.items() if f"{name}.{k}" in meta}
@@ -124,7 +126,9 @@ def _hf_config(meta: dict[str, Any], has_output: bool, source: str) -> dict[str,
         **hf,
         "model_type": arch.model_type,
         "architectures": [next(iter(family_for(arch.model_type).architectures))],
-        "tie_word_embeddings": not has_output,
+        "tie_word_embeddings": "output.weight" not in tensor_names,
+        "attention_bias": "blk.0.attn_output.bias" in tensor_names,
+        "mlp_bias": "blk.0.ffn_up.bias" in tensor_names,
     }
 
 
@@ -180,7 +184,7 @@ def load_gguf(
     source = str(path)
     reader = _read(Path(path))
     meta = _metadata(reader)
-    hf_config = _hf_config(meta, any(t.name == "output.weight" for t in reader.tensors), source)
+    hf_config = _hf_config(meta, {t.name for t in reader.tensors}, source)
     permuted = _architecture(meta, source).interleaved_rope
     tensors = _hf_tensors(reader.tensors, hf_config, permuted, source)
     return model_from_hf(hf_config, tensors, source, dtype), _tokenizer(meta, source)

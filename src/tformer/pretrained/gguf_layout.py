@@ -25,12 +25,16 @@ class Architecture:
     # llama.cpp's converter reorders q/k rows for the interleaved rotary it runs for this
     # architecture ("llama"); Qwen2/Qwen3 run rotate-half rotary ("neox") and keep HF's order.
     interleaved_rope: bool
+    biases: tuple[str, ...]  # the projections llama.cpp's loader reads a bias for
 
 
+_ATTENTION = ("attn_q", "attn_k", "attn_v")
 ARCHITECTURES = (
-    Architecture("llama", "llama", interleaved_rope=True),
-    Architecture("qwen2", "qwen2", interleaved_rope=False),
-    Architecture("qwen3", "qwen3", interleaved_rope=False),
+    Architecture(
+        "llama", "llama", True, (*_ATTENTION, "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+    ),
+    Architecture("qwen2", "qwen2", False, _ATTENTION),
+    Architecture("qwen3", "qwen3", False, ()),
 )
 
 

@@ -29,7 +29,7 @@ BERT_SPECIALS = {"unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]",
 # llama.cpp's token types (tokenizer.ggml.token_type)
 GGUF_NORMAL, GGUF_CONTROL, GGUF_USER_DEFINED, GGUF_UNUSED = 1, 3, 4, 5
 # The byte-level pre-tokenizer `_byte_level_bpe` builds: GPT-2's split regex, which llama.cpp
-# runs for tokenizer.ggml.pre = "gpt2".
+# runs for tokenizer.ggml.pre = "gpt-2".
 BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
 
 
@@ -183,7 +183,7 @@ def gguf_vocabulary(tokenizer: Tokenizer, vocab_size: int, roles: Sequence[str])
     add_bos, add_eos = _added_around_text(tokenizer, ids)
     return GGUFVocabulary(
         model="gpt2",
-        pre="gpt2",
+        pre="gpt-2",
         tokens=tokens,
         token_types=types,
         merges=[m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]],
