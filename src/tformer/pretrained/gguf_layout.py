@@ -107,7 +107,7 @@ def _rename(name: str, source_side: int) -> str | None:
         pattern = re.escape(pair[source_side]).replace(r"\{i\}", r"(?P<i>\d+)") + SUFFIX
         match = re.fullmatch(pattern, name)
         if match:
-            target = pair[1 - source_side].format(i=match.group("i") if "{i}" in pair[0] else 0)
+            target = pair[1 - source_side].format(i=match.groupdict().get("i"))
             return target + match.group("suffix")
     return None
 
