@@ -1,14 +1,14 @@
 """GGUF files (llama.cpp's format): metadata, quantised tensors and the tokenizer, in one file.
 
 A GGUF is turned into what a Hugging Face directory holds -- a config.json-style dict and
-HF-named float tensors -- and then loaded through the same `model_from_hf` path, so the Llama
-table in `families.py` is the only name map for both. Tensors are dequantised by the `gguf`
-package (an optional dependency: `pip install tformer[gguf]`).
+HF-named float tensors -- and then loaded through the same `model_from_hf` path, so the
+records in `families.py` map both onto tformer; `gguf_layout.py` holds the GGUF <-> HF names
+(shared with `gguf_export.py`). Tensors are dequantised by the `gguf` package (an optional
+dependency: `pip install tformer[gguf]`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,43 +21,26 @@ from tformer.checkpoint import CheckpointError
 from tformer.errors import TformerError
 from tformer.lazy_tensors import LazyTensors
 from tformer.models import TformerModel
+from tformer.pretrained.families import family_for
+from tformer.pretrained.gguf_layout import (
+    ARCHITECTURES,
+    CONFIG_KEYS,
+    GGUF_ROPE_SCALINGS,
+    ROPE_DIMENSIONS,
+    ROPE_SCALING_FACTOR,
+    ROPE_SCALING_TYPE,
+    TOKEN_ROLES,
+    Architecture,
+    architecture,
+    gguf_package,
+    hf_name,
+    rope_heads,
+    unpermute_rope,
+)
 from tformer.pretrained.hf import model_from_hf
 from tformer.pretrained.tokenizers import GGUFVocabulary, tokenizer_from_gguf
 from tformer.tokenizer import Tokenizer
 
-MODEL_TYPES = {"llama": "llama"}  # general.architecture -> Hugging Face model_type
-CONFIG_KEYS = {  # "<architecture>.<key>" -> config.json key
-    "embedding_length": "hidden_size",
-    "block_count": "num_hidden_layers",
-    "feed_forward_length": "intermediate_size",
-    "attention.head_count": "num_attention_heads",
-    "attention.head_count_kv": "num_key_value_heads",
-    "attention.key_length": "head_dim",
-    "context_length": "max_position_embeddings",
-    "rope.freq_base": "rope_theta",
-    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
-    "vocab_size": "vocab_size",
-}
-TOKEN_ROLES = {  # special-token role -> tokenizer.ggml.<key>
-    "bos": "bos_token_id",
-    "eos": "eos_token_id",
-    "unk": "unknown_token_id",
-    "pad": "padding_token_id",
-}
-TENSOR_NAMES = (  # GGUF name -> Hugging Face Llama name; {i} is the block index
-    ("token_embd.weight", "model.embed_tokens.weight"),
-    ("output_norm.weight", "model.norm.weight"),
-    ("output.weight", "lm_head.weight"),
-    ("blk.{i}.attn_norm.weight", "model.layers.{i}.input_layernorm.weight"),
-    ("blk.{i}.attn_q.weight", "model.layers.{i}.self_attn.q_proj.weight"),
-    ("blk.{i}.attn_k.weight", "model.layers.{i}.self_attn.k_proj.weight"),
-    ("blk.{i}.attn_v.weight", "model.layers.{i}.self_attn.v_proj.weight"),
-    ("blk.{i}.attn_output.weight", "model.layers.{i}.self_attn.o_proj.weight"),
-    ("blk.{i}.ffn_norm.weight", "model.layers.{i}.post_attention_layernorm.weight"),
-    ("blk.{i}.ffn_gate.weight", "model.layers.{i}.mlp.gate_proj.weight"),
-    ("blk.{i}.ffn_up.weight", "model.layers.{i}.mlp.up_proj.weight"),
-    ("blk.{i}.ffn_down.weight", "model.layers.{i}.mlp.down_proj.weight"),
-)
 DEQUANTISED = (  # tensor types `gguf` dequantises that tformer accepts
     *("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"),
     *("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"),
@@ -70,14 +53,6 @@ DEQUANTISED = (  # tensor types `gguf` dequantises that tformer accepts
 DEQUANTISE_ROWS = 2048
 
 
-def _gguf() -> Any:
-    try:
-        import gguf
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError("reading GGUF files needs the gguf package: pip install gguf") from error
-    return gguf
-
-
 def _read(path: Path) -> Any:
     """A `gguf.GGUFReader` over `path`; a file it cannot parse is a CheckpointError naming it.
 
@@ -87,7 +62,7 @@ def _read(path: Path) -> Any:
     one, by the reader itself, to name the first one whose bytes are missing.
     """
 
-    class Reader(_gguf().GGUFReader):
+    class Reader(gguf_package().GGUFReader):
         def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
             try:
                 super()._build_tensors(start_offs, fields)
@@ -112,54 +87,48 @@ def _read(path: Path) -> Any:
         ) from error
 
 
-def _hf_name(gguf_name: str, source: str) -> str:
-    for theirs, ours in TENSOR_NAMES:
-        match = re.fullmatch(re.escape(theirs).replace(r"\{i\}", r"(?P<i>\d+)"), gguf_name)
-        if match:
-            return ours.format(i=match.groupdict().get("i"))
-    raise CheckpointError(f"{source}: GGUF tensor {gguf_name!r} has no place in a Llama model")
-
-
-def unpermute_rope(weight: Tensor, n_heads: int) -> Tensor:
-    """Undo llama.cpp's q/k row order (out, in) -> (out, in).
-
-    llama.cpp rotates interleaved pairs (2j, 2j+1) of each head, Hugging Face and tformer rotate
-    halves (j, j + head_dim/2), so its converter reorders each head's rows; this restores them.
-    """
-    rows, cols = weight.shape
-    # (H, head_dim/2, 2, in) -> (H, 2, head_dim/2, in): pair member becomes the half
-    return (
-        weight.reshape(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
-    )
-
-
 def _metadata(reader: Any) -> dict[str, Any]:
     return {name: field.contents() for name, field in reader.fields.items()}
 
 
-def _hf_config(meta: dict[str, Any], has_output: bool, source: str) -> dict[str, Any]:
-    arch = meta.get("general.architecture")
-    if arch not in MODEL_TYPES:
+def _architecture(meta: dict[str, Any], source: str) -> Architecture:
+    arch = architecture(meta.get("general.architecture", "<missing>"))
+    if arch is None:
         raise CheckpointError(
-            f"{source}: GGUF architecture {arch!r} is not supported; supported: "
-            f"{', '.join(MODEL_TYPES)}"
+            f"{source}: GGUF architecture {meta.get('general.architecture')!r} is not "
+            f"supported; supported: {', '.join(a.name for a in ARCHITECTURES)}"
         )
-    scaling = meta.get(f"{arch}.rope.scaling.type", "none")
-    if scaling != "none":
-        raise CheckpointError(f"{source}: rope scaling {scaling!r} is not supported")
-    hf = {v: meta[f"{arch}.{k}"] for k, v in CONFIG_KEYS.items() if f"{arch}.{k}" in meta}
+    return arch
+
+
+def _hf_config(meta: dict[str, Any], tensor_names: set[str], source: str) -> dict[str, Any]:
+    """config.json for the file; what GGUF says only by a tensor's presence (an output
+    matrix, Llama's optional attention and MLP biases) is read from `tensor_names`."""
+    arch = _architecture(meta, source)
+    name = arch.name
+    hf = {v: meta[f"{name}.{k}"] for k, v in CONFIG_KEYS.items() if f"{name}.{k}" in meta}
     hf.setdefault("vocab_size", len(meta["tokenizer.ggml.tokens"]))
     head_dim = hf.get("head_dim", hf["hidden_size"] // hf["num_attention_heads"])
-    if meta.get(f"{arch}.rope.dimension_count", head_dim) != head_dim:
+    if meta.get(f"{name}.{ROPE_DIMENSIONS}", head_dim) != head_dim:
         raise CheckpointError(f"{source}: partial rotary embeddings are not supported")
+    scaling = meta.get(f"{name}.{ROPE_SCALING_TYPE}", "none")
+    if scaling in GGUF_ROPE_SCALINGS:
+        hf["rope_scaling"] = {"rope_type": scaling, "factor": meta[f"{name}.{ROPE_SCALING_FACTOR}"]}
+    elif scaling != "none":
+        raise CheckpointError(
+            f"{source}: rope scaling {scaling!r} is not supported; supported: "
+            f"{', '.join(GGUF_ROPE_SCALINGS)}"
+        )
     for role, key in TOKEN_ROLES.items():
         if role != "unk" and f"tokenizer.ggml.{key}" in meta:
             hf[f"{role}_token_id"] = meta[f"tokenizer.ggml.{key}"]
     return {
         **hf,
-        "model_type": MODEL_TYPES[arch],
-        "architectures": ["LlamaForCausalLM"],
-        "tie_word_embeddings": not has_output,
+        "model_type": arch.model_type,
+        "architectures": [next(iter(family_for(arch.model_type).architectures))],
+        "tie_word_embeddings": "output.weight" not in tensor_names,
+        "attention_bias": "blk.0.attn_output.bias" in tensor_names,
+        "mlp_bias": "blk.0.ffn_up.bias" in tensor_names,
     }
 
 
@@ -176,7 +145,7 @@ def _dequantise(tensor: Any, source: str) -> Tensor:
     packed = tensor.data  # (rows, bytes of a row) for quantised types; rows match `shape[0]`
     packed = packed if packed.ndim > 1 else packed[None]  # a vector (norm weights): one row
     rows = out.reshape(packed.shape[0], -1)  # a view of `out`
-    dequantize = _gguf().quants.dequantize
+    dequantize = gguf_package().quants.dequantize
     for start in range(0, packed.shape[0], DEQUANTISE_ROWS):
         block = dequantize(packed[start : start + DEQUANTISE_ROWS], tensor.tensor_type)
         rows[start : start + DEQUANTISE_ROWS] = block.reshape(-1, rows.shape[1])
@@ -211,27 +180,40 @@ def _tokenizer(meta: dict[str, Any], source: str) -> Tokenizer:
 def load_gguf(
     path: str | Path, *, dtype: torch.dtype = torch.float32
 ) -> tuple[TformerModel, Tokenizer]:
-    """The model (dequantised to `dtype`) and tokenizer of a Llama-architecture GGUF file."""
+    """The model (dequantised to `dtype`) and tokenizer of a llama/qwen2/qwen3 GGUF file."""
     source = str(path)
     reader = _read(Path(path))
     meta = _metadata(reader)
-    hf_config = _hf_config(meta, any(t.name == "output.weight" for t in reader.tensors), source)
-    tensors = _hf_tensors(reader.tensors, hf_config, source)
+    hf_config = _hf_config(meta, {t.name for t in reader.tensors}, source)
+    permuted = _architecture(meta, source).interleaved_rope
+    tensors = _hf_tensors(reader.tensors, hf_config, permuted, source)
     return model_from_hf(hf_config, tensors, source, dtype), _tokenizer(meta, source)
 
 
-def _hf_tensors(gguf_tensors: Any, hf_config: dict[str, Any], source: str) -> LazyTensors:
-    """Every tensor under its Hugging Face name, dequantised (q/k rows back in HF order) only
-    when looked up, so loading holds one dequantised tensor at a time."""
-    n_heads = hf_config["num_attention_heads"]
-    heads = {"q_proj": n_heads, "k_proj": hf_config.get("num_key_value_heads", n_heads)}
+def load_gguf_tokenizer(path: str | Path) -> Tokenizer:
+    """Only the tokenizer of a GGUF file: its metadata, without dequantising any tensor."""
+    return _tokenizer(_metadata(_read(Path(path))), str(path))
+
+
+def _hf_name(gguf_name: str, source: str) -> str:
+    name = hf_name(gguf_name)
+    if name is None:
+        raise CheckpointError(f"{source}: GGUF tensor {gguf_name!r} has no place in the model")
+    return name
+
+
+def _hf_tensors(
+    gguf_tensors: Any, hf_config: dict[str, Any], permuted: bool, source: str
+) -> LazyTensors:
+    """Every tensor under its Hugging Face name, dequantised (q/k rows back in HF order when
+    llama.cpp `permuted` them) only when looked up, so loading holds one at a time."""
 
     def loader(tensor: Any, name: str) -> Callable[[], Tensor]:
-        rope_heads = heads.get(name.split(".")[-2])
+        heads = rope_heads(name, hf_config) if permuted else None
 
         def load() -> Tensor:
             value = _dequantise(tensor, source)
-            return value if rope_heads is None else unpermute_rope(value, rope_heads)
+            return value if heads is None else unpermute_rope(value, heads)
 
         return load
 

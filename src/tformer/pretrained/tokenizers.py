@@ -2,10 +2,12 @@
 
 Each becomes the same `tformer.Tokenizer` (a `tokenizers` pipeline plus special-token roles and
 the chat template), so the pipelines and `generate` never care where a tokenizer came from.
+`gguf_vocabulary` is the way back to GGUF metadata, for byte-level BPE tokenizers.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,10 @@ from tformer.tokenizer import (
 VOCAB_FILE = "vocab.txt"
 BERT_SPECIALS = {"unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "mask": "[MASK]"}
 # llama.cpp's token types (tokenizer.ggml.token_type)
-GGUF_CONTROL, GGUF_USER_DEFINED = 3, 4
+GGUF_NORMAL, GGUF_CONTROL, GGUF_USER_DEFINED, GGUF_UNUSED = 1, 3, 4, 5
+# The byte-level pre-tokenizer `_byte_level_bpe` builds: GPT-2's split regex, which llama.cpp
+# runs for tokenizer.ggml.pre = "gpt-2".
+BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
 
 
 def tokenizer_from_hf_directory(directory: Path) -> Tokenizer | None:
@@ -70,6 +75,8 @@ class GGUFVocabulary:
     chat_template: str | None = None
     add_bos: bool = False
     add_space_prefix: bool = True
+    add_eos: bool = False
+    pre: str | None = None  # llama.cpp's name for the pre-tokenizer's split rules
 
 
 def tokenizer_from_gguf(vocabulary: GGUFVocabulary) -> Tokenizer:
@@ -141,3 +148,63 @@ def _sentencepiece_bpe(vocabulary: GGUFVocabulary) -> Backend:
         steps.append(decoders.Strip(" ", 1, 0))
     backend.decoder = decoders.Sequence(steps)
     return backend
+
+
+def gguf_vocabulary(tokenizer: Tokenizer, vocab_size: int, roles: Sequence[str]) -> GGUFVocabulary:
+    """The GGUF description of a byte-level BPE `tokenizer` (GPT-2's, SmolLM2's), the inverse of
+    `tokenizer_from_gguf`: ids the model has but the tokenizer lacks (a padded embedding) become
+    unused "[PAD<id>]" tokens, as llama.cpp's converter writes them, since llama.cpp needs one
+    token per embedding row. `roles`: the special-token roles the file can name."""
+    spec = json.loads(tokenizer.backend.to_str())
+    pre = spec.get("pre_tokenizer") or {}
+    if (
+        spec["model"]["type"] != "BPE"
+        or spec.get("normalizer") is not None
+        or {k: pre.get(k) for k in BYTE_LEVEL} != BYTE_LEVEL
+    ):
+        raise InputError(
+            "GGUF export writes byte-level BPE tokenizers (GPT-2 style, as SmolLM2's) only; "
+            f"this one is {spec['model']['type']} with pre-tokenizer {pre.get('type')!r} "
+            f"and normalizer {(spec.get('normalizer') or {}).get('type')!r}"
+        )
+    vocab = tokenizer.backend.get_vocab(with_added_tokens=True)
+    if max(vocab.values()) >= vocab_size:
+        raise InputError(
+            f"the tokenizer has ids up to {max(vocab.values())} but the model's vocabulary has "
+            f"{vocab_size} rows; a GGUF file needs an embedding row for every token"
+        )
+    tokens = [f"[PAD{i}]" for i in range(vocab_size)]
+    types = [GGUF_UNUSED] * vocab_size
+    for token, i in vocab.items():
+        tokens[i], types[i] = token, GGUF_NORMAL
+    for i, added in tokenizer.backend.get_added_tokens_decoder().items():
+        types[i] = GGUF_CONTROL if added.special else GGUF_USER_DEFINED
+    ids = {r: tokenizer.token_id(r) for r in roles}
+    add_bos, add_eos = _added_around_text(tokenizer, ids)
+    return GGUFVocabulary(
+        model="gpt2",
+        pre="gpt-2",
+        tokens=tokens,
+        token_types=types,
+        merges=[m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]],
+        special_ids={r: i for r, i in ids.items() if i is not None},
+        chat_template=tokenizer.chat_template,
+        add_bos=add_bos,
+        add_eos=add_eos,
+    )
+
+
+def _added_around_text(tokenizer: Tokenizer, ids: dict[str, int | None]) -> tuple[bool, bool]:
+    """Whether encoding puts BOS before and EOS after the text: GGUF has only these two flags
+    (tokenizer.ggml.add_bos_token / add_eos_token) for what a post-processor adds."""
+    plain = tokenizer.encode("a", add_special_tokens=False)
+    full = tokenizer.encode("a")
+    bos, eos = ids.get("bos"), ids.get("eos")
+    add_bos = bos is not None and full[:1] == [bos] and plain[:1] != [bos]
+    add_eos = eos is not None and full[-1:] == [eos] and plain[-1:] != [eos]
+    if full[int(add_bos) : len(full) - int(add_eos)] != plain:
+        raise InputError(
+            f"the tokenizer encodes 'a' as {full} ({plain} without special tokens); a GGUF "
+            "file can only say that BOS goes before the text and EOS after it"
+        )
+    return add_bos, add_eos

@@ -1,0 +1,154 @@
+"""How llama.cpp lays a model out in a GGUF file, as data shared by import and export.
+
+Both directions go through Hugging Face names and config.json keys (`families.py` then maps
+those onto tformer), so these tables are the only GGUF <-> HF map: `gguf_file.py` reads with
+them, `gguf_export.py` writes with them. Names follow llama.cpp's converter
+(`convert_hf_to_gguf.py`) and the `gguf` package's constants (`gguf.TENSOR_NAMES`,
+`gguf.Keys`); `tests/test_gguf_export.py` checks that they agree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One `general.architecture` tformer reads and writes."""
+
+    name: str  # general.architecture
+    model_type: str  # the Hugging Face model_type it corresponds to (a `families.py` record)
+    # llama.cpp's converter reorders q/k rows for the interleaved rotary it runs for this
+    # architecture ("llama"); Qwen2/Qwen3 run rotate-half rotary ("neox") and keep HF's order.
+    interleaved_rope: bool
+    biases: tuple[str, ...]  # the projections llama.cpp's loader reads a bias for
+
+
+_ATTENTION = ("attn_q", "attn_k", "attn_v")
+ARCHITECTURES = (
+    Architecture(
+        "llama", "llama", True, (*_ATTENTION, "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+    ),
+    Architecture("qwen2", "qwen2", False, _ATTENTION),
+    Architecture("qwen3", "qwen3", False, ()),
+)
+
+
+def gguf_package() -> Any:
+    """The `gguf` package, imported only when a GGUF file is read or written (optional)."""
+    try:
+        import gguf
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("GGUF files need the gguf package: pip install gguf") from error
+    return gguf
+
+
+CONFIG_KEYS = {  # "<architecture>.<key>" -> config.json key
+    "embedding_length": "hidden_size",
+    "block_count": "num_hidden_layers",
+    "feed_forward_length": "intermediate_size",
+    "attention.head_count": "num_attention_heads",
+    "attention.head_count_kv": "num_key_value_heads",
+    "attention.key_length": "head_dim",
+    "attention.value_length": "head_dim",
+    "context_length": "max_position_embeddings",
+    "rope.freq_base": "rope_theta",
+    "attention.layer_norm_rms_epsilon": "rms_norm_eps",
+    "vocab_size": "vocab_size",
+}
+FLOAT_KEYS = ("rope.freq_base", "attention.layer_norm_rms_epsilon")  # the rest are uint32
+ROPE_DIMENSIONS = "rope.dimension_count"  # rotated features per head; tformer rotates all
+ROPE_SCALING_TYPE, ROPE_SCALING_FACTOR = "rope.scaling.type", "rope.scaling.factor"
+GGUF_ROPE_SCALINGS = ("linear",)  # "llama3" needs a rope_freqs tensor: neither read nor written
+
+TOKEN_ROLES = {  # special-token role -> tokenizer.ggml.<key>
+    "bos": "bos_token_id",
+    "eos": "eos_token_id",
+    "unk": "unknown_token_id",
+    "pad": "padding_token_id",
+}
+
+TENSOR_NAMES = (  # GGUF name -> Hugging Face name, before ".weight"/".bias"; {i}: block index
+    ("token_embd", "model.embed_tokens"),
+    ("output_norm", "model.norm"),
+    ("output", "lm_head"),
+    ("blk.{i}.attn_norm", "model.layers.{i}.input_layernorm"),
+    ("blk.{i}.attn_q", "model.layers.{i}.self_attn.q_proj"),
+    ("blk.{i}.attn_k", "model.layers.{i}.self_attn.k_proj"),
+    ("blk.{i}.attn_v", "model.layers.{i}.self_attn.v_proj"),
+    ("blk.{i}.attn_output", "model.layers.{i}.self_attn.o_proj"),
+    ("blk.{i}.attn_q_norm", "model.layers.{i}.self_attn.q_norm"),
+    ("blk.{i}.attn_k_norm", "model.layers.{i}.self_attn.k_norm"),
+    ("blk.{i}.ffn_norm", "model.layers.{i}.post_attention_layernorm"),
+    ("blk.{i}.ffn_gate", "model.layers.{i}.mlp.gate_proj"),
+    ("blk.{i}.ffn_up", "model.layers.{i}.mlp.up_proj"),
+    ("blk.{i}.ffn_down", "model.layers.{i}.mlp.down_proj"),
+)
+ROPE_PERMUTED = {"q_proj": "num_attention_heads", "k_proj": "num_key_value_heads"}
+SUFFIX = r"(?P<suffix>\.weight|\.bias)"
+
+
+def architecture(name: str) -> Architecture | None:
+    """The `Architecture` whose general.architecture is `name`, if tformer supports it."""
+    return next((a for a in ARCHITECTURES if a.name == name), None)
+
+
+def architecture_for_model_type(model_type: str) -> Architecture | None:
+    """The GGUF architecture a Hugging Face `model_type` is written as, if there is one."""
+    return next((a for a in ARCHITECTURES if a.model_type == model_type), None)
+
+
+def _rename(name: str, source_side: int) -> str | None:
+    for pair in TENSOR_NAMES:
+        pattern = re.escape(pair[source_side]).replace(r"\{i\}", r"(?P<i>\d+)") + SUFFIX
+        match = re.fullmatch(pattern, name)
+        if match:
+            target = pair[1 - source_side].format(i=match.groupdict().get("i"))
+            return target + match.group("suffix")
+    return None
+
+
+def hf_name(gguf_name: str) -> str | None:
+    """The Hugging Face name of GGUF tensor `gguf_name`, or None if the table has none."""
+    return _rename(gguf_name, 0)
+
+
+def gguf_name(hf_name: str) -> str | None:
+    """The GGUF name of Hugging Face tensor `hf_name`, or None if the table has none."""
+    return _rename(hf_name, 1)
+
+
+def rope_heads(hf_name: str, hf_config: dict[str, int]) -> int | None:
+    """How many heads a q/k projection (weight or bias) holds; None for any other tensor."""
+    parts = hf_name.split(".")
+    key = ROPE_PERMUTED.get(parts[-2]) if len(parts) > 1 else None
+    if key is None:
+        return None
+    return hf_config.get(key) or hf_config["num_attention_heads"]
+
+
+def _reorder(t: Tensor, n_heads: int, *, to_pairs: bool) -> Tensor:
+    """Each head's rows as (half, j) <-> (j, pair member): rotate-half <-> interleaved."""
+    half = t.shape[0] // n_heads // 2
+    # (H, 2, head_dim/2, ...) <-> (H, head_dim/2, 2, ...)
+    grouped = t.reshape(n_heads, 2, half, -1) if to_pairs else t.reshape(n_heads, half, 2, -1)
+    return grouped.transpose(1, 2).reshape(t.shape)
+
+
+def permute_rope(t: Tensor, n_heads: int) -> Tensor:
+    """llama.cpp's q/k row order from Hugging Face's, (out[, in]) -> (out[, in]).
+
+    Hugging Face and tformer rotate halves (j, j + head_dim/2) of each head; llama.cpp's
+    "llama" architecture rotates interleaved pairs (2j, 2j+1), so its converter moves row
+    j + head_dim/2 next to row j. A bias (a vector) moves like the rows it belongs to.
+    """
+    return _reorder(t, n_heads, to_pairs=True)
+
+
+def unpermute_rope(t: Tensor, n_heads: int) -> Tensor:
+    """Undo `permute_rope`: llama.cpp's q/k row order back to Hugging Face's."""
+    return _reorder(t, n_heads, to_pairs=False)
