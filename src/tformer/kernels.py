@@ -154,12 +154,13 @@ def dense_rows(device: torch.device | str) -> int | None:
     """From how many rows a weight-only quantised layer's product should run on a dense copy
     of its (quantised) weights; None: never, so no copy is worth keeping.
 
-    The int4/int8 CPU kernels take about the same time per activation row (15 us per row
-    for a 576 x 1536 weight: 234 us at 16 rows), while a native bf16 product of 16 rows
-    costs what one row does (95 us; 6.7 ms vs int8's 10.4 ms for SmolLM2's 576 x 49152
-    output projection). Where bf16 is emulated the dense alternative is float32, which at
-    32 rows is slower than int4 (718 vs 466 us): there the quantised kernel always runs.
-    Numbers: docs/performance.md ("Serving").
+    The int4/int8 CPU kernels take about the same time per activation row (249 us for 16
+    rows of a 576 x 1536 weight, 46 us for one), while a native bf16 product of 16 rows
+    costs what one row does (106 us; 4.7 ms vs int8's 12.7 ms for SmolLM2's 576 x 49152
+    output projection); from 8 rows on bf16 wins for every shape. Where bf16 is emulated the
+    dense alternative is float32, which beats int4 only from 32 rows on the AVX-512 machine
+    and is unmeasured on AVX2: there the quantised kernel always runs. Numbers:
+    docs/performance.md ("Serving"), `python -m benchmarks.quantized_rows`.
     """
     return DENSE_MIN_ROWS if bf16_is_fast(device) else None
 
