@@ -161,6 +161,60 @@ def test_peft_adapters_load_in_tformer_with_the_same_logits(pair, tmp_path, rslo
     _assert_close(_logits(ours.eval(), ids), theirs)
 
 
+def _bert_classifier(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=48, max_position_embeddings=40, num_labels=3,
+    )  # fmt: skip
+    hf = transformers.BertForSequenceClassification(config)
+    hf.save_pretrained(tmp_path / "hf")
+    return hf.double().eval(), tmp_path / "hf"
+
+
+def test_a_head_trained_in_full_is_peft_modules_to_save_both_ways(tmp_path) -> None:
+    """A new classifier is trained whole next to the adapters (`train`, PEFT's
+    modules_to_save): PEFT loads ours with our logits, and ours loads PEFT's."""
+    hf, hf_dir = _bert_classifier(tmp_path)
+    ours = _ours(hf_dir)
+    add_lora(ours, LoraConfig(targets=["q_proj", "v_proj"], rank=4, train=["head.classifier"]))
+    trainable = {n for n, p in ours.named_parameters() if p.requires_grad}
+    assert {"head.classifier.weight", "head.classifier.bias"} <= trainable
+    _randomise_adapters(ours)
+    with torch.no_grad():
+        ours.head.classifier.weight.normal_()
+    save_peft_adapters(ours, tmp_path / "ours")
+    saved = json.loads((tmp_path / "ours" / "adapter_config.json").read_text())
+    assert saved["modules_to_save"] == ["classifier"]
+    theirs = peft.PeftModel.from_pretrained(hf, tmp_path / "ours").eval()
+    ids = _ids()
+    _assert_close(_logits(theirs, ids), _logits(ours.eval(), ids))
+
+    torch.manual_seed(5)
+    hf_again, _ = _bert_classifier(tmp_path / "again")
+    config = peft.LoraConfig(
+        r=4, lora_alpha=8, target_modules=["query"], modules_to_save=["classifier"]
+    )
+    adapted = peft.get_peft_model(hf_again, config)
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.normal_(std=0.5)
+    adapted.save_pretrained(tmp_path / "theirs")
+    loaded = _ours(tmp_path / "again" / "hf")
+    load_peft_adapters(loaded, tmp_path / "theirs")
+    expected = _logits(adapted.eval(), ids)
+    with adapted.disable_adapter():
+        assert (expected - _logits(adapted, ids)).abs().max() > 1e-2, "a vacuous test"
+    _assert_close(_logits(loaded.eval(), ids), expected)
+
+
+def test_train_naming_nothing_is_a_config_error(tmp_path) -> None:
+    _, hf_dir = _bert_classifier(tmp_path)
+    with pytest.raises(ConfigError, match="names no module"):
+        add_lora(_ours(hf_dir), LoraConfig(train=["head.nothing"]))
+
+
 def test_all_linear_adapts_the_layers_peft_adapts(pair) -> None:
     """Every linear layer but the output projection (PEFT's get_output_embeddings)."""
     hf, hf_dir = pair

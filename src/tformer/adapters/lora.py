@@ -40,6 +40,10 @@ class LoraConfig:
     module whose name is it or ends with "." + it (["q_proj", "v_proj"], ["ffn.up"]); a
     single string is a regular expression the whole name must match; "all-linear" is every
     linear layer except the output layer (see `output_layers`).
+
+    `train` names modules (by the same rule as a `targets` list) that are trained in full
+    next to the adapters, PEFT's `modules_to_save`: a task head that starts from scratch,
+    such as a new classifier, has nothing to adapt.
     """
 
     targets: tuple[str, ...] | str = ("q_proj", "v_proj")
@@ -47,6 +51,7 @@ class LoraConfig:
     alpha: float = 8.0
     dropout: float = 0.0
     rslora: bool = False  # scale by alpha / sqrt(rank) (Kalajdzievski 2023), PEFT's use_rslora
+    train: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -72,7 +77,32 @@ class LoraConfig:
         """Whether the module called `name` is a target (for a list or a regex)."""
         if isinstance(self.targets, str):
             return re.fullmatch(self.targets, name) is not None
-        return any(name == t or name.endswith("." + t) for t in self.targets)
+        return _named(name, self.targets)
+
+    def trains(self, name: str) -> bool:
+        """Whether the module called `name` is trained in full (`train`)."""
+        return _named(name, self.train)
+
+
+def _named(name: str, entries: tuple[str, ...]) -> bool:
+    """PEFT's rule for a list of names: the name itself, or a suffix after a dot."""
+    return any(name == entry or name.endswith("." + entry) for entry in entries)
+
+
+def trained_modules(model: nn.Module, config: LoraConfig) -> dict[str, nn.Module]:
+    """The modules `config.train` names, outermost only (a match's children come with it);
+    a ConfigError for an entry that names nothing."""
+    found: dict[str, nn.Module] = {}
+    for name, module in model.named_modules():
+        if config.trains(name) and not any(name.startswith(f"{kept}.") for kept in found):
+            found[name] = module
+    unmatched = [e for e in config.train if not any(_named(n, (e,)) for n in found)]
+    if unmatched:
+        raise ConfigError(
+            f"train={list(config.train)!r}: {', '.join(unmatched)} names no module of the model "
+            '(e.g. train = ["head.classifier"])'
+        )
+    return found
 
 
 class LoraAdapter(nn.Module):
@@ -151,13 +181,17 @@ def _targets(model: nn.Module, config: LoraConfig) -> dict[str, nn.Linear]:
 
 
 def add_lora(model: nn.Module, config: LoraConfig) -> dict[str, LoraAdapter]:
-    """Freeze every weight of `model` and give each target layer a trainable adapter.
+    """Freeze every weight of `model` (except the modules `config.train` names) and give
+    each target layer a trainable adapter.
 
     Returns the adapters by layer name. The model keeps its type and its base tensor names;
     `model.parameters()` that require a gradient are now the adapters' A and B only.
     """
     chosen = _targets(model, config)
+    trained = trained_modules(model, config)
     model.requires_grad_(False)
+    for module in trained.values():
+        module.requires_grad_(True)
     for linear in chosen.values():
         linear.lora = LoraAdapter(linear, config)
         linear.lora.hook = linear.register_forward_hook(_add_update)

@@ -18,7 +18,13 @@ import torch
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from tformer.adapters.lora import LoraAdapter, LoraConfig, add_lora, lora_adapters
+from tformer.adapters.lora import (
+    LoraAdapter,
+    LoraConfig,
+    add_lora,
+    lora_adapters,
+    trained_modules,
+)
 from tformer.checkpoint import CheckpointError, atomic_directory
 from tformer.config import read_json
 from tformer.errors import ConfigError, InputError, MissingFileError
@@ -38,7 +44,6 @@ UNSUPPORTED_OFF: dict[str, Any] = {
     "bias": "none",
     "fan_in_fan_out": False,
     "lora_bias": False,
-    "modules_to_save": None,
     "rank_pattern": {},
     "alpha_pattern": {},
     "layers_to_transform": None,
@@ -83,12 +88,27 @@ def peft_target_names(model: TformerModel) -> dict[str, str]:
         raise InputError("the model has no LoRA adapters to save (add them with add_lora)")
     if len({a.config for a in adapters.values()}) > 1:
         raise InputError("the adapters differ in rank, alpha or dropout; PEFT's file holds one")
+    config = next(iter(adapters.values())).config
+    _hf_names_of(model, list(_trained_linears(model, config)))  # modules_to_save must map too
     return _hf_names_of(model, list(adapters))
+
+
+def _trained_linears(model: TformerModel, config: LoraConfig) -> dict[str, nn.Linear]:
+    """The modules trained in full (`config.train`), each a linear layer PEFT can name."""
+    found = trained_modules(model, config)
+    odd = [name for name, module in found.items() if not isinstance(module, nn.Linear)]
+    if odd:
+        raise InputError(
+            f"train names {', '.join(odd)}, which are not linear layers; PEFT's "
+            "modules_to_save here holds linear layers (e.g. head.classifier)"
+        )
+    return found  # type: ignore[return-value]
 
 
 def save_peft_adapters(model: TformerModel, directory: str | Path) -> Path:
     """Write the model's adapters as a PEFT LoRA adapter for the `transformers` model that
-    `save_hf_directory` would write (`PeftModel.from_pretrained` loads it), atomically."""
+    `save_hf_directory` would write (`PeftModel.from_pretrained` loads it), atomically.
+    Modules trained in full (`LoraConfig.train`) go in whole, as PEFT's `modules_to_save`."""
     hf_names = peft_target_names(model)
     adapters = lora_adapters(model)
     config = next(iter(adapters.values())).config
@@ -97,6 +117,11 @@ def save_peft_adapters(model: TformerModel, directory: str | Path) -> Path:
         key = PEFT_PREFIX + hf_names[name]
         tensors[f"{key}.lora_A.weight"] = adapter.A.detach().contiguous()
         tensors[f"{key}.lora_B.weight"] = adapter.B.detach().contiguous()
+    trained = _hf_names_of(model, list(_trained_linears(model, config)))
+    layers = dict(model.named_modules())
+    for name, hf_name in trained.items():
+        for part, tensor in layers[name].named_parameters():
+            tensors[f"{PEFT_PREFIX}{hf_name}.{part}"] = tensor.detach().contiguous()
     task = TASK_TYPES.get(model.config.arch) if model.config.task_head == "lm" else None
     peft_config = {
         "peft_type": "LORA",
@@ -106,6 +131,7 @@ def save_peft_adapters(model: TformerModel, directory: str | Path) -> Path:
         "lora_dropout": config.dropout,
         "use_rslora": config.rslora,
         "target_modules": sorted(hf_names.values()),
+        "modules_to_save": sorted(trained.values()) or None,
         "base_model_name_or_path": None,
         "inference_mode": True,
         "bias": "none",
@@ -140,7 +166,9 @@ def read_peft_config(directory: Path) -> dict[str, Any]:
     return values
 
 
-def _lora_config(values: dict[str, Any], targets: tuple[str, ...], file: Path) -> LoraConfig:
+def _lora_config(
+    values: dict[str, Any], targets: tuple[str, ...], train: tuple[str, ...], file: Path
+) -> LoraConfig:
     try:
         return LoraConfig(
             targets=targets,
@@ -148,6 +176,7 @@ def _lora_config(values: dict[str, Any], targets: tuple[str, ...], file: Path) -
             alpha=values["lora_alpha"],
             dropout=values.get("lora_dropout") or 0.0,
             rslora=bool(values.get("use_rslora")),
+            train=train,
         )
     except ConfigError as error:
         raise CheckpointError(f"{file}: {error}") from error
@@ -160,9 +189,18 @@ def load_peft_adapters(model: TformerModel, directory: str | Path) -> dict[str, 
     directory = Path(directory)
     values = read_peft_config(directory)
     stored = dict(read_safetensors(directory))  # adapter_model.safetensors: small, read once
-    keys = _stored_keys(model, stored, directory)
-    config = _lora_config(values, tuple(keys), directory / CONFIG_FILE)
+    whole = _whole_modules(model, stored, directory)
+    adapter_tensors = {k: v for k, v in stored.items() if k not in whole}
+    keys = _stored_keys(model, adapter_tensors, directory)
+    trained = tuple(sorted({name for name, _ in whole.values()}))
+    config = _lora_config(values, tuple(keys), trained, directory / CONFIG_FILE)
     layers = dict(model.named_modules())
+    for key, (name, part) in whole.items():
+        expected = tuple(layers[name].get_parameter(part).shape)
+        if tuple(stored[key].shape) != expected:
+            raise CheckpointError(
+                f"{directory}: {key} has shape {tuple(stored[key].shape)}, expected {expected}"
+            )
     for name, parts in keys.items():
         linear = layers[name]
         expected = {"A": (config.rank, linear.in_features), "B": (linear.out_features, config.rank)}
@@ -178,7 +216,23 @@ def load_peft_adapters(model: TformerModel, directory: str | Path) -> dict[str, 
         for name, adapter in adapters.items():
             adapter.A.copy_(stored[keys[name]["A"]])
             adapter.B.copy_(stored[keys[name]["B"]])
+        for key, (name, part) in whole.items():
+            layers[name].get_parameter(part).copy_(stored[key])
     return adapters
+
+
+def _whole_modules(
+    model: TformerModel, stored: dict[str, Tensor], directory: Path
+) -> dict[str, tuple[str, str]]:
+    """PEFT tensor name -> (tformer layer, parameter) for the tensors of modules saved whole
+    (`modules_to_save`): `base_model.model.<HF module>.weight` / `.bias`, no lora_ part."""
+    ours = {PEFT_PREFIX + hf: name for name, hf in hf_module_names(model).items()}
+    whole = {}
+    for key in stored:
+        module, _, part = key.rpartition(".")
+        if ".lora_" not in key and module in ours and part in ("weight", "bias"):
+            whole[key] = (ours[module], part)
+    return whole
 
 
 def _stored_keys(
