@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tformer.adapters import add_lora, peft_target_names, save_peft_adapters
 from tformer.checkpoint import ADAPTERS, holds_run, latest_checkpoint
 from tformer.data import TASK_ARCH, BatchStream, TaskData, build_task_data
 from tformer.data.batching import BucketedBatches, SequentialBatches, ShuffledBatches
-from tformer.errors import ConfigError, InputError
+from tformer.errors import ConfigError, InputError, TformerError
 from tformer.models import TformerModel, build_model
 from tformer.training.budget import fit_to_budget
 from tformer.training.config import TrainConfig
@@ -78,8 +79,19 @@ def build_recipe_model(recipe: Recipe, data: TaskData, seed: int) -> TformerMode
     lora = recipe.lora_config()
     if lora is not None:
         add_lora(model, lora)
-        peft_target_names(model)
     return model
+
+
+def peft_refusal(model: TformerModel) -> str | None:
+    """Why PEFT's format cannot hold the model's adapters (None: it can). Asked before the
+    first step, so that a run never finds out at its end: a model no Hugging Face family
+    holds (e.g. a mean-pooled classifier) or a fused layer keeps its adapters in the run's
+    checkpoints only."""
+    try:
+        peft_target_names(model)
+    except TformerError as error:
+        return str(error).splitlines()[0].split(";")[0]
+    return None
 
 
 def copy_matching_weights(source: TformerModel, target: TformerModel) -> list[str]:
@@ -131,10 +143,18 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False) -
             config = fit_to_budget(config, make_trainer, dist)
             recipe = as_trained(recipe, config)
         trainer = make_trainer(config, run_dir)
+        refusal = peft_refusal(trainer.model) if recipe.lora is not None else None
         if dist.is_main:
             (run_dir / RECIPE_FILE).write_text(recipe.to_toml())
+            if refusal is not None:
+                print(
+                    f"tformer: note: the adapters will not be written in PEFT's format "
+                    f"({refusal}); the run's checkpoints hold them, and `tformer convert "
+                    f"{run_dir} OUT --merge-lora` makes a plain model",
+                    file=sys.stderr,
+                )
         result = trainer.fit(latest_checkpoint(run_dir) if resume else None)
-        if recipe.lora is not None and dist.is_main:
+        if recipe.lora is not None and refusal is None and dist.is_main:
             save_peft_adapters(trainer.model, run_dir / ADAPTERS)
         return result
 
