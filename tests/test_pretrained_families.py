@@ -14,6 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 import tformer  # noqa: E402
 from tformer import CheckpointError, ModelConfig, build_model  # noqa: E402
+from tformer.generation import generate  # noqa: E402
 from tformer.pretrained import save_hf_directory  # noqa: E402
 from tformer.pretrained.families import family_for  # noqa: E402
 
@@ -56,11 +57,11 @@ def _llama(tie: bool = False) -> torch.nn.Module:
     return transformers.LlamaForCausalLM(config)
 
 
-def _mistral() -> torch.nn.Module:
+def _mistral(window: int | None = None) -> torch.nn.Module:
     config = transformers.MistralConfig(
         vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=1, intermediate_size=48, max_position_embeddings=64,
-        sliding_window=None, bos_token_id=1, eos_token_id=2,
+        sliding_window=window, bos_token_id=1, eos_token_id=2,
     )  # fmt: skip
     return transformers.MistralForCausalLM(config)
 
@@ -154,6 +155,7 @@ HF_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "llama-gqa": _llama,
     "llama-tied": lambda: _llama(tie=True),
     "mistral": _mistral,
+    "mistral-window-4": lambda: _mistral(window=4),  # the batch's 9 tokens go past it
     "llama3-rope": lambda: _llama_scaled(LLAMA3_ROPE),
     "llama-linear-rope": lambda: _llama_scaled({"rope_type": "linear", "factor": 3.0}),
     "qwen2-untied-gqa4": lambda: _qwen2(tie=False),
@@ -383,6 +385,25 @@ def test_llama3_rope_matches_transformers_beyond_the_original_context(
     unscaled.load_state_dict(model.state_dict())
     far = _run_tformer(unscaled.eval(), ids, mask)["logits"][:, 33:]
     assert (far - theirs["logits"][:, 33:]).abs().max() > 1e-2, "the scaling should matter"
+
+
+def test_sliding_window_is_applied_in_decoding_as_transformers_applies_it(tmp_path) -> None:
+    """A 3-token window over a 6-token prompt and 10 new tokens: greedy decoding with the
+    KV cache is token-identical to transformers' (and differs from the unwindowed model)."""
+    hf_model = _randomise(_mistral(window=3))
+    hf_model.save_pretrained(tmp_path)
+    model, _ = tformer.load(tmp_path)
+    assert model.config.sliding_window == 3
+    prompt = torch.randint(3, VOCAB, (1, 6))
+    ours = generate(model, prompt, max_new_tokens=10, eos_token_ids=())
+    with torch.no_grad():
+        theirs = hf_model.generate(prompt, max_new_tokens=10, do_sample=False, eos_token_id=None,
+                                   pad_token_id=0)[:, 6:]  # fmt: skip
+    assert ours.tolist() == theirs.tolist()
+    unwindowed = build_model(model.config.replace(sliding_window=None))
+    unwindowed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(unwindowed.eval()(prompt).logits, model(prompt).logits)
 
 
 def test_model_without_hf_family_says_why(tmp_path: Path) -> None:

@@ -116,6 +116,9 @@ class ModelConfig:
     attention_bias: bool | None = None  # biases in all four attention projections; None: = bias
     qkv_bias: bool | None = None  # biases in q/k/v alone (Qwen2); None: = attention_bias
     qk_norm: bool = False  # a `norm` over each head's queries and keys before rotary (Qwen3)
+    # causal self-attention sees only the last `sliding_window` positions, its own included
+    # (Mistral); None: every earlier position
+    sliding_window: int | None = None
     tie_embeddings: bool = True  # output projection shares the token-embedding matrix
     lm_head_bias: bool = False  # a bias on the LM output projection (BART's final_logits_bias)
     scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (paper 3.4)
@@ -146,7 +149,9 @@ class ModelConfig:
             _choice(f"head (for arch={self.arch!r})", self.head, HEADS_BY_ARCH[self.arch])
         for name in ("vocab_size", "d_model", "n_heads", "n_layers", "d_ff", "max_seq_len"):
             _positive(name, getattr(self, name))
-        for name in ("n_kv_heads", "head_dim", "n_encoder_layers", "n_decoder_layers"):
+        for name in (
+            "n_kv_heads", "head_dim", "n_encoder_layers", "n_decoder_layers", "sliding_window"
+        ):  # fmt: skip
             value = getattr(self, name)
             if value is not None:
                 _positive(name, value)
@@ -180,6 +185,11 @@ class ModelConfig:
             )
         self._check_rope_scaling()
         self._check_position_offset()
+        if self.sliding_window is not None and self.arch != "decoder":
+            raise ConfigError(
+                f"sliding_window={self.sliding_window} windows causal self-attention: it is for "
+                f"arch='decoder', not {self.arch!r}"
+            )
         if self.type_vocab_size < 0:
             raise ConfigError(f"type_vocab_size={self.type_vocab_size} must be >= 0")
         for name in ("pad_id", "bos_id", "eos_id", "mask_id", "decoder_start_id"):

@@ -190,6 +190,7 @@ class TransformerStack(nn.Module):
             key_padding_mask=attention_mask,
             query_offsets=cache.query_offsets() if cached else None,  # type: ignore[union-attr]
             segment_ids=segment_ids,
+            window=self.config.sliding_window if self.causal else None,
             device=x.device,
         )
         cross_mask = None

@@ -59,6 +59,7 @@ def build_attention_mask(
     key_padding_mask: Tensor | None = None,
     query_offsets: Tensor | None = None,
     segment_ids: Tensor | None = None,
+    window: int | None = None,
     device: torch.device | None = None,
 ) -> AttentionMask:
     """The one mask function: padding, causal, cross-attention and packed-example masks.
@@ -77,14 +78,24 @@ def build_attention_mask(
             examples are packed into one row (supervised fine-tuning): a query sees only the
             keys of its own example, so with `causal` the mask is block-diagonal causal and
             the row computes what the examples would compute one by one.
+        window: with `causal`, a query sees only the last `window` slots, its own included
+            (sliding-window attention, Mistral): key slot j is allowed for the query at slot
+            i iff i - window < j <= i.
     """
+    if window is not None and window >= key_len:
+        window = None  # every key is within the window
     for name, given in (("attention_mask", key_padding_mask), ("segment_ids", segment_ids)):
         if given is not None and given.shape[-1] != key_len:
             raise InputError(
                 f"{name} covers {given.shape[-1]} positions but there are "
                 f"{key_len} keys (cached + new); pass a value for every position"
             )
-    if key_padding_mask is None and query_offsets is None and segment_ids is None:
+    if (
+        key_padding_mask is None
+        and query_offsets is None
+        and segment_ids is None
+        and window is None
+    ):
         if not causal or query_len == 1:
             return AttentionMask(allowed=None)
         if query_len == key_len:
@@ -100,6 +111,8 @@ def build_attention_mask(
     query_slots = first[:, None] + torch.arange(query_len, device=device)  # (B or 1, T_query)
     if causal:  # (B or 1, T_query, T_key): a query sees its own slot and earlier ones
         allowed = keys <= query_slots[:, :, None]
+        if window is not None:  # ... but only the last `window` of them
+            allowed = allowed & (keys > query_slots[:, :, None] - window)
     else:  # every slot written so far, including this pass's
         allowed = (keys < query_slots[:, -1:, None] + 1).expand(-1, query_len, -1)
     if segment_ids is not None:  # a query sees the keys of its own example only

@@ -215,6 +215,7 @@ _ROTARY_DECODER = {
     "norm_position": "pre",
     "embedding_norm": False,
     "dropout": 0.0,
+    "sliding_window": None,  # Mistral's own field (MISTRAL below)
 }
 # config.json keys the Llama-derived families share (their differences are in `fixed`)
 _ROTARY_KEYS = (
@@ -266,8 +267,8 @@ _ROTARY_TENSORS = (
 )
 
 LLAMA = Family(
-    model_types=("llama", "mistral"),
-    architectures={"LlamaForCausalLM": "lm", "MistralForCausalLM": "lm"},
+    model_types=("llama",),
+    architectures={"LlamaForCausalLM": "lm"},
     bare_architectures=(),
     base_prefix="model.",
     fixed=_ROTARY_DECODER,
@@ -280,7 +281,24 @@ LLAMA = Family(
     activations=_GATED,
     tensors=_ROTARY_TENSORS,
     ignored=(r"rotary_emb\.inv_freq$",),
-    must_be={"sliding_window": None, "pretraining_tp": 1},
+    must_be={"pretraining_tp": 1},
+)
+
+# Mistral: Llama's layers without biases, and sliding-window attention (each position sees
+# the last `sliding_window` positions; HF's default window is 4096, null turns it off).
+MISTRAL = Family(
+    model_types=("mistral",),
+    architectures={"MistralForCausalLM": "lm"},
+    bare_architectures=(),
+    base_prefix="model.",
+    fixed={
+        key: value for key, value in _ROTARY_DECODER.items() if key != "sliding_window"
+    } | {"bias": False},
+    config_keys=(*_ROTARY_KEYS, ("sliding_window", "sliding_window")),
+    hf_defaults={**_ROTARY_DEFAULTS, "sliding_window": 4096},
+    activations=_GATED,
+    tensors=_ROTARY_TENSORS,
+    ignored=(r"rotary_emb\.inv_freq$",),
 )
 
 # Qwen2 / Qwen2.5: Llama with biases on q, k and v only. A sliding window is off unless
@@ -492,7 +510,7 @@ DISTILBERT = Family(
     must_be={"sinusoidal_pos_embds": False},
 )
 
-FAMILIES = (BERT, GPT2, LLAMA, QWEN2, QWEN3, BART, ROBERTA, DISTILBERT)
+FAMILIES = (BERT, GPT2, LLAMA, MISTRAL, QWEN2, QWEN3, BART, ROBERTA, DISTILBERT)
 
 
 def family_for(model_type: str) -> Family:
