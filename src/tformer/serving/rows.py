@@ -84,9 +84,9 @@ class Row:
         scores = apply_processors(logits.float()[None], self.processors)
         return int(pick_tokens(scores, self.generator)[0])
 
-    def add(self, token: int) -> None:
-        """Record `token` and tell the job; the row finishes on EOS, a stop string or its
-        last allowed token."""
+    def add(self, token: int) -> TokenEvent:
+        """Record `token`; the row finishes on EOS, a stop string or its last allowed token.
+        Returns the event for the job (the scheduler sends it once its books are kept)."""
         self.generated.append(token)
         stopped = self.stop is not None and bool(self.stop(torch.tensor([self.generated]))[0])
         finish = None
@@ -95,4 +95,7 @@ class Row:
         elif len(self.generated) >= self.max_new_tokens:
             finish = LENGTH
         self.finished = finish is not None
-        self.job.emit(TokenEvent(self.choice, token, finish))
+        return TokenEvent(self.choice, token, finish)
+
+    def tell(self, event: TokenEvent) -> None:
+        self.job.emit(event)

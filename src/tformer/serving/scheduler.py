@@ -189,17 +189,18 @@ class Scheduler:
         """The first tokens of `jobs` from their prompts' last logits (J, V); their
         unfinished rows join the running batch, each choice with a copy of its prompt's
         cache row (`cache` holds one row per job)."""
-        index = []
+        index, events = [], []
         for j, job in enumerate(jobs):
             rows = [Row(job, i, self.tokenizer, self.device) for i in range(job.n)]
-            for row in rows:
-                row.add(row.pick(logits[j]))
+            events += [(row, row.add(row.pick(logits[j]))) for row in rows]
             going = [row for row in rows if not row.finished]
             self._rows.extend(going)
             index += [j] * len(going)
         if index:
             cache.select(torch.tensor(index, device=self.device))
             self._cache.extend(cache)
+        for row, event in events:  # once the batch holds the rows (what /health counts)
+            row.tell(event)
 
     def _step(self) -> None:
         """One token for every running row; finished rows leave."""
@@ -209,9 +210,10 @@ class Scheduler:
         out = self.model(ids, cache=self._cache, logits_to_keep=1)
         assert out.logits is not None
         logits = out.logits[:, -1]  # (B, V)
-        for b, row in enumerate(self._rows):
-            row.add(row.pick(logits[b]))
+        events = [(row, row.add(row.pick(logits[b]))) for b, row in enumerate(self._rows)]
         self._keep(lambda row: not row.finished)
+        for row, event in events:  # finished rows have left the batch by now
+            row.tell(event)
 
     def _drop_cancelled(self) -> None:
         """Rows and prompts of jobs whose client went away are dropped at once."""
