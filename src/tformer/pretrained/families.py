@@ -286,14 +286,14 @@ LLAMA = Family(
 
 # Mistral: Llama's layers without biases, and sliding-window attention (each position sees
 # the last `sliding_window` positions; HF's default window is 4096, null turns it off).
+_MISTRAL_FIXED = {k: v for k, v in _ROTARY_DECODER.items() if k != "sliding_window"}
+_MISTRAL_FIXED["bias"] = False
 MISTRAL = Family(
     model_types=("mistral",),
     architectures={"MistralForCausalLM": "lm"},
     bare_architectures=(),
     base_prefix="model.",
-    fixed={
-        key: value for key, value in _ROTARY_DECODER.items() if key != "sliding_window"
-    } | {"bias": False},
+    fixed=_MISTRAL_FIXED,
     config_keys=(*_ROTARY_KEYS, ("sliding_window", "sliding_window")),
     hf_defaults={**_ROTARY_DEFAULTS, "sliding_window": 4096},
     activations=_GATED,
