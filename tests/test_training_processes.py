@@ -58,6 +58,14 @@ precision = "fp32"  # the comparisons are exact: no bf16 autocast where "auto" w
 """
 
 
+LORA = """
+[lora]
+targets = "all-linear"
+rank = 4
+alpha = 8.0
+"""
+
+
 def _recipe(
     tmp_path: Path,
     *,
@@ -66,6 +74,7 @@ def _recipe(
     save_every=100,
     distributed="ddp",
     grad_accum_steps=1,
+    lora=False,
 ) -> Path:
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("".join(f"line {i}: the quick brown fox {i * 7 % 13}\n" for i in range(400)))
@@ -79,6 +88,7 @@ def _recipe(
             distributed=distributed,
             grad_accum_steps=grad_accum_steps,
         )
+        + (LORA if lora else "")
     )
     return path
 
@@ -144,15 +154,18 @@ def _succeed(workers: list[subprocess.Popen]) -> None:
     assert [w.wait(timeout=300) for w in workers] == [0] * len(workers)
 
 
-@pytest.mark.parametrize("distributed", ["ddp", "fsdp"])
+@pytest.mark.parametrize("distributed", ["ddp", "fsdp", "fsdp+lora"])
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, distributed):
     """Each process's half of the global batch; the reduced gradient is the whole batch's,
-    whether every process holds the model (DDP) or a shard of it (FSDP2). Two micro-batches
-    per step: the first accumulates without communication, the second reduces both."""
+    whether every process holds the model (DDP) or a shard of it (FSDP2; with LoRA, a
+    frozen base sharded next to trainable adapters). Two micro-batches per step: the first
+    accumulates without communication, the second reduces both."""
+    strategy, _, lora = distributed.partition("+")
     recipe = _recipe(
-        tmp_path, dropout=0.0, steps=5, save_every=0, distributed=distributed, grad_accum_steps=2
-    )
-    parallel_dir = tmp_path / distributed
+        tmp_path, dropout=0.0, steps=5, save_every=0, distributed=strategy, grad_accum_steps=2,
+        lora=bool(lora),
+    )  # fmt: skip
+    parallel_dir = tmp_path / strategy
     workers = _as_torchrun_workers(_train_command("--out", str(parallel_dir), str(recipe)))
     train_recipe(load_recipe(recipe), tmp_path / "single")
     _succeed(workers)
