@@ -88,7 +88,7 @@ class Row:
         """Record `token`; the row finishes on EOS, a stop string or its last allowed token.
         Returns the event for the job (the scheduler sends it once its books are kept)."""
         self.generated.append(token)
-        stopped = self.stop is not None and bool(self.stop(torch.tensor([self.generated]))[0])
+        stopped = self.stop is not None and bool(self.stop(self._tail(self.stop.window))[0])
         finish = None
         if token in self.eos or stopped:
             finish = STOP
@@ -96,6 +96,11 @@ class Row:
             finish = LENGTH
         self.finished = finish is not None
         return TokenEvent(self.choice, token, finish)
+
+    def _tail(self, count: int) -> Tensor:
+        """(1, <= count) the last tokens: all a stop string can be found in, so the check
+        costs the same at every step rather than growing with the answer."""
+        return torch.tensor([self.generated[-count:]])
 
     def tell(self, event: TokenEvent) -> None:
         self.job.emit(event)

@@ -145,18 +145,18 @@ class Scheduler:
         causal attention a real token never sees the padding after it, whose cache slots
         are then cropped away. A longer prompt goes on alone, a chunk at a time.
         """
-        budget = self.prefill_chunk
         group: list[_Prefill] = []
+        room = self.prefill_chunk
         while self._prefilling and self._prefilling[0].done == 0:
             length = len(self._prefilling[0].job.prompt)
-            if length > budget - sum(len(p.job.prompt) for p in group):
+            if length > room:
                 break
             group.append(self._prefilling.popleft())
+            room -= length
         if group:
             self._prefill_together(group)
-            return
-        if self._prefilling:
-            self._prefill_chunk(self._prefilling[0], budget)
+        elif self._prefilling:
+            self._prefill_chunk(self._prefilling[0], self.prefill_chunk)
 
     def _prefill_together(self, group: list[_Prefill]) -> None:
         """Whole prompts in one forward pass (B, longest); they all join the batch."""
