@@ -48,12 +48,12 @@ def _llama() -> torch.nn.Module:
     return transformers.LlamaForCausalLM(config)
 
 
-def _bert() -> torch.nn.Module:
+def _bert(cls_name: str = "BertForMaskedLM", **extra: int) -> torch.nn.Module:
     config = transformers.BertConfig(
         vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=48, max_position_embeddings=40,
+        intermediate_size=48, max_position_embeddings=40, **extra,
     )  # fmt: skip
-    return transformers.BertForMaskedLM(config)
+    return getattr(transformers, cls_name)(config)
 
 
 def _bart() -> torch.nn.Module:
@@ -163,11 +163,7 @@ def test_peft_adapters_load_in_tformer_with_the_same_logits(pair, tmp_path, rslo
 
 def _bert_classifier(tmp_path: Path) -> tuple[torch.nn.Module, Path]:
     torch.manual_seed(0)
-    config = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=48, max_position_embeddings=40, num_labels=3,
-    )  # fmt: skip
-    hf = transformers.BertForSequenceClassification(config)
+    hf = _bert("BertForSequenceClassification", num_labels=3)
     hf.save_pretrained(tmp_path / "hf")
     return hf.double().eval(), tmp_path / "hf"
 
