@@ -172,6 +172,17 @@ def test_stream_text_pieces_join_to_the_decoded_text(tmp_path) -> None:
     assert not any("\ufffd" in piece for piece in pieces)
 
 
+def test_stream_text_joins_word_pieces_and_spaces_as_the_whole_decode(tmp_path) -> None:
+    """WordPiece merges "##" pieces into the word before and puts spaces between words:
+    each piece is decoded with the token before it, so the joined pieces are the text."""
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("the unbelievable understanding of undoing things , again .\n" * 30)
+    wordpiece = Tokenizer.train_wordpiece([corpus], vocab_size=60)
+    ids = wordpiece.encode("the unbelievable undoing , understanding again .")
+    assert any(wordpiece.backend.id_to_token(i).startswith("##") for i in ids)
+    assert "".join(stream_text(wordpiece, ids)) == wordpiece.decode(ids)
+
+
 def test_generate_chat_uses_the_tokenizer_template(tmp_path, tokenizer, capsys) -> None:
     pytest.importorskip("jinja2")
     import copy

@@ -14,31 +14,37 @@ class IncrementalText:
     """The text of a growing list of tokens, handed out as the new piece each token adds.
 
     Decoding token by token is wrong for byte-level BPE (one character can span tokens) and
-    for tokenizers that merge spaces, so the whole output so far is decoded and only the new
-    suffix is returned; text ending in an incomplete character (U+FFFD) is held back until a
-    later token completes it (or `flush` gives it out as it is).
+    for tokenizers that merge spaces or word pieces, so each step decodes a short window:
+    the tokens from the one before the last piece handed out, with and without the new
+    ones, and hands out the difference (as Hugging Face's text-generation-inference does).
+    The earlier token gives the decoder the context it merges with, and each step costs
+    the same however long the output has grown. Text ending in an incomplete character
+    (U+FFFD) is held back until a later token completes it (or `flush` gives it out as it
+    is).
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self.tokenizer = tokenizer
         self.ids: list[int] = []
-        self.shown = 0  # characters handed out so far
+        self.start = 0  # first token of the decoded window
+        self.shown = 0  # tokens whose text has been handed out
 
     def push(self, token: int) -> str:
         """Add one token; the text it completes ("" while a character is incomplete)."""
         self.ids.append(token)
-        text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd"):
-            return ""
-        return self._new(text)
+        return self._piece(final=False)
 
     def flush(self) -> str:
         """Whatever is still held back, at the end of the output."""
-        return self._new(self.tokenizer.decode(self.ids))
+        return self._piece(final=True)
 
-    def _new(self, text: str) -> str:
-        piece, self.shown = text[self.shown :], max(self.shown, len(text))
-        return piece
+    def _piece(self, *, final: bool) -> str:
+        before = self.tokenizer.decode(self.ids[self.start : self.shown])
+        text = self.tokenizer.decode(self.ids[self.start :])
+        if len(text) <= len(before) or (text.endswith("\ufffd") and not final):
+            return ""
+        self.start, self.shown = self.shown, len(self.ids)
+        return text[len(before) :]
 
 
 def stream_text(tokenizer: Tokenizer, tokens: Iterable[int]) -> Iterator[str]:
