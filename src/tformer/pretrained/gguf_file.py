@@ -2,7 +2,7 @@
 
 A GGUF is turned into what a Hugging Face directory holds -- a config.json-style dict and
 HF-named float tensors -- and then loaded through the same `model_from_hf` path, so the
-records in `families.py` map both onto tformer; `gguf_layout.py` holds the GGUF <-> HF names
+records in `families/` map both onto tformer; `gguf_layout.py` holds the GGUF <-> HF names
 (shared with `gguf_export.py`). Tensors are dequantised by the `gguf` package (an optional
 dependency: `pip install tformer[gguf]`).
 """

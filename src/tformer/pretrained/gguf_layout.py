@@ -1,6 +1,6 @@
 """How llama.cpp lays a model out in a GGUF file, as data shared by import and export.
 
-Both directions go through Hugging Face names and config.json keys (`families.py` then maps
+Both directions go through Hugging Face names and config.json keys (`families/` then maps
 those onto tformer), so these tables are the only GGUF <-> HF map: `gguf_file.py` reads with
 them, `gguf_export.py` writes with them. Names follow llama.cpp's converter
 (`convert_hf_to_gguf.py`) and the `gguf` package's constants (`gguf.TENSOR_NAMES`,
@@ -21,7 +21,7 @@ class Architecture:
     """One `general.architecture` tformer reads and writes."""
 
     name: str  # general.architecture
-    model_type: str  # the Hugging Face model_type it corresponds to (a `families.py` record)
+    model_type: str  # the Hugging Face model_type it corresponds to (a `families/` record)
     # llama.cpp's converter reorders q/k rows for the interleaved rotary it runs for this
     # architecture ("llama"); Qwen2/Qwen3 run rotate-half rotary ("neox") and keep HF's order.
     interleaved_rope: bool

@@ -1,0 +1,27 @@
+"""The Hugging Face families tformer reads and writes, as data: one `Family` record each.
+
+Each module holds one family or a group that shares a layout; `record.py` explains the record.
+Supporting a new family means adding a record (and listing it in FAMILIES), not writing a loader.
+"""
+
+from __future__ import annotations
+
+from tformer.checkpoint import CheckpointError
+from tformer.pretrained.families.bart import BART
+from tformer.pretrained.families.bert import BERT, DISTILBERT, ROBERTA
+from tformer.pretrained.families.gpt2 import GPT2
+from tformer.pretrained.families.record import Family
+from tformer.pretrained.families.rotary import LLAMA, MISTRAL, QWEN2, QWEN3
+
+__all__ = ["FAMILIES", "Family", "family_for"]
+
+FAMILIES = (BERT, GPT2, LLAMA, MISTRAL, QWEN2, QWEN3, BART, ROBERTA, DISTILBERT)
+
+
+def family_for(model_type: str) -> Family:
+    """The family that reads config.json's `model_type`, or a CheckpointError listing them all."""
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family
+    supported = ", ".join(t for f in FAMILIES for t in f.model_types)
+    raise CheckpointError(f"unknown architecture model_type={model_type!r}; supported: {supported}")

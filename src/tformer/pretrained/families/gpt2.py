@@ -1,0 +1,65 @@
+"""GPT-2: learned positions, pre-norm, Conv1D weights stored transposed, fused q/k/v."""
+
+from __future__ import annotations
+
+from tformer.pretrained.families.record import Family
+
+GPT2 = Family(
+    model_types=("gpt2",),
+    architectures={"GPT2LMHeadModel": "lm", "GPT2Model": "lm"},
+    bare_architectures=("GPT2Model",),
+    base_prefix="transformer.",
+    fixed={
+        "arch": "decoder",
+        "positional": "learned",
+        "norm": "layernorm",
+        "norm_position": "pre",
+        "embedding_norm": False,
+        "bias": True,
+    },
+    config_keys=(
+        ("vocab_size", "vocab_size"),
+        ("d_model", "n_embd"),
+        ("n_heads", "n_head"),
+        ("n_layers", "n_layer"),
+        ("d_ff", "n_inner"),
+        ("max_seq_len", "n_positions"),
+        ("norm_eps", "layer_norm_epsilon"),
+        ("activation", "activation_function"),
+        ("dropout", "resid_pdrop"),
+        ("attention_dropout", "attn_pdrop"),
+        ("tie_embeddings", "tie_word_embeddings"),
+        ("pad_id", "pad_token_id"),
+        ("bos_id", "bos_token_id"),
+        ("eos_id", "eos_token_id"),
+    ),
+    hf_defaults={
+        "n_inner": lambda hf: 4 * hf["n_embd"],
+        "n_positions": 1024,
+        "layer_norm_epsilon": 1e-5,
+        "activation_function": "gelu_new",
+        "resid_pdrop": 0.1,
+        "attn_pdrop": 0.1,
+        "tie_word_embeddings": True,
+        "pad_token_id": None,
+        "bos_token_id": None,
+        "eos_token_id": None,
+    },
+    activations={"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"},
+    tensors=(
+        ("decoder.embeddings.tokens", "{p}wte"),
+        ("decoder.embeddings.positions", "{p}wpe"),
+        ("decoder.blocks.{i}.self_attn_norm", "{p}h.{i}.ln_1"),
+        ("decoder.blocks.{i}.self_attn.q_proj", "{p}h.{i}.attn.c_attn", "qkv:0"),
+        ("decoder.blocks.{i}.self_attn.k_proj", "{p}h.{i}.attn.c_attn", "qkv:1"),
+        ("decoder.blocks.{i}.self_attn.v_proj", "{p}h.{i}.attn.c_attn", "qkv:2"),
+        ("decoder.blocks.{i}.self_attn.out_proj", "{p}h.{i}.attn.c_proj", "conv1d"),
+        ("decoder.blocks.{i}.ffn_norm", "{p}h.{i}.ln_2"),
+        ("decoder.blocks.{i}.ffn.up", "{p}h.{i}.mlp.c_fc", "conv1d"),
+        ("decoder.blocks.{i}.ffn.down", "{p}h.{i}.mlp.c_proj", "conv1d"),
+        ("decoder.final_norm", "{p}ln_f"),
+        ("lm_head.proj.weight", "lm_head.weight"),
+    ),
+    ignored=(r"\.attn\.(masked_)?bias$",),
+    must_be={"scale_attn_weights": True, "scale_attn_by_inverse_layer_idx": False},
+)
