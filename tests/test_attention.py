@@ -10,7 +10,7 @@ import torch
 from tformer.kernels import EXPLICIT_MAX_KEYS, explicit_attention
 from tformer.modules.attention import MultiHeadAttention
 from tformer.modules.kv_cache import KVCache
-from tformer.modules.mask import build_attention_mask
+from tformer.modules.mask import AttentionMask, build_attention_mask
 
 D_MODEL = 32
 
@@ -203,3 +203,20 @@ def test_kv_cache_keeps_gradients_across_steps() -> None:
     # positions of chunk i are summed once per update from i on: 3, 2 and 1 times
     for times, chunk in zip((3, 2, 1), chunks, strict=True):
         torch.testing.assert_close(chunk.grad, 2 * times * chunk.detach())
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_attention_scale_multiplies_the_dot_products_before_the_softmax(need_weights):
+    """softmax(s q.k) v by hand, for a scale other than 1/sqrt(head_dim) (T5: 1.0)."""
+    torch.manual_seed(0)
+    attention = MultiHeadAttention(8, 2, 2, 4, bias=False, dropout=0.0, scale=1.0).eval()
+    x = torch.randn(1, 5, 8)
+    out, _ = attention(x, mask=AttentionMask(None), need_weights=need_weights)
+
+    def heads(t: torch.Tensor) -> torch.Tensor:
+        return t.view(1, 5, 2, 4).transpose(1, 2)
+
+    q, k, v = (heads(p(x)) for p in (attention.q_proj, attention.k_proj, attention.v_proj))
+    expected = (q @ k.transpose(-2, -1)).softmax(-1) @ v  # scale 1.0: no division
+    expected = attention.out_proj(expected.transpose(1, 2).flatten(2))
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)

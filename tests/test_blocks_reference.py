@@ -13,6 +13,7 @@ from torch import nn
 from tformer import ModelConfig
 from tformer.modules.attention import MultiHeadAttention
 from tformer.modules.block import DecoderBlock, EncoderBlock
+from tformer.modules.feedforward import make_feedforward
 from tformer.modules.mask import build_attention_mask
 
 D_MODEL, N_HEADS, D_FF = 32, 4, 64
@@ -106,3 +107,23 @@ def test_decoder_block_matches_torch_transformer_decoder_layer(norm_position: st
         context_mask=build_attention_mask(6, 9, causal=False, key_padding_mask=source_tokens),
     ).hidden
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("activation", "gate"),
+    [
+        ("swiglu", torch.nn.functional.silu),
+        ("geglu", torch.nn.functional.gelu),
+        (
+            "geglu_tanh",
+            lambda x: 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x**3))),
+        ),
+    ],
+)
+def test_gated_feedforward_is_down_of_gate_activation_times_up(activation, gate) -> None:
+    """GLU variants by hand (Shazeer 2020); geglu_tanh is GELU's tanh formula written out."""
+    torch.manual_seed(0)
+    ffn = make_feedforward(D_MODEL, D_FF, activation, bias=False)
+    x = torch.randn(2, 3, D_MODEL)
+    expected = ffn.down(gate(ffn.gate(x)) * ffn.up(x))
+    torch.testing.assert_close(ffn(x), expected, rtol=1e-5, atol=1e-6)

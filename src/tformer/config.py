@@ -28,7 +28,9 @@ ARCHS = ("decoder", "encoder", "encoder-decoder")
 POSITIONALS = ("sinusoidal", "learned", "rotary", "none")
 NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("post", "pre")
-ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu")
+# gated: "swiglu" (Llama), "geglu" (exact GELU), "geglu_tanh" (tanh GELU: Gemma, T5 v1.1)
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh")
+GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh")
 POOLINGS = ("cls", "mean")
 POOLER_ACTIVATIONS = ("tanh", "relu")  # BERT/RoBERTa pool with tanh, DistilBERT with ReLU
 # rope_* fields each scaling reads (llama3 reads them all); the others must keep their defaults,
@@ -116,6 +118,9 @@ class ModelConfig:
     attention_bias: bool | None = None  # biases in all four attention projections; None: = bias
     qkv_bias: bool | None = None  # biases in q/k/v alone (Qwen2); None: = attention_bias
     qk_norm: bool = False  # a `norm` over each head's queries and keys before rotary (Qwen3)
+    # factor on q.k before the softmax; None: 1 / sqrt(head_dim) (the paper's). T5 uses 1.0
+    # (its init absorbs the scale), Gemma query_pre_attn_scalar ** -0.5.
+    attention_scale: float | None = None
     # causal self-attention sees only the last `sliding_window` positions, its own included
     # (Mistral); None: every earlier position
     sliding_window: int | None = None
@@ -157,6 +162,8 @@ class ModelConfig:
                 _positive(name, value)
         _positive("norm_eps", self.norm_eps)
         _positive("rope_theta", self.rope_theta)
+        if self.attention_scale is not None:
+            _positive("attention_scale", self.attention_scale)
         _positive("n_labels", self.n_labels)
         if self.labels is not None and len(self.labels) != self.n_labels:
             raise ConfigError(
@@ -280,6 +287,13 @@ class ModelConfig:
     @property
     def use_final_norm(self) -> bool:
         return self.norm_position == "pre" if self.final_norm is None else self.final_norm
+
+    @property
+    def attention_logit_scale(self) -> float:
+        """The factor on q.k before the softmax."""
+        if self.attention_scale is None:
+            return self.attention_head_dim**-0.5
+        return self.attention_scale
 
     @property
     def attn_dropout(self) -> float:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from tformer.config import ModelConfig
+from tformer.config import GATED_ACTIVATIONS, ModelConfig
 from tformer.errors import InputError
 from tformer.models.output import ModelOutput
 from tformer.modules.embedding import TokenEmbedding
@@ -125,7 +125,7 @@ class MaskedLMHead(LMHead):
         super().__init__(config, tokens, bias=True)
         self.transform = Linear(config.d_model, config.d_model)
         self.act = _ACTIVATIONS[
-            "gelu" if config.activation in ("swiglu", "geglu") else config.activation
+            "gelu" if config.activation in GATED_ACTIVATIONS else config.activation
         ]
         self.norm = make_norm(config.norm, config.d_model, config.norm_eps)
 

@@ -6,8 +6,6 @@ Masks come from `tformer.modules.mask`, cached keys and values from
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -47,10 +45,13 @@ class MultiHeadAttention(nn.Module):
         qkv_bias: bool | None = None,
         q_norm: nn.Module | None = None,
         k_norm: nn.Module | None = None,
+        scale: float | None = None,
     ) -> None:
-        """`bias` is the output projection's; `qkv_bias` (None: = bias) the q/k/v ones'."""
+        """`bias` is the output projection's; `qkv_bias` (None: = bias) the q/k/v ones';
+        `scale` the factor on q.k (None: 1 / sqrt(head_dim))."""
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.scale = head_dim**-0.5 if scale is None else scale
         self.cross = cross
         self.dropout = dropout
         in_bias = bias if qkv_bias is None else qkv_bias
@@ -113,6 +114,7 @@ class MultiHeadAttention(nn.Module):
                 attn_mask=mask.bias(q.dtype),
                 dropout_p=dropout_p,
                 is_causal=mask.is_causal,
+                scale=self.scale,
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )
             weights = None
@@ -144,11 +146,11 @@ class MultiHeadAttention(nn.Module):
     def _math_attention(
         self, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, dropout_p: float
     ) -> tuple[Tensor, Tensor]:
-        """softmax(Q K^T / sqrt(d_k) + mask) V, written out so the weights can be returned."""
+        """softmax(scale Q K^T + mask) V, written out so the weights can be returned."""
         groups = self.n_heads // self.n_kv_heads
         if groups > 1:  # (B, H_kv, S, hd) -> (B, H, S, hd): each kv head serves `groups` heads
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
+        scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, S)
         allowed = mask.dense(q.shape[2], k.shape[2], q.device)
         if allowed is not None:
             scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)

@@ -47,6 +47,7 @@ def _attention(config: ModelConfig, *, cross: bool) -> MultiHeadAttention:
         cross=cross,
         q_norm=head_norm(),
         k_norm=head_norm(),
+        scale=config.attention_logit_scale,
     )
 
 

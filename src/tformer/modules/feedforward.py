@@ -34,15 +34,19 @@ class FeedForward(nn.Module):
         return self.down(self.act(self.up(x)))
 
 
+_GATES = {"swiglu": F.silu, "geglu": F.gelu, "geglu_tanh": _ACTIVATIONS["gelu_tanh"]}
+
+
 class GatedFeedForward(nn.Module):
-    """GLU-variant FFN (Shazeer, 2020): down(act(gate(x)) * up(x)); SwiGLU uses SiLU (Llama)."""
+    """GLU-variant FFN (Shazeer, 2020): down(act(gate(x)) * up(x)); SwiGLU uses SiLU (Llama),
+    GeGLU exact GELU, and the tanh approximation of GELU for Gemma and T5 v1.1."""
 
     def __init__(self, d_model: int, d_ff: int, activation: str, *, bias: bool) -> None:
         super().__init__()
         self.gate = Linear(d_model, d_ff, bias=bias)
         self.up = Linear(d_model, d_ff, bias=bias)
         self.down = Linear(d_ff, d_model, bias=bias)
-        self.act = F.silu if activation == "swiglu" else F.gelu
+        self.act = _GATES[activation]
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, T, d_model) -> (B, T, d_ff) -> (B, T, d_model)."""
@@ -50,6 +54,6 @@ class GatedFeedForward(nn.Module):
 
 
 def make_feedforward(d_model: int, d_ff: int, activation: str, *, bias: bool) -> nn.Module:
-    """A gated FFN for "swiglu"/"geglu", the plain two-layer FFN otherwise."""
-    cls = GatedFeedForward if activation in ("swiglu", "geglu") else FeedForward
+    """A gated FFN for the gated activations, the plain two-layer FFN otherwise."""
+    cls = GatedFeedForward if activation in _GATES else FeedForward
     return cls(d_model, d_ff, activation, bias=bias)
