@@ -13,22 +13,13 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import tformer  # noqa: E402
+from hf_parity import TOL, assert_close, randomise, run_hf, run_tformer  # noqa: E402
 from tformer import CheckpointError, ModelConfig, build_model  # noqa: E402
 from tformer.generation import generate  # noqa: E402
 from tformer.pretrained import save_hf_directory  # noqa: E402
 from tformer.pretrained.families import family_for  # noqa: E402
 
-TOL = 1e-5
 VOCAB = 61
-
-
-def _randomise(model: torch.nn.Module) -> torch.nn.Module:
-    """Perturb every parameter (norms and biases too), so a swapped or dropped tensor shows."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
 
 
 def _bert(cls_name: str) -> torch.nn.Module:
@@ -196,46 +187,10 @@ def _pad_id(hf_model: torch.nn.Module) -> int:
     return 1 if pad is None else pad
 
 
-def _run_hf(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> dict:
-    with torch.no_grad():
-        if model.config.model_type == "bart":
-            out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=ids[:, :6],
-                        decoder_attention_mask=mask[:, :6], output_hidden_states=True)  # fmt: skip
-            return {"logits": out.logits, "hidden": out.encoder_last_hidden_state}
-        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-        logits = getattr(out, "logits", None)
-        # the last entry is after the final norm (GPT-2, Llama), like tformer's last_hidden_state
-        hidden = out.hidden_states[-1] if out.hidden_states else out.last_hidden_state
-        return {"logits": logits, "hidden": hidden}
-
-
-def _run_tformer(model: tformer.TformerModel, ids: torch.Tensor, mask: torch.Tensor) -> dict:
-    with torch.no_grad():
-        if model.config.arch == "encoder-decoder":
-            out = model(ids, ids[:, :6], attention_mask=mask, decoder_attention_mask=mask[:, :6])
-            return {"logits": out.logits, "hidden": out.encoder_last_hidden_state}
-        out = model(ids, attention_mask=mask)
-        return {"logits": out.logits, "hidden": out.last_hidden_state}
-
-
-def _assert_close(ours: dict, theirs: dict, mask: torch.Tensor, tol: float = TOL) -> None:
-    """Equal within `tol` on real (unpadded) positions; also non-trivial outputs."""
-    for key in ("hidden", "logits"):
-        a, b = ours[key], theirs[key]
-        if b is None:
-            continue
-        assert a is not None and a.shape == b.shape, key
-        if a.dim() == 3:
-            rows = mask[:, : a.shape[1]].bool()
-            a, b = a[rows], b[rows]
-        assert b.std() > 1e-2, f"{key}: reference output is degenerate"
-        assert (a - b).abs().max().item() <= tol, f"{key}: max diff {(a - b).abs().max()}"
-
-
 @pytest.fixture(params=sorted(HF_MODELS))
 def hf_checkpoint(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[torch.nn.Module, Path]:
     torch.manual_seed(0)
-    model = _randomise(HF_MODELS[request.param]())
+    model = randomise(HF_MODELS[request.param]())
     model.save_pretrained(tmp_path / "hf")
     return model, tmp_path / "hf"
 
@@ -244,7 +199,7 @@ def test_imported_model_matches_transformers_on_padded_batch(hf_checkpoint) -> N
     hf_model, directory = hf_checkpoint
     model, _ = tformer.load(directory)
     ids, mask = _batch(_pad_id(hf_model))
-    _assert_close(_run_tformer(model, ids, mask), _run_hf(hf_model, ids, mask), mask)
+    assert_close(run_tformer(model, ids, mask), run_hf(hf_model, ids, mask), mask)
 
 
 def test_exported_model_loads_in_transformers_with_same_outputs(hf_checkpoint, tmp_path) -> None:
@@ -257,7 +212,7 @@ def test_exported_model_loads_in_transformers_with_same_outputs(hf_checkpoint, t
     assert family_for(exported["model_type"]) is family_for(hf_model.config.model_type)
     reloaded = type(hf_model).from_pretrained(tmp_path / "exported").eval()
     ids, mask = _batch(_pad_id(hf_model))
-    _assert_close(_run_tformer(model, ids, mask), _run_hf(reloaded, ids, mask), mask)
+    assert_close(run_tformer(model, ids, mask), run_hf(reloaded, ids, mask), mask)
 
 
 def test_native_llama_style_model_exports_to_transformers(tmp_path: Path) -> None:
@@ -266,23 +221,23 @@ def test_native_llama_style_model_exports_to_transformers(tmp_path: Path) -> Non
         d_ff=40, positional="rotary", rope_theta=1e4, norm="rmsnorm", norm_position="pre",
         activation="swiglu", bias=False, tie_embeddings=False, dropout=0.0,
     )  # fmt: skip
-    model = _randomise(build_model(config))
+    model = randomise(build_model(config))
     save_hf_directory(model, tmp_path / "hf")
     reference = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     ids, mask = _batch()
-    _assert_close(_run_tformer(model, ids, mask), _run_hf(reference, ids, mask), mask)
+    assert_close(run_tformer(model, ids, mask), run_hf(reference, ids, mask), mask)
 
 
 @pytest.mark.parametrize("preset", ["tiny-decoder", "tiny-encoder", "llama-mini"])
 def test_native_presets_export_to_transformers(tmp_path: Path, preset: str) -> None:
-    model = _randomise(build_model(ModelConfig.preset(preset, vocab_size=VOCAB)))
+    model = randomise(build_model(ModelConfig.preset(preset, vocab_size=VOCAB)))
     save_hf_directory(model, tmp_path / "hf")
     family = json.loads((tmp_path / "hf" / "config.json").read_text())["architectures"][0]
     reference = getattr(transformers, family).from_pretrained(tmp_path / "hf").eval()
     ids, mask = _batch()
     # the presets are up to 12x wider and 3x deeper than the test models: float32 round-off
     # accumulates to about 1e-5 on logits of magnitude 6
-    _assert_close(_run_tformer(model, ids, mask), _run_hf(reference, ids, mask), mask, tol=1e-4)
+    assert_close(run_tformer(model, ids, mask), run_hf(reference, ids, mask), mask, tol=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -298,12 +253,12 @@ def test_export_refuses_settings_the_family_cannot_express(
 
 
 def test_sharded_checkpoint_loads(tmp_path: Path) -> None:
-    hf_model = _randomise(_llama())
+    hf_model = randomise(_llama())
     hf_model.save_pretrained(tmp_path, max_shard_size="20KB")
     assert (tmp_path / "model.safetensors.index.json").is_file()
     model, _ = tformer.load(tmp_path)
     ids, mask = _batch()
-    _assert_close(_run_tformer(model, ids, mask), _run_hf(hf_model, ids, mask), mask)
+    assert_close(run_tformer(model, ids, mask), run_hf(hf_model, ids, mask), mask)
 
 
 def _edit_weights(directory: Path, edit: Callable[[dict], None]) -> None:
@@ -367,7 +322,7 @@ def test_llama3_rope_matches_transformers_beyond_the_original_context(
 ) -> None:
     """Positions up to 47 on a model pre-trained for 32: every band of llama3's scaling is
     used. The older config.json spelling (top-level rope_scaling with "type") reads the same."""
-    hf_model = _randomise(_llama_scaled(LLAMA3_ROPE))
+    hf_model = randomise(_llama_scaled(LLAMA3_ROPE))
     hf_model.save_pretrained(tmp_path)
     if legacy:
         scaling = {k: v for k, v in LLAMA3_ROPE.items() if k != "rope_type"}
@@ -378,19 +333,19 @@ def test_llama3_rope_matches_transformers_beyond_the_original_context(
     ids = torch.randint(3, VOCAB, (2, 48))
     mask = torch.ones(2, 48, dtype=torch.long)
     mask[1, 40:] = 0
-    ours, theirs = _run_tformer(model, ids, mask), _run_hf(hf_model, ids, mask)
-    _assert_close(ours, theirs, mask)
+    ours, theirs = run_tformer(model, ids, mask), run_hf(hf_model, ids, mask)
+    assert_close(ours, theirs, mask)
     unscaled = build_model(model.config.replace(rope_scaling=None, rope_factor=1.0,
                                                 rope_original_max_seq_len=None))  # fmt: skip
     unscaled.load_state_dict(model.state_dict())
-    far = _run_tformer(unscaled.eval(), ids, mask)["logits"][:, 33:]
+    far = run_tformer(unscaled.eval(), ids, mask)["logits"][:, 33:]
     assert (far - theirs["logits"][:, 33:]).abs().max() > 1e-2, "the scaling should matter"
 
 
 def test_sliding_window_is_applied_in_decoding_as_transformers_applies_it(tmp_path) -> None:
     """A 3-token window over a 6-token prompt and 10 new tokens: greedy decoding with the
     KV cache is token-identical to transformers' (and differs from the unwindowed model)."""
-    hf_model = _randomise(_mistral(window=3))
+    hf_model = randomise(_mistral(window=3))
     hf_model.save_pretrained(tmp_path)
     model, _ = tformer.load(tmp_path)
     assert model.config.sliding_window == 3
@@ -415,7 +370,7 @@ def test_model_without_hf_family_says_why(tmp_path: Path) -> None:
 def test_roberta_positions_ignore_left_padding(tmp_path: Path) -> None:
     """RoBERTa numbers positions over non-pad ids (from pad_token_id + 1), so a left-padded
     row gives transformers' outputs and its own unpadded ones; no position_ids passed."""
-    hf_model = _randomise(_roberta("RobertaForMaskedLM"))
+    hf_model = randomise(_roberta("RobertaForMaskedLM"))
     hf_model.save_pretrained(tmp_path)
     model, _ = tformer.load(tmp_path)
     assert (model.config.position_offset, model.config.max_seq_len) == (2, 40)
@@ -423,9 +378,9 @@ def test_roberta_positions_ignore_left_padding(tmp_path: Path) -> None:
     mask = torch.ones(2, 9, dtype=torch.long)
     mask[1, :4] = 0
     ids = ids.masked_fill(mask == 0, 1)
-    ours, theirs = _run_tformer(model, ids, mask), _run_hf(hf_model, ids, mask)
-    _assert_close(ours, theirs, mask)
-    alone = _run_tformer(model, ids[1:, 4:], mask[1:, 4:])["logits"][0]
+    ours, theirs = run_tformer(model, ids, mask), run_hf(hf_model, ids, mask)
+    assert_close(ours, theirs, mask)
+    alone = run_tformer(model, ids[1:, 4:], mask[1:, 4:])["logits"][0]
     assert (alone - ours["logits"][1, 4:]).abs().max() <= TOL
 
 
@@ -464,12 +419,12 @@ def test_native_encoder_without_segments_exports_as_distilbert(tmp_path: Path) -
     config = ModelConfig.preset("tiny-encoder", vocab_size=VOCAB, type_vocab_size=0)
     with pytest.raises(ValueError, match=r"bert: type_vocab_size=0 \(needs >= 1\)"):
         save_hf_directory(build_model(config), tmp_path / "refused")
-    model = _randomise(build_model(config.replace(norm_eps=1e-12)))
+    model = randomise(build_model(config.replace(norm_eps=1e-12)))
     save_hf_directory(model, tmp_path / "hf")
     assert json.loads((tmp_path / "hf" / "config.json").read_text())["model_type"] == "distilbert"
     reference = transformers.DistilBertForMaskedLM.from_pretrained(tmp_path / "hf").eval()
     ids, mask = _batch()
-    _assert_close(_run_tformer(model, ids, mask), _run_hf(reference, ids, mask), mask)
+    assert_close(run_tformer(model, ids, mask), run_hf(reference, ids, mask), mask)
 
 
 def test_embed_pipeline_on_roberta_matches_transformers_mean_pooling(tmp_path: Path) -> None:
@@ -490,7 +445,7 @@ def test_embed_pipeline_on_roberta_matches_transformers_mean_pooling(tmp_path: P
         type_vocab_size=1,
     )  # fmt: skip
     torch.manual_seed(0)
-    hf_model = _randomise(transformers.RobertaModel(config))
+    hf_model = randomise(transformers.RobertaModel(config))
     hf_model.save_pretrained(tmp_path / "hf")
     tokenizer.save(tmp_path / "hf")
     model, loaded_tokenizer = tformer.load(tmp_path / "hf")

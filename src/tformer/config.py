@@ -32,6 +32,7 @@ NORM_POSITIONS = ("post", "pre")
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_tanh")
 GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh")
 POOLINGS = ("cls", "mean")
+LAYER_TYPES = ("full", "sliding")  # a block's attention: every position, or a window
 POOLER_ACTIVATIONS = ("tanh", "relu")  # BERT/RoBERTa pool with tanh, DistilBERT with ReLU
 # rope_* fields each scaling reads (llama3 reads them all); the others must keep their defaults,
 # or they would be silently ignored
@@ -121,9 +122,17 @@ class ModelConfig:
     # factor on q.k before the softmax; None: 1 / sqrt(head_dim) (the paper's). T5 uses 1.0
     # (its init absorbs the scale), Gemma query_pre_attn_scalar ** -0.5.
     attention_scale: float | None = None
-    # causal self-attention sees only the last `sliding_window` positions, its own included
-    # (Mistral); None: every earlier position
+    # local attention: causal self-attention sees only the last `sliding_window` positions,
+    # its own included (Mistral, Gemma); an encoder's, sliding_window // 2 on either side
+    # (ModernBERT). None: no window.
     sliding_window: int | None = None
+    # per block, "full" or "sliding" (the window applies to "sliding" blocks only: Gemma's and
+    # ModernBERT's alternating local/global attention); None: every block "sliding" when
+    # sliding_window is set, else "full"
+    layer_types: tuple[str, ...] | None = None
+    # rotary base of the "sliding" blocks (Gemma 3's rope_local_base_freq, ModernBERT's
+    # local_rope_theta), never rescaled by rope_scaling; None: rope_theta, as the others
+    rope_local_theta: float | None = None
     tie_embeddings: bool = True  # output projection shares the token-embedding matrix
     lm_head_bias: bool = False  # a bias on the LM output projection (BART's final_logits_bias)
     scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (paper 3.4)
@@ -192,17 +201,45 @@ class ModelConfig:
             )
         self._check_rope_scaling()
         self._check_position_offset()
-        if self.sliding_window is not None and self.arch != "decoder":
-            raise ConfigError(
-                f"sliding_window={self.sliding_window} windows causal self-attention: it is for "
-                f"arch='decoder', not {self.arch!r}"
-            )
+        self._check_local_attention()
         if self.type_vocab_size < 0:
             raise ConfigError(f"type_vocab_size={self.type_vocab_size} must be >= 0")
         for name in ("pad_id", "bos_id", "eos_id", "mask_id", "decoder_start_id"):
             value = getattr(self, name)
             if value is not None and not 0 <= value < self.vocab_size:
                 raise ConfigError(f"{name}={value} must be a token id in [0, {self.vocab_size})")
+
+    def _check_local_attention(self) -> None:
+        if self.arch == "encoder-decoder" and (
+            self.sliding_window is not None or self.layer_types is not None
+        ):
+            raise ConfigError(
+                "sliding_window and layer_types are for arch='decoder' or 'encoder' (one stack); "
+                "no encoder-decoder family has local attention"
+            )
+        if self.layer_types is not None:
+            if len(self.layer_types) != self.n_layers:
+                raise ConfigError(
+                    f"layer_types names {len(self.layer_types)} blocks but n_layers="
+                    f"{self.n_layers}; give one type per block"
+                )
+            for kind in self.layer_types:
+                _choice("layer_types entry", kind, LAYER_TYPES)
+            if "sliding" in self.layer_types and self.sliding_window is None:
+                raise ConfigError("layer_types has 'sliding' blocks: set sliding_window")
+        if self.rope_local_theta is not None:
+            _positive("rope_local_theta", self.rope_local_theta)
+            if self.positional != "rotary" or "sliding" not in self.block_types(self.n_layers):
+                raise ConfigError(
+                    "rope_local_theta is the rotary base of 'sliding' blocks: it needs "
+                    "positional='rotary' and sliding blocks (sliding_window, layer_types)"
+                )
+
+    def block_types(self, n_blocks: int) -> tuple[str, ...]:
+        """The attention of each of a stack's `n_blocks` blocks, "full" or "sliding"."""
+        if self.layer_types is not None:
+            return self.layer_types  # one stack of n_layers blocks (checked above)
+        return ("full" if self.sliding_window is None else "sliding",) * n_blocks
 
     def _check_position_offset(self) -> None:
         if self.position_offset < 0:

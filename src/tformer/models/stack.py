@@ -20,7 +20,12 @@ from tformer.modules.kv_cache import KVCache
 from tformer.modules.mask import build_attention_mask
 from tformer.modules.norm import make_norm
 from tformer.modules.packing import PackedLayout
-from tformer.modules.position import RopeScaling, make_positional, positions_skipping_padding
+from tformer.modules.position import (
+    RopeScaling,
+    RotaryPositions,
+    make_positional,
+    positions_skipping_padding,
+)
 
 
 def _rope_scaling(config: ModelConfig) -> RopeScaling | None:
@@ -113,6 +118,13 @@ class TransformerStack(nn.Module):
             if config.use_final_norm
             else None
         )
+        self.block_types = config.block_types(n_layers)
+        # "sliding" blocks' own rotary tables (Gemma 3, ModernBERT); None: the shared ones
+        self.local_rotary = (
+            RotaryPositions(config.attention_head_dim, config.rope_local_theta)
+            if config.rope_local_theta is not None
+            else None
+        )
 
     def _packed_layout(
         self, attention_mask: Tensor | None, *, cache: KVCache | None, introspect: bool
@@ -182,17 +194,26 @@ class TransformerStack(nn.Module):
         if position_ids is None:
             position_ids = self._default_positions(input_ids, cache if cached else None)
         x = self.embeddings(input_ids, position_ids, token_type_ids)
-        rotation = self.embeddings.positions.rotation(position_ids)
-        mask = build_attention_mask(
-            length,
-            key_len,
-            causal=self.causal,
-            key_padding_mask=attention_mask,
-            query_offsets=cache.query_offsets() if cached else None,  # type: ignore[union-attr]
-            segment_ids=segment_ids,
-            window=self.config.sliding_window if self.causal else None,
-            device=x.device,
+        # the masks and rotary tables of "full" and of "sliding" blocks, made once per pass
+        rotations = {"full": self.embeddings.positions.rotation(position_ids)}
+        rotations["sliding"] = (
+            self.local_rotary.rotation(position_ids)
+            if self.local_rotary is not None
+            else rotations["full"]
         )
+        masks = {
+            kind: build_attention_mask(
+                length,
+                key_len,
+                causal=self.causal,
+                key_padding_mask=attention_mask,
+                query_offsets=cache.query_offsets() if cached else None,  # type: ignore[union-attr]
+                segment_ids=segment_ids,
+                window=self.config.sliding_window if kind == "sliding" else None,
+                device=x.device,
+            )
+            for kind in set(self.block_types)
+        }
         cross_mask = None
         if context is not None:
             cross_mask = build_attention_mask(
@@ -217,8 +238,8 @@ class TransformerStack(nn.Module):
             layer_cache = (cache.self_attn[i], cache.cross_attn[i]) if cache is not None else None
             out = block(
                 x,
-                mask=mask,
-                rotation=rotation,
+                mask=masks[self.block_types[i]],
+                rotation=rotations[self.block_types[i]],
                 context=context,
                 context_mask=cross_mask,
                 cache=layer_cache,

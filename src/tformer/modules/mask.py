@@ -78,11 +78,12 @@ def build_attention_mask(
             examples are packed into one row (supervised fine-tuning): a query sees only the
             keys of its own example, so with `causal` the mask is block-diagonal causal and
             the row computes what the examples would compute one by one.
-        window: with `causal`, a query sees only the last `window` slots, its own included
-            (sliding-window attention, Mistral): key slot j is allowed for the query at slot
-            i iff i - window < j <= i.
+        window: sliding-window (local) attention. With `causal`, a query sees only the
+            last `window` slots, its own included (Mistral, Gemma): key slot j is allowed for
+            the query at slot i iff i - window < j <= i. Without, it sees `window // 2` slots
+            on either side (ModernBERT's local attention): iff |i - j| <= window // 2.
     """
-    if window is not None and window >= key_len:
+    if window is not None and (window if causal else window // 2 + 1) >= key_len:
         window = None  # every key is within the window
     for name, given in (("attention_mask", key_padding_mask), ("segment_ids", segment_ids)):
         if given is not None and given.shape[-1] != key_len:
@@ -115,6 +116,8 @@ def build_attention_mask(
             allowed = allowed & (keys > query_slots[:, :, None] - window)
     else:  # every slot written so far, including this pass's
         allowed = (keys < query_slots[:, -1:, None] + 1).expand(-1, query_len, -1)
+        if window is not None:  # ... but only those within window // 2 on either side
+            allowed = allowed & ((keys - query_slots[:, :, None]).abs() <= window // 2)
     if segment_ids is not None:  # a query sees the keys of its own example only
         query_segments = segment_ids.gather(1, query_slots.expand(len(segment_ids), -1))
         allowed = allowed & (query_segments[:, :, None] == segment_ids[:, None, :])

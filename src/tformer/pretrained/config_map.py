@@ -17,6 +17,8 @@ from tformer.errors import ConfigError, InputError
 from tformer.pretrained.families import FAMILIES, Family
 
 CLASSIFICATION_HEADS = ("sequence-classification", "token-classification")
+# config.json's `layer_types` names -> ModelConfig.layer_types entries
+LAYER_TYPE_NAMES = {"full_attention": "full", "sliding_attention": "sliding"}
 # ModelConfig rope field -> its key in config.json's rope table (shared by every rotary family)
 ROPE_KEYS = {
     "rope_factor": "factor",
@@ -87,6 +89,29 @@ def _rope_scaling_fields(hf: dict[str, Any], source: str) -> dict[str, Any]:
     return fields
 
 
+def _local_attention_fields(
+    fields: dict[str, Any], hf: dict[str, Any], family: Family, source: str
+) -> None:
+    """sliding_window and layer_types as transformers applies them, in one canonical form:
+    no window (both None) when no block is windowed, so such a model is the plain family's."""
+    if family.window_switch is not None and not hf.get(family.window_switch, False):
+        fields["sliding_window"] = None
+    names = fields.get("layer_types")
+    if names is not None:
+        unknown = sorted(set(names) - set(LAYER_TYPE_NAMES))
+        if unknown:
+            raise CheckpointError(
+                f"{source}: config.json's layer_types has {', '.join(map(repr, unknown))}; "
+                f"tformer implements {', '.join(LAYER_TYPE_NAMES)}"
+            )
+        fields["layer_types"] = tuple(LAYER_TYPE_NAMES[name] for name in names)
+    windowed = fields.get("sliding_window") is not None and "sliding" in (
+        fields.get("layer_types") or ()
+    )
+    if "layer_types" in fields and not windowed:  # every block attends to every position
+        fields["layer_types"] = fields["sliding_window"] = None
+
+
 def _fairseq_positions(fields: dict[str, Any], source: str) -> dict[str, Any]:
     """position_offset and max_seq_len of a fairseq-style position table (RoBERTa), whose
     first pad_token_id + 1 rows precede position 0 and which max_position_embeddings counts."""
@@ -137,6 +162,7 @@ def model_config_from_hf(
     fields["activation"] = family.activations[activation]
     if fields["positional"] == "rotary":
         fields.update(_rope_scaling_fields(hf, source))
+    _local_attention_fields(fields, hf, family, source)
     fields["head"] = family.architectures[architecture]
     if fields["head"] in CLASSIFICATION_HEADS:
         count = hf.get("num_labels", 2)
@@ -253,6 +279,13 @@ def hf_config_from_model(config: ModelConfig, family: Family, architecture: str)
     for a, b in family.same:
         hf[b] = hf[a]
     hf.update(family.must_be)
+    if config.layer_types is not None and "layer_types" in keys:
+        hf[keys["layer_types"]] = [
+            next(name for name, ours in LAYER_TYPE_NAMES.items() if ours == kind)
+            for kind in config.layer_types
+        ]
+    if family.window_switch is not None:
+        hf[family.window_switch] = config.sliding_window is not None
     if config.rope_scaling is not None:  # transformers reads this older key as rope_parameters
         hf["rope_scaling"] = {
             "rope_type": config.rope_scaling,

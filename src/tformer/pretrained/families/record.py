@@ -50,6 +50,9 @@ class Family:
     # second where the file has it (an untied RobertaForMaskedLM computes with
     # lm_head.decoder.bias, a tied one with lm_head.bias); export writes both.
     also_stored_as: dict[str, str] = field(default_factory=dict)
+    # config.json key that switches the sliding window on (Qwen's use_sliding_window): while
+    # it is false, transformers attends to every position whatever sliding_window says
+    window_switch: str | None = None
 
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")  # the HF names most families give q, k, v

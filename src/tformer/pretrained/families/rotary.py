@@ -5,6 +5,8 @@ The shared `ROTARY_*` values are public so that families built on Llama's layout
 
 from __future__ import annotations
 
+from typing import Any
+
 from tformer.pretrained.families.record import ATTENTION, Family
 
 ROTARY_DECODER = {
@@ -100,20 +102,45 @@ MISTRAL = Family(
     ignored=(r"rotary_emb\.inv_freq$",),
 )
 
+
+def _qwen_layer_types(hf: dict[str, Any]) -> list[str]:
+    """transformers' rule for a config.json without `layer_types`: blocks from
+    max_window_layers on are windowed (when use_sliding_window is on)."""
+    first = hf.get("max_window_layers", 28)
+    return [
+        "sliding_attention" if i >= first else "full_attention"
+        for i in range(hf["num_hidden_layers"])
+    ]
+
+
 # Qwen2 / Qwen2.5: Llama with biases on q, k and v only. A sliding window is off unless
-# `use_sliding_window` turns it on (config.json may name a window it does not use).
+# `use_sliding_window` turns it on (config.json may name a window it does not use); then it
+# applies to the blocks `layer_types` marks (from max_window_layers on, in older files).
 QWEN2 = Family(
     model_types=("qwen2",),
     architectures={"Qwen2ForCausalLM": "lm"},
     bare_architectures=(),
     base_prefix="model.",
-    fixed={**ROTARY_DECODER, "bias": False, "qkv_bias": True},
-    config_keys=ROTARY_KEYS,
-    hf_defaults={**ROTARY_DEFAULTS, "max_position_embeddings": 32768},
+    fixed={
+        k: v
+        for k, v in {**ROTARY_DECODER, "bias": False, "qkv_bias": True}.items()
+        if k != "sliding_window"
+    },
+    config_keys=(
+        *ROTARY_KEYS,
+        ("sliding_window", "sliding_window"),
+        ("layer_types", "layer_types"),
+    ),
+    hf_defaults={
+        **ROTARY_DEFAULTS,
+        "max_position_embeddings": 32768,
+        "sliding_window": None,
+        "layer_types": _qwen_layer_types,
+    },
     activations=GATED,
     tensors=ROTARY_TENSORS,
     ignored=(r"rotary_emb\.inv_freq$",),
-    must_be={"use_sliding_window": False},
+    window_switch="use_sliding_window",
 )
 
 # Qwen3: RMSNorm over each head's queries and keys; head_dim is its own setting (128 unless

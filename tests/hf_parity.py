@@ -1,0 +1,55 @@
+"""Shared by the Hugging Face parity tests: perturbed random models, one forward pass of
+each library on a padded batch, and the comparison on real positions."""
+
+from __future__ import annotations
+
+import torch
+
+import tformer
+
+TOL = 1e-5
+
+
+def randomise(model: torch.nn.Module) -> torch.nn.Module:
+    """Perturb every parameter (norms and biases too), so a swapped or dropped tensor shows."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()
+
+
+def run_hf(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> dict:
+    with torch.no_grad():
+        if model.config.model_type == "bart":
+            out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=ids[:, :6],
+                        decoder_attention_mask=mask[:, :6], output_hidden_states=True)  # fmt: skip
+            return {"logits": out.logits, "hidden": out.encoder_last_hidden_state}
+        out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        logits = getattr(out, "logits", None)
+        # the last entry is after the final norm (GPT-2, Llama), like tformer's last_hidden_state
+        hidden = out.hidden_states[-1] if out.hidden_states else out.last_hidden_state
+        return {"logits": logits, "hidden": hidden}
+
+
+def run_tformer(model: tformer.TformerModel, ids: torch.Tensor, mask: torch.Tensor) -> dict:
+    with torch.no_grad():
+        if model.config.arch == "encoder-decoder":
+            out = model(ids, ids[:, :6], attention_mask=mask, decoder_attention_mask=mask[:, :6])
+            return {"logits": out.logits, "hidden": out.encoder_last_hidden_state}
+        out = model(ids, attention_mask=mask)
+        return {"logits": out.logits, "hidden": out.last_hidden_state}
+
+
+def assert_close(ours: dict, theirs: dict, mask: torch.Tensor, tol: float = TOL) -> None:
+    """Equal within `tol` on real (unpadded) positions; also non-trivial outputs."""
+    for key in ("hidden", "logits"):
+        a, b = ours[key], theirs[key]
+        if b is None:
+            continue
+        assert a is not None and a.shape == b.shape, key
+        if a.dim() == 3:
+            rows = mask[:, : a.shape[1]].bool()
+            a, b = a[rows], b[rows]
+        assert b.std() > 1e-2, f"{key}: reference output is degenerate"
+        assert (a - b).abs().max().item() <= tol, f"{key}: max diff {(a - b).abs().max()}"
