@@ -27,6 +27,8 @@ def run_hf(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> dic
             return {"logits": out.logits, "hidden": out.encoder_last_hidden_state}
         out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
         logits = getattr(out, "logits", None)
+        if hasattr(out, "start_logits"):  # question answering: (B, T, 2), as run_tformer's
+            logits = torch.stack((out.start_logits, out.end_logits), dim=-1)
         # the last entry is after the final norm (GPT-2, Llama), like tformer's last_hidden_state
         hidden = out.hidden_states[-1] if out.hidden_states else out.last_hidden_state
         return {"logits": logits, "hidden": hidden}
@@ -38,7 +40,10 @@ def run_tformer(model: tformer.TformerModel, ids: torch.Tensor, mask: torch.Tens
             out = model(ids, ids[:, :6], attention_mask=mask, decoder_attention_mask=mask[:, :6])
             return {"logits": out.logits, "hidden": out.encoder_last_hidden_state}
         out = model(ids, attention_mask=mask)
-        return {"logits": out.logits, "hidden": out.last_hidden_state}
+        logits = out.logits
+        if model.config.task_head == "question-answering":  # (B, 2, T) -> (B, T, 2)
+            logits = logits.transpose(1, 2)
+        return {"logits": logits, "hidden": out.last_hidden_state}
 
 
 def assert_close(ours: dict, theirs: dict, mask: torch.Tensor, tol: float = TOL) -> None:

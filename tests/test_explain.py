@@ -480,3 +480,17 @@ def test_explain_leaves_the_model_as_it_found_it(tokenizer: tformer.Tokenizer) -
     assert model.training
     assert all(p.grad is None for p in model.parameters())
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_span_model_explains_its_predicted_start_and_end(tokenizer: tformer.Tokenizer) -> None:
+    """A question-answering head is explained at its argmax start and end: the rollout reads
+    those positions, the attributions sum the two log-probabilities' gradients."""
+    model = _model(tokenizer, "tiny-encoder", head="question-answering")
+    report = explain(model, tokenizer, "To be, or not")
+    ids = torch.tensor([tokenizer.encode("To be, or not")])
+    with torch.no_grad():
+        start, end = model(ids).logits[0].argmax(-1).tolist()  # (2, T) -> one of each
+    expected = attention_rollout(report.attention("encoder"))[[start, end]].mean(dim=0)
+    torch.testing.assert_close(report.attributions["attention rollout"], expected)
+    assert report.attributions["gradient × input"].abs().sum() > 0
+    assert report.explained == "the predicted answer's start and end"

@@ -165,7 +165,9 @@ def test_tiny_seq2seq_overfits_one_batch() -> None:
     assert _overfit(model, lambda: model(source, decoder_input, labels=target).loss) < 0.1
 
 
-@pytest.mark.parametrize("head", ["masked-lm", "sequence-classification", "token-classification"])
+@pytest.mark.parametrize(
+    "head", ["masked-lm", "sequence-classification", "token-classification", "question-answering"]
+)
 def test_tiny_encoder_overfits_one_batch(head: str) -> None:
     model = _tiny("encoder", head=head, n_labels=3)
     assert isinstance(model, EncoderModel)
@@ -176,6 +178,8 @@ def test_tiny_encoder_overfits_one_batch(head: str) -> None:
         ids = ids.masked_fill(labels != -100, 3)  # 3 = the tiny preset's mask id
     elif head == "sequence-classification":
         labels = torch.tensor([0, 1, 2, 1])
+    elif head == "question-answering":  # (start, end) per row
+        labels = torch.tensor([[1, 3], [2, 2], [0, 5], [4, 9]])
     else:
         labels = ids % 3
     assert _overfit(model, lambda: model(ids, labels=labels).loss) < 0.1

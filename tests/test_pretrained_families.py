@@ -22,12 +22,20 @@ from tformer.pretrained.families import family_for  # noqa: E402
 VOCAB = 61
 
 
+def _model(cls_name: str, config: transformers.PretrainedConfig) -> torch.nn.Module:
+    """`cls_name` of `config`; question answering has two outputs (start, end), which
+    transformers takes from num_labels."""
+    if cls_name.endswith("ForQuestionAnswering"):
+        config.num_labels = 2
+    return getattr(transformers, cls_name)(config)
+
+
 def _bert(cls_name: str) -> torch.nn.Module:
     config = transformers.BertConfig(
         vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=48, max_position_embeddings=40, num_labels=3,
     )  # fmt: skip
-    return getattr(transformers, cls_name)(config)
+    return _model(cls_name, config)
 
 
 def _gpt2() -> torch.nn.Module:
@@ -116,7 +124,7 @@ def _roberta(cls_name: str, *, tie: bool = True, types: int = 1) -> torch.nn.Mod
         intermediate_size=48, max_position_embeddings=42, type_vocab_size=types,
         tie_word_embeddings=tie, num_labels=3,
     )  # fmt: skip
-    return getattr(transformers, cls_name)(config)
+    return _model(cls_name, config)
 
 
 def _xlm_roberta(cls_name: str) -> torch.nn.Module:
@@ -127,7 +135,7 @@ def _xlm_roberta(cls_name: str) -> torch.nn.Module:
         intermediate_size=40, max_position_embeddings=30, type_vocab_size=3, pad_token_id=0,
         bos_token_id=1, eos_token_id=2, num_labels=5, layer_norm_eps=1e-5,
     )  # fmt: skip
-    return getattr(transformers, cls_name)(config)
+    return _model(cls_name, config)
 
 
 def _distilbert(cls_name: str, *, tie: bool = True, activation: str = "gelu") -> torch.nn.Module:
@@ -135,13 +143,15 @@ def _distilbert(cls_name: str, *, tie: bool = True, activation: str = "gelu") ->
         vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=40,
         max_position_embeddings=40, activation=activation, tie_word_embeddings=tie, num_labels=3,
     )  # fmt: skip
-    return getattr(transformers, cls_name)(config)
+    return _model(cls_name, config)
 
 
 HF_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "bert-mlm": lambda: _bert("BertForMaskedLM"),
     "bert-base": lambda: _bert("BertModel"),
     "bert-classify": lambda: _bert("BertForSequenceClassification"),
+    "bert-tokens": lambda: _bert("BertForTokenClassification"),
+    "bert-qa": lambda: _bert("BertForQuestionAnswering"),
     "gpt2": _gpt2,
     "llama-gqa": _llama,
     "llama-tied": lambda: _llama(tie=True),
@@ -159,10 +169,12 @@ HF_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "roberta-base": lambda: _roberta("RobertaModel"),
     "roberta-classify": lambda: _roberta("RobertaForSequenceClassification"),
     "roberta-tokens": lambda: _roberta("RobertaForTokenClassification"),
+    "roberta-qa": lambda: _roberta("RobertaForQuestionAnswering"),
     "xlm-roberta-mlm": lambda: _xlm_roberta("XLMRobertaForMaskedLM"),
     "xlm-roberta-base": lambda: _xlm_roberta("XLMRobertaModel"),
     "xlm-roberta-classify": lambda: _xlm_roberta("XLMRobertaForSequenceClassification"),
     "xlm-roberta-tokens": lambda: _xlm_roberta("XLMRobertaForTokenClassification"),
+    "xlm-roberta-qa": lambda: _xlm_roberta("XLMRobertaForQuestionAnswering"),
     "distilbert-mlm": lambda: _distilbert("DistilBertForMaskedLM"),
     "distilbert-mlm-untied-relu": lambda: _distilbert(
         "DistilBertForMaskedLM", tie=False, activation="relu"
@@ -170,6 +182,7 @@ HF_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "distilbert-base": lambda: _distilbert("DistilBertModel"),
     "distilbert-classify": lambda: _distilbert("DistilBertForSequenceClassification"),
     "distilbert-tokens": lambda: _distilbert("DistilBertForTokenClassification"),
+    "distilbert-qa": lambda: _distilbert("DistilBertForQuestionAnswering"),
 }
 
 
@@ -397,11 +410,11 @@ def test_roberta_positions_ignore_left_padding(tmp_path: Path) -> None:
          r"positions are numbered by pad_token_id, which has no token"),
         (lambda: _distilbert("DistilBertModel"), {"sinusoidal_pos_embds": True},
          r"sinusoidal_pos_embds=True; tformer supports only sinusoidal_pos_embds=False"),
-        (lambda: _distilbert("DistilBertModel"), {"architectures": ["DistilBertForQuestionAnswering"]},
-         r"'DistilBertForQuestionAnswering' is not supported; supported distilbert classes: "),
+        (lambda: _distilbert("DistilBertModel"), {"architectures": ["DistilBertForMultipleChoice"]},
+         r"'DistilBertForMultipleChoice' is not supported; supported distilbert classes: "),
     ],
     ids=["roberta-act", "roberta-relative", "roberta-no-positions", "xlmr-foreign-pad",
-         "distilbert-sinusoidal", "distilbert-qa"],
+         "distilbert-sinusoidal", "distilbert-multiple-choice"],
 )  # fmt: skip
 @pytest.mark.filterwarnings("ignore:.*outside the vocabulary")
 def test_unsupported_encoder_settings_are_refused(
@@ -460,3 +473,36 @@ def test_embed_pipeline_on_roberta_matches_transformers_mean_pooling(tmp_path: P
         mean = hidden.mean(dim=0)
         expected.append(mean / mean.norm())
     assert (vectors - torch.stack(expected)).abs().max() <= TOL
+
+
+def test_question_answering_loss_matches_transformers_and_ignores_padding(
+    tmp_path: Path,
+) -> None:
+    """labels (B, 2) = (start, end) give transformers' (start loss + end loss) / 2 on an
+    unpadded batch; padding a row (and its neighbour) changes nothing."""
+    torch.manual_seed(0)
+    hf_model = randomise(_bert("BertForQuestionAnswering"))
+    hf_model.save_pretrained(tmp_path)
+    model, _ = tformer.load(tmp_path)
+    ids = torch.randint(3, VOCAB, (2, 6))
+    starts, ends = torch.tensor([2, 1]), torch.tensor([5, 4])
+    labels = torch.stack((starts, ends), dim=1)
+    with torch.no_grad():
+        theirs = hf_model(input_ids=ids, start_positions=starts, end_positions=ends).loss
+        ours = model(ids, labels=labels).loss
+        padded = torch.cat((ids, torch.zeros(2, 3, dtype=torch.long)), dim=1)
+        mask = (padded != 0).long()
+        ours_padded = model(padded, attention_mask=mask, labels=labels).loss
+    assert abs(ours.item() - theirs.item()) <= TOL
+    assert abs(ours_padded.item() - ours.item()) <= TOL
+
+
+def test_token_classifier_label_names_survive_import_and_export(tmp_path: Path) -> None:
+    names = {0: "O", 1: "B-PER", 2: "I-PER"}
+    hf_model = _bert("BertForTokenClassification")
+    hf_model.config.id2label, hf_model.config.label2id = names, {v: k for k, v in names.items()}
+    hf_model.save_pretrained(tmp_path / "hf")
+    model, _ = tformer.load(tmp_path / "hf")
+    assert model.config.labels == ("O", "B-PER", "I-PER")
+    save_hf_directory(model, tmp_path / "exported")
+    assert transformers.AutoConfig.from_pretrained(tmp_path / "exported").id2label == names

@@ -48,7 +48,13 @@ ROPE_SCALING_FIELDS = {
 ROPE_SCALINGS = tuple(ROPE_SCALING_FIELDS)
 HEADS_BY_ARCH = {
     "decoder": ("lm",),
-    "encoder": ("masked-lm", "sequence-classification", "token-classification", "embedding"),
+    "encoder": (
+        "masked-lm",
+        "sequence-classification",
+        "token-classification",
+        "question-answering",
+        "embedding",
+    ),
     "encoder-decoder": ("lm",),
 }
 DEFAULT_HEAD = {"decoder": "lm", "encoder": "masked-lm", "encoder-decoder": "lm"}

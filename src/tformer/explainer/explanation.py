@@ -206,7 +206,9 @@ def _add_attributions(
         grads = gradient_x_input(model, lambda: score(plan, model(**plan.kwargs), nearest))
         result.attributions["gradient × input"] = grads[result.attribution_stack]
     self_attention = result.attention(result.attribution_stack)
-    rows = torch.tensor(plan.rows or _summary_rows(result))
+    # a span head's rows are its start and end logits; the positions it reads are its labels
+    spans = result.config.task_head == "question-answering"
+    rows = torch.tensor(plan.labels if spans else plan.rows or _summary_rows(result))
     if result.config.arch == "encoder-decoder":
         rollout = cross_rollout(self_attention, result.attention("decoder", "cross"), rows)
     else:

@@ -85,6 +85,9 @@ def plan_encoder(ids: list[int], mask_id: int | None, head: str, device: torch.d
         plan.what = "the predicted class"
     elif head == "embedding":
         plan.what = "the similarity to the nearest sentence"
+    elif head == "question-answering":  # rows of the (2, T) logits: starts, ends
+        plan.rows = [0, 1]
+        plan.what = "the predicted answer's start and end"
     else:
         masked = [i for i, token in enumerate(ids) if token == mask_id]
         plan.rows = masked or list(range(len(ids)))

@@ -16,7 +16,7 @@ from tformer.modules.embedding import TokenEmbedding
 
 class EncoderModel(TformerModel):
     """Bidirectional stack + one head: `config.head` is "masked-lm" (default),
-    "sequence-classification", "token-classification" or "embedding"."""
+    "sequence-classification", "token-classification", "question-answering" or "embedding"."""
 
     arch = "encoder"
 
@@ -42,7 +42,8 @@ class EncoderModel(TformerModel):
         """input_ids (B, T), attention_mask (B, T) with 1 for tokens and 0 for padding.
 
         labels: (B, T) token ids / tags with -100 where no loss is wanted (masked-lm,
-        token-classification), or (B,) class ids (sequence-classification).
+        token-classification), (B,) class ids (sequence-classification), or (B, 2) answer
+        start and end positions (question-answering).
         """
         out = self.encoder(
             input_ids,

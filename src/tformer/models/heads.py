@@ -170,6 +170,33 @@ class SequenceClassificationHead(TokenClassificationHead):
         return self.classifier(self.dropout(pooled))
 
 
+class SpanHead(nn.Module):
+    """Extractive question answering (BERT paper, 4.2): a start and an end logit per token,
+    (B, T, d_model) -> (B, 2, T), row 0 the starts and row 1 the ends.
+
+    Laid out as two classifications over the T positions, so the loss is the token
+    cross-entropy of labels (B, 2) = (start, end) positions: the mean of the start and end
+    losses, as in BERT. Padding gets the lowest logit: it cannot be an answer, and what the
+    stack leaves at padded positions would otherwise enter the softmax (transformers leaves
+    them in, so its loss on a padded batch depends on the padding).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(config.dropout)
+        self.span = Linear(config.d_model, 2)
+
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        logits = self.span(self.dropout(hidden)).transpose(1, 2)  # (B, T, 2) -> (B, 2, T)
+        if attention_mask is None:
+            return logits
+        padding = (attention_mask == 0).unsqueeze(1)  # (B, 1, T)
+        return logits.masked_fill(padding, torch.finfo(logits.dtype).min)
+
+    def loss(self, logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+        return token_cross_entropy(logits, labels, label_smoothing)
+
+
 class EmbeddingHead(nn.Module):
     """Sentence embedding: mean of the token vectors (padding excluded), L2-normalised, so
     the dot product of two embeddings is their cosine similarity (Sentence-BERT)."""
@@ -185,6 +212,7 @@ def make_encoder_head(config: ModelConfig, tokens: TokenEmbedding) -> nn.Module:
         "masked-lm": lambda: MaskedLMHead(config, tokens),
         "sequence-classification": lambda: SequenceClassificationHead(config),
         "token-classification": lambda: TokenClassificationHead(config),
+        "question-answering": lambda: SpanHead(config),
         "embedding": EmbeddingHead,
     }
     return heads[config.task_head]()

@@ -14,7 +14,8 @@ class ModelOutput:
     """What a forward pass produced; fields a model or call did not compute are None.
 
     logits: (B, T, vocab) for language-model and token heads, (B, n_labels) for sequence
-        classification. embeddings: (B, d_model) pooled, L2-normalised (embedding head).
+        classification, (B, 2, T) start and end logits for question answering.
+        embeddings: (B, d_model) pooled, L2-normalised (embedding head).
     hidden_states: the residual stream after the embeddings and after each block, each
         (B, T, d_model), when `output_hidden_states=True`. attentions / cross_attentions:
         one (B, H, T, T_key) tensor per layer, when `output_attentions=True`.

@@ -61,7 +61,10 @@ _ENCODER_HEADS = {
     "Model": "embedding",
     "ForSequenceClassification": "sequence-classification",
     "ForTokenClassification": "token-classification",
+    "ForQuestionAnswering": "question-answering",
 }
+# every *ForQuestionAnswering of these families names its start/end projection alike
+_SPAN_HEAD = ("head.span", "qa_outputs")
 
 BERT = Family(
     model_types=("bert",),
@@ -80,6 +83,7 @@ BERT = Family(
         ("head.proj.bias", "cls.predictions.bias"),
         ("head.pooler", "{p}pooler.dense"),
         ("head.classifier", "classifier"),
+        _SPAN_HEAD,
     ),
     ignored=(
         r"position_ids$",
@@ -113,6 +117,7 @@ ROBERTA = Family(
         ("head.proj.weight", "lm_head.decoder.weight"),
         ("head.proj.bias", "lm_head.bias"),
         ("head.classifier", "classifier"),
+        _SPAN_HEAD,
     ),
     ignored=(r"position_ids$", r"pooler\.dense\."),
     must_be=_BERT_MUST_BE,
@@ -183,6 +188,7 @@ DISTILBERT = Family(
         ("head.proj", "vocab_projector"),
         ("head.pooler", "pre_classifier"),
         ("head.classifier", "classifier"),
+        _SPAN_HEAD,
     ),
     ignored=(r"position_ids$",),
     # a sinusoidal table would be read as a learned one: untested, so refused
