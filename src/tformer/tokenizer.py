@@ -13,7 +13,16 @@ import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Encoding,
+    Regex,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 from tokenizers import Tokenizer as Backend
 
 from tformer.config import read_json
@@ -217,15 +226,40 @@ class Tokenizer:
         max_length: int | None = None,
     ) -> list[list[int]]:
         """Ids of each text; with `max_length`, cut to that many ids (special tokens kept)."""
+        encodings = self.encodings(
+            texts, add_special_tokens=add_special_tokens, max_length=max_length
+        )
+        return [e.ids for e in encodings]
+
+    def encodings(
+        self,
+        texts: Sequence[str] | Sequence[Sequence[str]],
+        pairs: Sequence[str] | None = None,
+        *,
+        add_special_tokens: bool = True,
+        max_length: int | None = None,
+        stride: int = 0,
+        is_pretokenized: bool = False,
+    ) -> list[Encoding]:
+        """The `tokenizers` encodings of `texts` (or of (text, pair) pairs): ids with each
+        token's character offsets, word and sequence ids, for pipelines that map predictions
+        back onto the text. `is_pretokenized`: each text is a list of words (tagged data).
+
+        With `max_length`, each encoding is cut to that many ids (special tokens kept); for
+        pairs only the second text is cut, and the rest of it is in the encoding's
+        `overflowing` windows, each overlapping the one before by `stride` tokens (the first
+        text whole in every window: question answering over a long context).
+        """
         if max_length is not None:
-            self.backend.enable_truncation(max_length)
+            strategy = "only_second" if pairs is not None else "longest_first"
+            self.backend.enable_truncation(max_length, stride=stride, strategy=strategy)
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs, strict=True))
         try:
-            encodings = self.backend.encode_batch(
-                list(texts), add_special_tokens=add_special_tokens
+            return self.backend.encode_batch(
+                inputs, add_special_tokens=add_special_tokens, is_pretokenized=is_pretokenized
             )
         finally:
             self.backend.no_truncation()
-        return [e.ids for e in encodings]
 
     def apply_chat_template(
         self, messages: Sequence[dict[str, str]], *, add_generation_prompt: bool = True

@@ -20,6 +20,22 @@ def require_encoder(model: TformerModel, task: str) -> EncoderModel:
     return model
 
 
+def require_head(model: TformerModel, head: str, task: str, how: str) -> EncoderModel:
+    """`model` as an encoder with task head `head`, or an InputError saying `how` to get one."""
+    encoder = require_encoder(model, task)
+    if encoder.config.task_head != head:
+        raise InputError(
+            f"this model's head is {encoder.config.task_head!r}; {task} needs a {head} head ({how})"
+        )
+    return encoder
+
+
+def label_names(model: EncoderModel) -> tuple[str, ...]:
+    """The class names of a classifier's outputs: its config's `labels`, else the ids."""
+    config = model.config
+    return config.labels or tuple(str(i) for i in range(config.n_labels))
+
+
 def encode_texts(
     model: TformerModel,
     tokenizer: Tokenizer,

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from tformer.errors import InputError
 from tformer.models import TformerModel
-from tformer.pipelines.batch import encode_texts, require_encoder
+from tformer.pipelines.batch import encode_texts, label_names, require_head
 from tformer.tokenizer import Tokenizer
 
 
@@ -18,14 +17,13 @@ def classify(
 ) -> list[list[tuple[str, float]]]:
     """Per text, every (label, probability) pair, most likely first. Labels are the config's
     class names (`labels`, e.g. a Hugging Face id2label) or the class ids as strings."""
-    encoder = require_encoder(model, "classification")
-    config = encoder.config
-    if config.task_head != "sequence-classification":
-        raise InputError(
-            f"this model's head is {config.task_head!r}; classification needs a "
-            "sequence-classification head (train one, or load a *ForSequenceClassification)"
-        )
-    names = config.labels or tuple(str(i) for i in range(config.n_labels))
+    encoder = require_head(
+        model,
+        "sequence-classification",
+        "classification",
+        "train one, or load a *ForSequenceClassification",
+    )
+    names = label_names(encoder)
     results = []
     for start in range(0, len(texts), batch_size):
         ids, mask = encode_texts(encoder, tokenizer, texts[start : start + batch_size])
