@@ -113,9 +113,17 @@ class ModelConfig:
     rope_low_freq_factor: float = 1.0
     rope_high_freq_factor: float = 4.0
     rope_original_max_seq_len: int | None = None
+    # rotary turns only the first int(head_dim * rotary_fraction) features of each head, with
+    # frequencies spaced over those alone; the rest pass unrotated (GPT-NeoX's rotary_pct,
+    # Phi's partial_rotary_factor)
+    rotary_fraction: float = 1.0
     norm: str = "layernorm"
     norm_eps: float = 1e-5
     norm_position: str = "post"  # "post": the 2017 paper / BERT; "pre": GPT-2 / Llama
+    # attention and feed-forward both read the block's input, x + attn(norm1(x)) +
+    # ffn(norm2(x)), instead of the feed-forward reading x + attn(...) (GPT-NeoX, Pythia);
+    # pre-norm decoders and encoders only
+    parallel_residual: bool = False
     final_norm: bool | None = None  # norm after the last block; None: True for pre-norm
     embedding_norm: bool = False  # norm right after embeddings (BERT, BART)
     activation: str = "relu"
@@ -205,9 +213,17 @@ class ModelConfig:
                 f"positional='rotary' needs an even head size, got head_dim="
                 f"{self.attention_head_dim} (d_model={self.d_model} / n_heads={self.n_heads})"
             )
+        self._check_rotary_fraction()
         self._check_rope_scaling()
         self._check_position_offset()
         self._check_local_attention()
+        if self.parallel_residual and (
+            self.norm_position != "pre" or self.arch == "encoder-decoder"
+        ):
+            raise ConfigError(
+                "parallel_residual=True needs norm_position='pre' and no cross-attention, got "
+                f"norm_position={self.norm_position!r}, arch={self.arch!r}"
+            )
         if self.type_vocab_size < 0:
             raise ConfigError(f"type_vocab_size={self.type_vocab_size} must be >= 0")
         for name in ("pad_id", "bos_id", "eos_id", "mask_id", "decoder_start_id"):
@@ -269,6 +285,23 @@ class ModelConfig:
                 f"position_offset={self.position_offset}"
             )
 
+    def _check_rotary_fraction(self) -> None:
+        if not 0.0 < self.rotary_fraction <= 1.0:
+            raise ConfigError(f"rotary_fraction={self.rotary_fraction!r} must be in (0, 1]")
+        if self.rotary_fraction == 1.0:
+            return
+        if self.positional != "rotary":
+            raise ConfigError(
+                f"rotary_fraction={self.rotary_fraction!r} needs positional='rotary', "
+                f"got positional={self.positional!r}"
+            )
+        if self.rotary_dim < 2 or self.rotary_dim % 2:
+            raise ConfigError(
+                f"rotary_fraction={self.rotary_fraction!r} rotates int(head_dim * "
+                f"rotary_fraction)={self.rotary_dim} of head_dim={self.attention_head_dim} "
+                "features per head; rotary needs an even number of them, at least 2"
+            )
+
     def _check_rope_scaling(self) -> None:
         if self.rope_scaling is not None:
             _choice("rope_scaling", self.rope_scaling, ROPE_SCALINGS)
@@ -306,6 +339,11 @@ class ModelConfig:
     @property
     def attention_head_dim(self) -> int:
         return self.d_model // self.n_heads if self.head_dim is None else self.head_dim
+
+    @property
+    def rotary_dim(self) -> int:
+        """Features of each head that rotary turns (the first ones)."""
+        return int(self.attention_head_dim * self.rotary_fraction)
 
     @property
     def use_attention_bias(self) -> bool:

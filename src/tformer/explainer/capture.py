@@ -35,7 +35,9 @@ class LayerRecord:
     """One block. Tensors keep the batch dimension B.
 
     residual: the residual stream entering the block ("input") and after each sub-layer
-        ("self_attn", "cross_attn" if present, "ffn"), each (B, T, d_model).
+        ("self_attn", "cross_attn" if present, "ffn"), each (B, T, d_model). A parallel-
+        residual block's "self_attn" is its input plus the attention output (what the stream
+        would hold had the feed-forward not read the input alongside).
     self_attention / cross_attention: weights (B, H, T, T_key) / (B, H, T, S).
     ffn_activation: the hidden layer of the feed-forward network, (B, T, d_ff).
     """
@@ -157,6 +159,8 @@ class _Recorder:
             for i, name in enumerate(names):
                 if i == len(names) - 1:
                     rec.residual[name] = output.hidden.detach()
+                elif block.parallel:  # the feed-forward read the input: add attention's output
+                    rec.residual[name] = rec.residual["input"] + rec._stream["attention_output"]
                 elif block.pre_norm:  # the stream after sub-layer i is what norm i + 1 reads
                     rec.residual[name] = rec._stream[names[i + 1]]
                 else:  # post-norm: the stream after sub-layer i is norm i's output
@@ -168,6 +172,14 @@ class _Recorder:
         for name, norm in _sublayers(block):
             self._add(norm.register_forward_hook(_stream_hook(layer, name, block.pre_norm)))
         self._hook_attention(block.self_attn, layer, "self_attention")
+        if block.parallel:
+
+            def attention_output(
+                module: nn.Module, args: tuple[object, ...], output: tuple[Tensor, Tensor]
+            ) -> None:
+                layer()._stream["attention_output"] = output[0].detach()
+
+            self._add(block.self_attn.register_forward_hook(attention_output))
         if block.cross_attn is not None:
             self._hook_attention(block.cross_attn, layer, "cross_attention")
 

@@ -53,7 +53,7 @@ class Embeddings(nn.Module):
             config.positional,
             max_seq_len=config.max_seq_len,
             d_model=config.d_model,
-            head_dim=config.attention_head_dim,
+            rotary_dim=config.rotary_dim,
             theta=config.rope_theta,
             scaling=_rope_scaling(config),
             offset=config.position_offset,

@@ -3,6 +3,8 @@
 Each sub-layer (self-attention, cross-attention, feed-forward) sits in a residual branch with
 a norm, either after the addition ("post", the 2017 paper and BERT: LayerNorm(x + Sublayer(x)),
 section 5.4) or before the sub-layer ("pre", GPT-2 and Llama: x + Sublayer(Norm(x))).
+With `parallel_residual` (GPT-NeoX) the feed-forward reads the block's input rather than the
+stream after attention: x + Attention(Norm1(x)) + FFN(Norm2(x)).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, config: ModelConfig, *, cross_attention: bool) -> None:
         super().__init__()
         self.pre_norm = config.norm_position == "pre"
+        self.parallel = config.parallel_residual
         self.self_attn = _attention(config, cross=False)
         self.self_attn_norm = make_norm(config.norm, config.d_model, config.norm_eps)
         self.cross_attn = _attention(config, cross=True) if cross_attention else None
@@ -97,6 +100,7 @@ class TransformerBlock(nn.Module):
         attention needs the positions, and it asks `layout` for them.
         """
         self_cache, cross_cache = cache if cache is not None else (None, None)
+        block_input = x
         x, self_weights = self._residual(
             x,
             self.self_attn_norm,
@@ -124,7 +128,10 @@ class TransformerBlock(nn.Module):
                     layout=layout,
                 ),
             )
-        x, _ = self._residual(x, self.ffn_norm, lambda h: (self.ffn(h), None))
+        if self.parallel:  # x + attn(norm1(x)) + ffn(norm2(x)): both read the block's input
+            x = x + self.dropout(self.ffn(self.ffn_norm(block_input)))
+        else:
+            x, _ = self._residual(x, self.ffn_norm, lambda h: (self.ffn(h), None))
         return BlockOutput(x, self_weights, cross_weights)
 
 

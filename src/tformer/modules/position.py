@@ -121,29 +121,37 @@ class RopeScaling:
 class RotaryPositions(PositionalEncoding):
     """Rotary position embedding (Su et al., 2021), applied to queries and keys in attention.
 
-    Dimension pairs are (i, i + head_dim/2) -- the "rotate half" layout of GPT-NeoX and
+    Dimension pairs are (i, i + rotary_dim/2) -- the "rotate half" layout of GPT-NeoX and
     Hugging Face Llama -- so converted Hugging Face checkpoints need no weight permutation.
+    `rotary_dim` < head_dim rotates only each head's first features (partial rotary, GPT-NeoX
+    and Phi), frequencies spaced over those alone; the tables then cover just them.
     """
 
     def __init__(
-        self, head_dim: int, theta: float = 10000.0, scaling: RopeScaling | None = None
+        self, rotary_dim: int, theta: float = 10000.0, scaling: RopeScaling | None = None
     ) -> None:
         super().__init__()
-        inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
+        steps = torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim
+        inv_freq = 1.0 / theta**steps
         if scaling is not None:
             inv_freq = scaling.apply(inv_freq)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def rotation(self, position_ids: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, T) -> cos, sin of shape (B, 1, T, head_dim), broadcastable over heads."""
-        angles = position_ids.unsqueeze(-1).float() * self.inv_freq  # (B, T, head_dim/2)
+        """(B, T) -> cos, sin of shape (B, 1, T, rotary_dim), broadcastable over heads."""
+        angles = position_ids.unsqueeze(-1).float() * self.inv_freq  # (B, T, rotary_dim/2)
         angles = torch.cat((angles, angles), dim=-1).unsqueeze(1)
         return angles.cos(), angles.sin()
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate (B, H, T, head_dim) queries or keys by their positions' angles."""
-    half = x.shape[-1] // 2
+    """Rotate (B, H, T, head_dim) queries or keys by their positions' angles: the first
+    rotary_dim features (the tables' width), the rest as they are."""
+    rotary_dim = cos.shape[-1]
+    if rotary_dim < x.shape[-1]:
+        turned, kept = x[..., :rotary_dim], x[..., rotary_dim:]
+        return torch.cat((apply_rotary(turned, cos, sin), kept), dim=-1)
+    half = rotary_dim // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return (x * cos + rotated * sin).to(x.dtype)
 
@@ -153,7 +161,7 @@ def make_positional(
     *,
     max_seq_len: int,
     d_model: int,
-    head_dim: int,
+    rotary_dim: int,
     theta: float,
     scaling: RopeScaling | None = None,
     offset: int = 0,
@@ -164,5 +172,5 @@ def make_positional(
     if kind == "learned":
         return LearnedPositions(max_seq_len, d_model, offset)
     if kind == "rotary":
-        return RotaryPositions(head_dim, theta, scaling)
+        return RotaryPositions(rotary_dim, theta, scaling)
     return PositionalEncoding()
