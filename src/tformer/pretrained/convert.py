@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from tformer.checkpoint import CheckpointError, unique_state_dict
+from tformer.config import ModelConfig
 from tformer.models import TformerModel
 from tformer.pretrained.families import Family
 
@@ -40,6 +41,29 @@ TRANSFORMS: dict[str, tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tenso
     "offset2": (_drop_two_rows, _add_two_rows),
     "row": (lambda t: t.reshape(-1), lambda t: t.reshape(1, -1)),
 }
+# How the parts of a fused HF tensor (several tformer tensors' rows in one) are laid out, as
+# the number of groups they are interleaved in: "concat" stores all of part 0, then all of
+# part 1... (GPT-2's c_attn after its transpose, Phi-3's qkv_proj and gate_up_proj);
+# "per_head" stores head 0's rows of every part, then head 1's... (GPT-NeoX's
+# query_key_value: each head's q, k and v in turn).
+SPLITS: dict[str, Callable[[ModelConfig], int]] = {
+    "concat": lambda config: 1,
+    "per_head": lambda config: config.n_heads,
+}
+
+
+def split_rows(fused: Tensor, sizes: list[int], groups: int) -> list[Tensor]:
+    """(sum(sizes), ...) -> parts of (sizes[k], ...), where each of `groups` consecutive
+    blocks of rows holds 1/groups of every part in turn."""
+    rest = fused.shape[1:]
+    pieces = fused.reshape(groups, -1, *rest).split([s // groups for s in sizes], dim=1)
+    return [p.reshape(s, *rest) for p, s in zip(pieces, sizes, strict=True)]
+
+
+def fuse_rows(parts: list[Tensor], groups: int) -> Tensor:
+    """The inverse of `split_rows`: parts of (sizes[k], ...) -> (sum(sizes), ...)."""
+    rest = parts[0].shape[1:]
+    return torch.cat([p.reshape(groups, -1, *rest) for p in parts], dim=1).reshape(-1, *rest)
 
 
 @dataclass(frozen=True)
@@ -47,23 +71,25 @@ class Mapped:
     """Where one tformer tensor lives in the HF checkpoint."""
 
     hf_name: str
-    transform: str = ""  # a TRANSFORMS key, or "qkv:<k>" for part k of a fused q/k/v
-    part: int | None = None
+    transform: str = ""  # a TRANSFORMS key, applied to the whole HF tensor
+    split: str | None = None  # a SPLITS key when the HF tensor fuses several tformer ones
+    part: int = 0  # which of them this one is
 
     def to_tformer(self, t: Tensor) -> Tensor:
-        if self.part is not None:  # (d, 3d) Conv1D -> (d, d) slice k -> Linear (d, d)
-            return _conv1d(t.chunk(3, dim=-1)[self.part]).contiguous()
         return TRANSFORMS[self.transform][0](t).contiguous()
 
     def to_hf(self, t: Tensor) -> Tensor:
-        return _conv1d(t) if self.part is not None else TRANSFORMS[self.transform][1](t)
+        return TRANSFORMS[self.transform][1](t)
 
-    def hf_shape(self, t: Tensor) -> tuple[int, ...]:
-        """Shape of the whole HF tensor that holds tformer tensor `t` (all three q/k/v parts)."""
-        shape = list(self.to_hf(t).shape)
-        if self.part is not None:
-            shape[-1] *= 3
-        return tuple(shape)
+
+def parse_rule_transform(spec: str) -> tuple[str, str | None, int]:
+    """A rule's third entry -> (transform, split, part): "conv1d" is a TRANSFORMS key,
+    "concat:1" part 1 of a fused tensor, "conv1d+concat:1" both (GPT-2's c_attn)."""
+    transform, _, fused = spec.rpartition("+") if "+" in spec else ("", "", spec)
+    if ":" not in fused:
+        return fused, None, 0
+    split, _, part = fused.partition(":")
+    return transform, split, int(part)
 
 
 def _pattern(template: str) -> str:
@@ -83,9 +109,7 @@ def locate(name: str, family: Family, prefix: str, head: str) -> Mapped | None:
             groups = match.groupdict()
             hf_name = theirs.format(p=prefix, i=groups.get("i"), s=groups.get("s"))
             hf_name += groups.get("suffix") or ""
-            if transform.startswith("qkv:"):
-                return Mapped(hf_name, "", int(transform.split(":")[1]))
-            return Mapped(hf_name, transform)
+            return Mapped(hf_name, *parse_rule_transform(transform))
     return None
 
 
@@ -112,6 +136,34 @@ def _stored_name(hf_name: str, family: Family, tensors: Mapping[str, Tensor]) ->
     return second if second is not None and second in tensors else hf_name
 
 
+def _units(mapping: dict[str, Mapped]) -> dict[str, list[str]]:
+    """HF tensor -> the tformer tensors it holds: one, or a fused tensor's parts in order."""
+    units: dict[str, list[str]] = {}
+    for name, mapped in mapping.items():
+        units.setdefault(mapped.hf_name, []).append(name)
+    for names in units.values():
+        names.sort(key=lambda n: mapping[n].part)
+    return units
+
+
+def _to_hf(mapped: Mapped, parts: list[Tensor], config: ModelConfig) -> Tensor:
+    """The HF tensor holding tformer tensors `parts` (one unless `mapped` is a fused one's)."""
+    if mapped.split is None:
+        return mapped.to_hf(parts[0])
+    return mapped.to_hf(fuse_rows(parts, SPLITS[mapped.split](config)))
+
+
+def _to_tformer(
+    mapped: Mapped, stored: Tensor, targets: list[Tensor], config: ModelConfig
+) -> list[Tensor]:
+    """The tformer tensors (shaped as `targets`) that HF tensor `stored` holds."""
+    value = mapped.to_tformer(stored)
+    if mapped.split is None:
+        return [value]
+    sizes = [t.shape[0] for t in targets]
+    return split_rows(value, sizes, SPLITS[mapped.split](config))
+
+
 def load_hf_tensors(
     model: TformerModel, family: Family, tensors: Mapping[str, Tensor], prefix: str, source: str
 ) -> None:
@@ -119,24 +171,27 @@ def load_hf_tensors(
     mapping (`LazyTensors`) never holds more than one. Every problem is collected and raised
     together; the model is then partly filled, so callers build it for this load only."""
     expected = unique_state_dict(model)  # detached views of the model's own tensors
+    mapping = _mapping(model, family, prefix, unique=True)
     problems = []
-    for name, mapped in _mapping(model, family, prefix, unique=True).items():
-        target = expected[name]
-        hf_name = _stored_name(mapped.hf_name, family, tensors)
-        if hf_name not in tensors:
-            hf_shape = mapped.hf_shape(target)
-            problems.append(f"missing tensor {hf_name!r} (expected shape {hf_shape})")
+    for hf_name, names in _units(mapping).items():
+        mapped, targets = mapping[names[0]], [expected[n] for n in names]
+        hf_shape = tuple(_to_hf(mapped, [t.to("meta") for t in targets], model.config).shape)
+        stored_name = _stored_name(hf_name, family, tensors)
+        if stored_name not in tensors:
+            problems.append(f"missing tensor {stored_name!r} (expected shape {hf_shape})")
             continue
-        stored = tensors[hf_name]
-        value = mapped.to_tformer(stored)
-        if value.shape != target.shape:
+        stored = tensors[stored_name]
+        if tuple(stored.shape) != hf_shape:
             problems.append(
-                f"tensor {hf_name!r} has shape {tuple(stored.shape)}, "
-                f"expected shape {mapped.hf_shape(target)} (for tformer's {name})"
+                f"tensor {stored_name!r} has shape {tuple(stored.shape)}, expected shape "
+                f"{hf_shape} (for tformer's {', '.join(names)})"
             )
             continue
         with torch.no_grad():
-            target.copy_(value)
+            for target, value in zip(
+                targets, _to_tformer(mapped, stored, targets, model.config), strict=True
+            ):
+                target.copy_(value)
     known = {m.hf_name for m in _mapping(model, family, prefix, unique=False).values()}
     known |= {family.also_stored_as[n] for n in known if n in family.also_stored_as}
     unused = sorted(
@@ -149,18 +204,13 @@ def load_hf_tensors(
 
 
 def hf_tensors(model: TformerModel, family: Family, prefix: str) -> dict[str, Tensor]:
-    """The model's weights under HF names (fused q/k/v concatenated back, in q, k, v order)."""
-    parts: dict[str, dict[int, Tensor]] = {}
-    out: dict[str, Tensor] = {}
+    """The model's weights under HF names (fused tensors concatenated back in their layout)."""
     state = unique_state_dict(model)
-    for name, mapped in _mapping(model, family, prefix, unique=True).items():
-        tensor = state[name]
-        if mapped.part is None:
-            out[mapped.hf_name] = mapped.to_hf(tensor).contiguous()
-        else:
-            parts.setdefault(mapped.hf_name, {})[mapped.part] = mapped.to_hf(tensor)
-    for hf_name, pieces in parts.items():
-        out[hf_name] = torch.cat([pieces[k] for k in sorted(pieces)], dim=-1).contiguous()
+    mapping = _mapping(model, family, prefix, unique=True)
+    out: dict[str, Tensor] = {}
+    for hf_name, names in _units(mapping).items():
+        parts = [state[n] for n in names]
+        out[hf_name] = _to_hf(mapping[names[0]], parts, model.config).contiguous()
     for hf_name, second in family.also_stored_as.items():
         if hf_name in out:  # a copy, not a view: safetensors refuses shared storage
             out[second] = out[hf_name].clone()

@@ -8,8 +8,12 @@ Tensor names are patterns: `{i}` is a block index, `{s}` is "encoder" or "decode
 names both stacks alike) and `{p}` is the base-model prefix ("bert.", "transformer.",
 "model."), present when the checkpoint is a model-with-head and absent for a bare base model.
 A tformer name without ".weight"/".bias" stands for both. The third entry names a transform
-from `convert.TRANSFORMS` (GPT-2's Conv1D stores weights transposed and fuses q, k, v; BART
-keeps two unused rows at the start of its position table; its logits bias is a (1, V) row).
+from `convert.TRANSFORMS` (GPT-2's Conv1D stores weights transposed; BART keeps two unused
+rows at the start of its position table; its logits bias is a (1, V) row), and/or, for an HF
+tensor that fuses several tformer ones, "<layout>:<k>": this tensor is part k, laid out as
+`convert.SPLITS` says ("concat": all of part 0, then part 1...; "per_head": each head's
+rows of every part in turn). GPT-2's c_attn is both: "conv1d+concat:0" for q. The parts' sizes come from
+the model (grouped-query k and v are smaller than q), so one rule fits every shape.
 """
 
 from __future__ import annotations
