@@ -121,7 +121,7 @@ class TransformerStack(nn.Module):
         self.block_types = config.block_types(n_layers)
         # "sliding" blocks' own rotary tables (Gemma 3, ModernBERT); None: the shared ones
         self.local_rotary = (
-            RotaryPositions(config.attention_head_dim, config.rope_local_theta)
+            RotaryPositions(config.rotary_dim, config.rope_local_theta)
             if config.rope_local_theta is not None
             else None
         )

@@ -28,14 +28,19 @@ ROPE_KEYS = {
 }
 
 
-def _normalise(hf: dict[str, Any]) -> dict[str, Any]:
-    """transformers >= 5 keeps rope settings in `rope_parameters`; older files at top level."""
+def _normalise(hf: dict[str, Any], family: Family) -> dict[str, Any]:
+    """transformers >= 5 keeps rope settings in `rope_parameters`; older files at top level,
+    some under the family's older names (`Family.config_aliases`)."""
     hf = dict(hf)
     rope = hf.get("rope_parameters")
     if isinstance(rope, dict):
         hf.setdefault("rope_theta", rope.get("rope_theta"))
+        hf.setdefault("partial_rotary_factor", rope.get("partial_rotary_factor"))
         if rope.get("rope_type", "default") != "default":
             hf["rope_scaling"] = rope
+    for key, older in family.config_aliases.items():
+        if hf.get(older) is None:
+            hf[older] = hf.get(key)
     if isinstance(hf.get("eos_token_id"), list):  # several stop tokens: the first is "the" eos
         hf["eos_token_id"] = hf["eos_token_id"][0]
     return hf
@@ -65,17 +70,18 @@ def _check_supported(hf: dict[str, Any], family: Family, source: str) -> None:
             )
 
 
-def _rope_scaling_fields(hf: dict[str, Any], source: str) -> dict[str, Any]:
+def _rope_scaling_fields(hf: dict[str, Any], family: Family, source: str) -> dict[str, Any]:
     """ModelConfig's rope_* fields from config.json's rope table (`rope_parameters` of
     transformers >= 5, `rope_scaling` before; "type" is its older name for "rope_type")."""
     rope = hf.get("rope_scaling") or {}
     kind = rope.get("rope_type", rope.get("type", "default"))
     if kind == "default":
         return {}
-    if kind not in ROPE_SCALING_FIELDS:
+    if kind not in family.rope_scalings:
         raise CheckpointError(
             f"{source}: config.json has rope scaling type {kind!r}, which tformer does not "
-            f"implement; supported: {', '.join(ROPE_SCALING_FIELDS)}"
+            f"implement for {hf['model_type']}; supported: "
+            f"{', '.join(family.rope_scalings) or 'none'}"
         )
     # transformers falls back to max_position_embeddings for a llama3 table without it
     rope = {"original_max_position_embeddings": hf.get("max_position_embeddings"), **rope}
@@ -148,7 +154,7 @@ def model_config_from_hf(
     hf: dict[str, Any], family: Family, architecture: str, source: str
 ) -> ModelConfig:
     """ModelConfig for a config.json of `family` whose model class is `architecture`."""
-    hf = _normalise(hf)
+    hf = _normalise(hf, family)
     _check_supported(hf, family, source)
     fields: dict[str, Any] = dict(family.fixed)
     for name, key in family.config_keys:
@@ -161,7 +167,7 @@ def model_config_from_hf(
         )
     fields["activation"] = family.activations[activation]
     if fields["positional"] == "rotary":
-        fields.update(_rope_scaling_fields(hf, source))
+        fields.update(_rope_scaling_fields(hf, family, source))
     _local_attention_fields(fields, hf, family, source)
     fields["head"] = family.architectures[architecture]
     if fields["head"] in CLASSIFICATION_HEADS:
@@ -244,6 +250,8 @@ def family_for_config(config: ModelConfig) -> tuple[Family, str]:
             for k, v in family.at_least.items()
             if getattr(config, k) < v
         ]
+        if config.rope_scaling is not None and config.rope_scaling not in family.rope_scalings:
+            differs.append(f"rope_scaling={config.rope_scaling!r}")
         if config.activation not in family.activations.values():
             differs.append(f"activation={config.activation!r}")
         architecture = next(

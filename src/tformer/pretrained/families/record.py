@@ -11,8 +11,8 @@ A tformer name without ".weight"/".bias" stands for both. The third entry names 
 from `convert.TRANSFORMS` (GPT-2's Conv1D stores weights transposed; BART keeps two unused
 rows at the start of its position table; its logits bias is a (1, V) row), and/or, for an HF
 tensor that fuses several tformer ones, "<layout>:<k>": this tensor is part k, laid out as
-`convert.SPLITS` says ("concat": all of part 0, then part 1...; "per_head": each head's
-rows of every part in turn). GPT-2's c_attn is both: "conv1d+concat:0" for q. The parts' sizes come from
+`convert.SPLITS` says ("concat": Phi-3's qkv_proj and gate_up_proj; "per_head": GPT-NeoX's
+query_key_value). GPT-2's c_attn is both: "conv1d+concat:0" for q. The parts' sizes come from
 the model (grouped-query k and v are smaller than q), so one rule fits every shape.
 """
 
@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from tformer.config import ROPE_SCALINGS
 
 Rule = tuple[str, str] | tuple[str, str, str]
 
@@ -57,6 +59,12 @@ class Family:
     # config.json key that switches the sliding window on (Qwen's use_sliding_window): while
     # it is false, transformers attends to every position whatever sliding_window says
     window_switch: str | None = None
+    # config.json key -> the family's older spelling of it, which config_keys name (GPT-NeoX's
+    # rotary_pct for partial_rotary_factor); import reads either, export writes the older one
+    # (transformers >= 5 reads it too)
+    config_aliases: dict[str, str] = field(default_factory=dict)
+    # the rope scaling types the family's transformers class computes as tformer does
+    rope_scalings: tuple[str, ...] = ROPE_SCALINGS
 
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")  # the HF names most families give q, k, v
