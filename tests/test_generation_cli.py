@@ -73,6 +73,18 @@ def test_generate_with_prompt_lookup_prints_the_greedy_continuation(
     assert code != 0 and err.count("\n") == 1 and "greedy" in err
 
 
+def test_generate_with_a_draft_model_prints_the_greedy_continuation(
+    tmp_path, tokenizer, capsys
+) -> None:
+    path = save_tiny(tmp_path, tokenizer, "decoder", "lm")
+    args = ["generate", str(path), "--prompt", "the lazy", "--max-new-tokens", "20"]
+    code, plain, _ = run_cli(args, capsys)
+    assert code == 0
+    assert run_cli([*args, "--draft", str(path), "--draft-tokens", "3"], capsys) == (0, plain, "")
+    code, _, err = run_cli([*args, "--draft", str(path), "--draft-tokens", "0"], capsys)
+    assert code != 0 and err.count("\n") == 1 and "draft_tokens > 0" in err
+
+
 def test_generate_batch_and_seeded_sampling(tmp_path, tokenizer, capsys) -> None:
     path = save_tiny(tmp_path, tokenizer, "decoder", "lm")
     args = ["generate", str(path), "--prompt", "hello", "--prompt", "the fox", "--top-p", "0.9"]

@@ -53,6 +53,24 @@ def add_decoding_options(
         "forward pass; the output is exactly greedy decoding's, faster when the output "
         "repeats its input (quoting, summarising, editing). Greedy only (default 0: off)",
     )
+    p.add_argument(
+        "--draft",
+        metavar="MODEL",
+        help="speculative decoding with a draft model: a smaller model with the same "
+        "tokenizer (or MODEL itself with --draft-quantize int4) guesses --draft-tokens tokens, "
+        "the model checks them in one forward pass; the output is exactly greedy decoding's. "
+        "Greedy only",
+    )
+    p.add_argument(
+        "--draft-tokens",
+        type=int,
+        default=4,
+        metavar="K",
+        help="tokens the draft guesses per pass (default %(default)s)",
+    )
+    p.add_argument(
+        "--draft-quantize", choices=("int8", "int4"), help="quantise the draft's weights"
+    )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument(
         "--quantize",
@@ -85,7 +103,15 @@ def decoding_options(args: argparse.Namespace, room: int | None = None) -> dict[
         static_cache=args.static_cache,
         compile_step=args.compile,
         prompt_lookup_tokens=args.prompt_lookup,
+        draft_tokens=args.draft_tokens if args.draft else 0,
     )
+
+
+def load_draft(args: argparse.Namespace) -> TformerModel | None:
+    """The --draft model (on --device, quantised as --draft-quantize says), or None."""
+    if not args.draft:
+        return None
+    return load_for_generation(args.draft, args.device, quantize=args.draft_quantize)[0]
 
 
 def load_for_generation(
@@ -130,6 +156,7 @@ def run(args: argparse.Namespace) -> None:
     options = decoding_options(args) | {
         "stop_strings": args.stop or None,
         "tokenizer": tokenizer,
+        "draft_model": load_draft(args),
     }
     end_ids = end_token_ids(model.config)
     if args.stream:

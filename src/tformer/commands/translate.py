@@ -18,7 +18,12 @@ def _read_lines(source: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from tformer.commands.generate import decoding_options, load_for_generation, one_line
+    from tformer.commands.generate import (
+        decoding_options,
+        load_draft,
+        load_for_generation,
+        one_line,
+    )
     from tformer.errors import InputError
     from tformer.generation import make_config
     from tformer.models import EncoderDecoder
@@ -32,6 +37,7 @@ def run(args: argparse.Namespace) -> None:
         raise InputError(f"--batch-size {args.batch_size} must be >= 1")
     options = decoding_options(args, room=model.config.max_seq_len - 1)  # after the start token
     make_config(model, **options)
+    options["draft_model"] = load_draft(args)
     lines = _read_lines(args.input)
     for text in translate(model, tokenizer, lines, batch_size=args.batch_size, **options):
         sys.stdout.write(one_line(text) + "\n")  # outputs map 1:1 onto input lines

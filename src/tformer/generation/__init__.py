@@ -20,6 +20,7 @@ from torch import Tensor
 from tformer.errors import InputError
 from tformer.generation.beam import BeamSearchOutput, beam_search
 from tformer.generation.config import GenerationConfig
+from tformer.generation.draft import DraftProposer, check_draft
 from tformer.generation.inputs import left_pad, prepare_inputs
 from tformer.generation.sampling import sample_stream
 from tformer.generation.state import DecodingState
@@ -92,10 +93,26 @@ def _token_stream(
     attention_mask: Tensor | None,
     config: GenerationConfig,
     tokenizer: Tokenizer | None,
+    draft_model: TformerModel | None,
 ) -> Iterator[Tensor]:
     stop = StopStrings(tokenizer, config.stop_strings) if config.stop_strings else None
     state = _start(model, input_ids, attention_mask, config)
-    yield from sample_stream(state, config, pad_id=_pad_id(model, config), stop_strings=stop)
+    propose = DraftProposer(draft_model, state, config) if draft_model is not None else None
+    yield from sample_stream(
+        state, config, pad_id=_pad_id(model, config), stop_strings=stop, propose=propose
+    )
+
+
+def _check_draft_options(
+    model: TformerModel, config: GenerationConfig, draft_model: TformerModel | None
+) -> None:
+    if draft_model is None:
+        if config.draft_tokens:
+            raise InputError(f"draft_tokens={config.draft_tokens} needs a draft_model")
+        return
+    if not config.draft_tokens:
+        raise InputError("a draft_model needs draft_tokens > 0 (tokens it proposes per pass)")
+    check_draft(model, draft_model)
 
 
 @torch.no_grad()  # not inference_mode: the tokens may feed a later training step
@@ -106,6 +123,7 @@ def stream(
     *,
     config: GenerationConfig | None = None,
     tokenizer: Tokenizer | None = None,
+    draft_model: TformerModel | None = None,
     **overrides: object,
 ) -> Iterator[Tensor]:
     """Yield the next token of every row, (B,), as soon as it is chosen (greedy or sampled).
@@ -116,7 +134,8 @@ def stream(
     config = _options(model, attention_mask, config, overrides)
     if config.num_beams > 1:
         raise InputError("beam search cannot stream: its best sequence is known only at the end")
-    yield from _token_stream(model, input_ids, attention_mask, config, tokenizer)
+    _check_draft_options(model, config, draft_model)
+    yield from _token_stream(model, input_ids, attention_mask, config, tokenizer, draft_model)
 
 
 @torch.no_grad()  # not inference_mode: the tokens may feed a later training step
@@ -127,6 +146,7 @@ def generate(
     *,
     config: GenerationConfig | None = None,
     tokenizer: Tokenizer | None = None,
+    draft_model: TformerModel | None = None,
     **overrides: object,
 ) -> Tensor:
     """New tokens (B * num_return_sequences, N) for prompts/sources `input_ids` (B, T).
@@ -138,16 +158,18 @@ def generate(
     stop_strings need `tokenizer`. With num_beams > 1 rows come in groups of
     num_return_sequences per input, best first (`beam_search` also returns their scores).
     A decoder-only model continues past its context (max_seq_len) by sliding the window;
-    see `DecodingState`.
+    see `DecodingState`. A `draft_model` (same vocabulary; with `draft_tokens=K`) proposes K
+    tokens per pass for the model to check: the output stays plain greedy decoding's.
     """
     config = _options(model, attention_mask, config, overrides)
+    _check_draft_options(model, config, draft_model)
     if config.num_beams > 1:
         if config.stop_strings:
             raise InputError("stop_strings are not supported with beam search; use eos_token_id")
         state = _start(model, input_ids, attention_mask, config)
         out = beam_search(state, config, pad_id=_pad_id(model, config))
         return out.sequences.flatten(0, 1)
-    steps = _token_stream(model, input_ids, attention_mask, config, tokenizer)
+    steps = _token_stream(model, input_ids, attention_mask, config, tokenizer, draft_model)
     return torch.stack(list(steps), dim=1)
 
 

@@ -24,8 +24,11 @@ class GenerationConfig:
 
     prompt_lookup_tokens > 0 speculates without a draft model (see `generation/lookup.py`):
     up to that many tokens are proposed from an earlier occurrence of the sequence's last
-    n-gram (n <= prompt_lookup_max_ngram) and checked in one forward pass. It is exact for
-    plain greedy decoding only, so it refuses sampling, beams and the repetition penalty.
+    n-gram (n <= prompt_lookup_max_ngram) and checked in one forward pass. draft_tokens > 0
+    speculates with a draft model (`generate(..., draft_model=...)`, `generation/draft.py`):
+    the draft decodes that many tokens greedily, the model checks them in one pass. Both are
+    exact for plain greedy decoding only, so they refuse sampling, beams and the repetition
+    penalty, and one excludes the other.
     """
 
     max_new_tokens: int
@@ -47,6 +50,7 @@ class GenerationConfig:
     compile_step: bool = False  # torch.compile the decode step; implies static_cache
     prompt_lookup_tokens: int = 0  # speculate this many tokens per forward pass; 0: off
     prompt_lookup_max_ngram: int = 3  # the longest n-gram matched against earlier tokens
+    draft_tokens: int = 0  # tokens the draft model proposes per forward pass; 0: no draft
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -91,21 +95,27 @@ class GenerationConfig:
             )
         if (self.static_cache or self.compile_step) and not self.use_cache:
             raise ConfigError("static_cache and compile_step need use_cache=True")
-        self._check_prompt_lookup()
+        self._check_speculation()
 
-    def _check_prompt_lookup(self) -> None:
-        """Prompt lookup accepts a proposed token only where plain greedy decoding picks it,
+    def _check_speculation(self) -> None:
+        """Speculation accepts a proposed token only where plain greedy decoding picks it,
         so anything that picks differently (sampling, beams, a penalty over the tokens seen
         before each proposal) would make it inexact, and it rolls back a growing KV cache."""
-        if self.prompt_lookup_tokens < 0:
-            raise ConfigError(
-                f"prompt_lookup_tokens={self.prompt_lookup_tokens} must be >= 0 (0 disables it)"
-            )
+        for name in ("prompt_lookup_tokens", "draft_tokens"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0 (0 disables it)")
         if self.prompt_lookup_max_ngram < 1:
             raise ConfigError(
                 f"prompt_lookup_max_ngram={self.prompt_lookup_max_ngram} must be >= 1"
             )
-        if self.prompt_lookup_tokens == 0:
+        speculating = [
+            f"{name}={getattr(self, name)}"
+            for name in ("prompt_lookup_tokens", "draft_tokens")
+            if getattr(self, name)
+        ]
+        if len(speculating) > 1:
+            raise ConfigError(f"{' and '.join(speculating)}: choose one way to speculate")
+        if not speculating:
             return
         conflicts = {
             "do_sample=True": self.do_sample,
@@ -118,9 +128,8 @@ class GenerationConfig:
         for option, conflicting in conflicts.items():
             if conflicting:
                 raise ConfigError(
-                    f"prompt_lookup_tokens={self.prompt_lookup_tokens} is exact only for plain "
-                    f"greedy decoding with a growing KV cache, not with {option}; drop one of "
-                    "them"
+                    f"{speculating[0]} is exact only for plain greedy decoding with a "
+                    f"growing KV cache, not with {option}; drop one of them"
                 )
 
     def replace(self, **changes: object) -> GenerationConfig:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor
@@ -53,23 +53,30 @@ def pick_tokens(scores: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.multinomial(scores.softmax(dim=-1), 1, generator=generator)[:, 0]
 
 
+# (state, next tokens (N,), active rows (N,), budget) -> proposals (N, k) or None
+Proposer = Callable[[DecodingState, Tensor, Tensor, int], Tensor | None]
+
+
 def sample_stream(
     state: DecodingState,
     config: GenerationConfig,
     *,
     pad_id: int,
     stop_strings: StopStrings | None = None,
+    propose: Proposer | None = None,
 ) -> Iterator[Tensor]:
     """Yield the next token of every row, (N,), until all rows finished or max_new_tokens.
 
     A row finishes at an end-of-sequence token or a stop string; after that it yields pad_id.
-    Sampling draws from `make_generator`'s stream. With prompt
-    lookup a forward pass may settle several tokens at once (`DecodingState.verify`); they are
-    yielded one at a time, with the same stopping rules as any other token.
+    Sampling draws from `make_generator`'s stream. With speculation (`propose`: a draft
+    model's guesses; prompt lookup's when the config asks for it) a forward pass may settle
+    several tokens at once (`DecodingState.verify`); they are yielded one at a time, with the
+    same stopping rules as any other token.
     """
     processors = sampling_processors(config)
     generator = make_generator(config, state.tokens.device)
-    propose = PromptLookup(config, pad_id) if config.prompt_lookup_tokens else None
+    if config.prompt_lookup_tokens:
+        propose = PromptLookup(config, pad_id)
     eos = torch.tensor(config.eos_token_ids or (), dtype=torch.long, device=state.tokens.device)
     finished = torch.zeros(state.tokens.shape[0], dtype=torch.bool, device=eos.device)
     settled = state.tokens.new_zeros((state.tokens.shape[0], 0))  # (N, a): verified, in state

@@ -55,6 +55,7 @@ class DecodingState:
         config: GenerationConfig,
     ) -> None:
         self.model = model
+        self.inputs = (input_ids, attention_mask)  # as given: a draft model starts from them
         self.context: Tensor | None = None
         self.context_mask: Tensor | None = None
         self.source: Tensor | None = None  # an encoder-decoder's input_ids (N, S)
@@ -183,22 +184,34 @@ class DecodingState:
         shortest run among them (rows that agreed further propose the rest again later).
         Returns the accepted tokens (N, a), a <= k, and the (N, V) logits after the last.
         """
-        assert self.cache is not None and not self.static_cache  # GenerationConfig checks
         tokens = torch.cat((next_tokens[:, None], proposals), dim=1)  # (N, 1 + k)
-        assert tokens.shape[1] <= self.room(), "proposals must not make the window slide"
-        positions = self._append(tokens)
-        logits = self._logits(tokens, self._window_mask(), positions, self.cache, tokens.shape[1])
+        logits = self._run_appended(tokens, keep=tokens.shape[1])  # (N, 1 + k, V)
         picks = logits.float().argmax(dim=-1)  # (N, 1 + k): greedy's token after each one
         agree = (picks[:, :-1] == proposals) | ~active[:, None]
         accepted = int(agree.long().cumprod(dim=1).sum(dim=1).min())
-        rejected = proposals.shape[1] - accepted
-        if rejected:
-            self.length -= rejected
-            self.mask[:, self.length : self.length + rejected] = 0
-            self.next_position = self.next_position - rejected
-            assert self.cache.lengths is not None
-            self.cache.crop(self.cache.lengths - rejected)
+        self.rewind(proposals.shape[1] - accepted)
         return proposals[:, :accepted], logits[:, accepted]
+
+    def extend(self, tokens: Tensor) -> Tensor:
+        """Append tokens (N, m) in one cached pass; (N, V) logits after the last of them."""
+        return self._run_appended(tokens, keep=1)[:, -1]
+
+    def _run_appended(self, tokens: Tensor, keep: int) -> Tensor:
+        """Append tokens (N, m) and run them with the growing cache; (N, keep, V) logits."""
+        assert self.cache is not None and not self.static_cache  # GenerationConfig checks
+        assert tokens.shape[1] <= self.room(), "appended tokens must not make the window slide"
+        positions = self._append(tokens)
+        return self._logits(tokens, self._window_mask(), positions, self.cache, keep)
+
+    def rewind(self, count: int) -> None:
+        """Forget every row's last `count` tokens, in the buffer and in the KV cache."""
+        if not count:
+            return
+        self.length -= count
+        self.mask[:, self.length : self.length + count] = 0
+        self.next_position = self.next_position - count
+        assert self.cache is not None and self.cache.lengths is not None
+        self.cache.crop(self.cache.lengths - count)
 
     def _slide(self) -> bool:
         """Drop the oldest quarter of a full window; True if the rest must be encoded again
