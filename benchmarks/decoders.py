@@ -45,6 +45,8 @@ class Ours:
 
     prepare: Callable[[nn.Module], nn.Module] | None = None
     options: dict[str, bool | int] = field(default_factory=dict)
+    # a draft model for speculative decoding, made from a second copy of the weights
+    draft: Callable[[nn.Module], nn.Module] | None = None
 
     def model(self, weights: Weights) -> nn.Module:
         model, _ = tformer.load(weights.float32)
@@ -52,11 +54,12 @@ class Ours:
 
     def __call__(self, weights: Weights, prompts: list[list[int]], max_new_tokens: int) -> Decode:
         model = self.model(weights)
+        draft = self.draft(tformer.load(weights.float32)[0]).eval() if self.draft else None
         ids, mask = left_pad(prompts, pad_id=0)
 
         def decode(n: int) -> Tensor:
             options = {"max_new_tokens": n, "eos_token_id": [], **self.options}
-            return generate(model, ids, mask, **options)  # type: ignore[arg-type]
+            return generate(model, ids, mask, draft_model=draft, **options)  # type: ignore[arg-type]
 
         return decode
 
@@ -128,4 +131,9 @@ PROMPT_LOOKUP = (
         extra="dev",
     ),
 )
-BY_NAME = {g.name: g for g in (*GENERATORS, NO_CACHE, *PROMPT_LOOKUP)}
+# Speculation with the model's own int4 copy as the draft: float32's output, int4's passes.
+DRAFT_TOKENS = 4
+INT4_DRAFT = Generator(
+    "tformer-int4-draft", Ours(options={"draft_tokens": DRAFT_TOKENS}, draft=quantize_int4)
+)
+BY_NAME = {g.name: g for g in (*GENERATORS, NO_CACHE, *PROMPT_LOOKUP, INT4_DRAFT)}

@@ -24,7 +24,9 @@ import torch
 import tformer
 from benchmarks.decoders import (
     BY_NAME,
+    DRAFT_TOKENS,
     GENERATORS,
+    INT4_DRAFT,
     LOOKUP_TOKENS,
     NO_CACHE,
     PROMPT_LOOKUP,
@@ -216,6 +218,18 @@ def generation_cases(quick: bool, device: torch.device) -> list[Case]:
             ours=("tformer", "tformer-prompt-lookup"),
             notes=f"prompt lookup (up to {LOOKUP_TOKENS} tokens per pass; exact for greedy) vs "
             "plain greedy, on a chat request to repeat a passage: the output copies the input",
+        )
+    )
+    cases.append(
+        generation_case(
+            "generation-draft-b1",
+            [BY_NAME["tformer"], BY_NAME["tformer-int4"], INT4_DRAFT],
+            batch=1,
+            new_tokens=n,
+            inputs=functools.partial(smollm2_inputs, 1),
+            ours=("tformer", "tformer-int4", "tformer-int4-draft"),
+            notes=f"float32 decoding checked against its own int4 copy as a draft model "
+            f"({DRAFT_TOKENS} tokens per pass; exact for greedy: float32's tokens)",
         )
     )
     return cases
