@@ -1,7 +1,9 @@
 """GGUF import on small files written here the way llama.cpp writes them: q/k rows permuted for
-its rotary layout, tensors quantised Q4_0/Q4_1/Q8_0/F16. The reference is a `transformers`
-Llama holding the same quantise->dequantise round trip of the original (unpermuted) weights,
-so tformer's un-permutation and name map are checked against weights it never saw."""
+its rotary layout, tensors of every type tformer reads (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0,
+Q5_1 quantised by `gguf`; Q2_K ... Q6_K as random valid blocks, which `gguf` cannot make
+by quantising). The reference is a `transformers` Llama holding the weights the file stores
+as `gguf.quants.dequantize` reads them, so tformer's reading, un-permutation and name map are
+checked against weights it never saw."""
 
 from __future__ import annotations
 
@@ -40,12 +42,15 @@ NAMES = {  # Hugging Face -> llama.cpp, as its converter names them
 }
 
 
-def _llama(vocab_size: int = 64) -> torch.nn.Module:
-    config = transformers.LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, intermediate_size=96, max_position_embeddings=128,
-        rope_theta=10000.0, rms_norm_eps=1e-5, bos_token_id=27, eos_token_id=28,
-    )  # fmt: skip
+def _llama(**settings: int) -> torch.nn.Module:
+    """A random Llama (GQA 4/2) with every parameter perturbed, so a swapped or dropped
+    tensor changes the logits; `settings` override the tiny default shape."""
+    config = transformers.LlamaConfig(**{
+        "vocab_size": 64, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 96, "max_position_embeddings": 128,
+        "rope_theta": 10000.0, "rms_norm_eps": 1e-5, "bos_token_id": 27, "eos_token_id": 28,
+        **settings,
+    })  # fmt: skip
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config).eval()
     with torch.no_grad():
@@ -61,14 +66,6 @@ def _llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
         .swapaxes(1, 2)
         .reshape(w.shape)
     )
-
-
-def _round_trip(w: np.ndarray, kind: Q) -> np.ndarray:
-    if kind == Q.F32:
-        return w
-    if kind == Q.F16:
-        return w.astype(np.float16).astype(np.float32)
-    return gguf.quants.dequantize(gguf.quants.quantize(w, kind), kind)
 
 
 def _split(hf_name: str) -> tuple[str | None, str]:
@@ -88,13 +85,49 @@ def _byte_level_vocabulary(writer: gguf.GGUFWriter) -> None:
     writer.add_chat_template(TEMPLATE)
 
 
+TYPES = (Q.F32, Q.F16, Q.BF16, Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1,
+         Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K)  # fmt: skip
+# K-quant blocks `gguf.quants` cannot make by quantising: random bytes, but small finite
+# float16 scales at their byte offsets (sized so the weights come out about 0.1).
+K_QUANT_SCALES = {Q.Q2_K: (slice(-4, None), 2e-3), Q.Q3_K: (slice(-2, None), 8e-4),
+                  Q.Q4_K: (slice(0, 4), 1e-4), Q.Q5_K: (slice(0, 4), 5e-5),
+                  Q.Q6_K: (slice(-2, None), 3e-5)}  # fmt: skip
+
+
+def _stored(w: np.ndarray, kind: Q, rng: np.random.Generator) -> np.ndarray:
+    """`w` as the bytes (or floats) of a GGUF tensor of `kind`, (rows, per-row data)."""
+    if kind == Q.F32:
+        return w
+    if kind == Q.F16:
+        return w.astype(np.float16)
+    if kind not in K_QUANT_SCALES:
+        return gguf.quants.quantize(w, kind)
+    block, size = gguf.GGML_QUANT_SIZES[kind]
+    data = rng.integers(0, 256, (w.shape[0], w.shape[1] // block, size), dtype=np.uint8)
+    where, scale = K_QUANT_SCALES[kind]
+    n_scales = data[..., where].shape[-1] // 2
+    scales = rng.uniform(scale / 2, scale, (*data.shape[:2], n_scales)).astype(np.float16)
+    data[..., where] = scales.view(np.uint8)
+    return data.reshape(w.shape[0], -1)
+
+
+def _dequantised(stored: np.ndarray, kind: Q) -> np.ndarray:
+    return (
+        stored.astype(np.float32)
+        if kind in (Q.F32, Q.F16)
+        else gguf.quants.dequantize(stored, kind)
+    )
+
+
 def _write_gguf(
     path: Path,
     model: torch.nn.Module,
     arch: str = "llama",
-    override: Q | None = None,
+    kind_of: Callable[[str, np.ndarray], Q] = lambda rest, _: NAMES[rest][1],
     vocabulary: Callable[[gguf.GGUFWriter], None] = _byte_level_vocabulary,
-) -> None:
+) -> dict[str, torch.Tensor]:
+    """Write `model` as llama.cpp would, each tensor of type `kind_of(name in the block,
+    weight)`; returns the weights the file holds (dequantised by `gguf`, in HF's order)."""
     c = model.config
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_block_count(c.num_hidden_layers)
@@ -103,6 +136,8 @@ def _write_gguf(
     writer.add_feed_forward_length(c.intermediate_size)
     writer.add_head_count(c.num_attention_heads)
     writer.add_head_count_kv(c.num_key_value_heads)
+    writer.add_key_length(c.head_dim)
+    writer.add_value_length(c.head_dim)
     writer.add_rope_freq_base(10000.0)
     writer.add_layer_norm_rms_eps(c.rms_norm_eps)
     vocabulary(writer)
@@ -110,51 +145,99 @@ def _write_gguf(
         "self_attn.q_proj.weight": c.num_attention_heads,
         "self_attn.k_proj.weight": c.num_key_value_heads,
     }
+    rng = np.random.default_rng(0)
+    held = {}
     for hf_name, tensor in model.state_dict().items():
         layer, rest = _split(hf_name)
-        name, kind = NAMES[rest]
-        kind = override if override is not None and rest == "self_attn.v_proj.weight" else kind
-        data = tensor.numpy()
-        if rest in heads:
-            data = _llama_cpp_permute(data, heads[rest])
+        name = NAMES[rest][0]
         name = f"blk.{layer}.{name}" if layer is not None else name
-        if kind == Q.F32:
-            writer.add_tensor(name, data)
-        elif kind == Q.F16:
-            writer.add_tensor(name, data.astype(np.float16))
-        elif kind in (Q.Q4_0, Q.Q4_1, Q.Q8_0):
-            writer.add_tensor(name, gguf.quants.quantize(data, kind), raw_dtype=kind)
+        kind = kind_of(rest, tensor.numpy())
+        if kind in TYPES:
+            data = _stored(tensor.numpy(), kind, rng)
+            held[hf_name] = torch.from_numpy(_dequantised(data, kind).reshape(tensor.shape))
         else:  # a type tformer cannot read: only its byte size has to be right
-            nbytes = gguf.quants.quant_shape_to_byte_shape(data.shape, kind)
-            writer.add_tensor(name, np.zeros(nbytes, dtype=np.uint8), raw_dtype=kind)
+            nbytes = gguf.quants.quant_shape_to_byte_shape(tensor.shape, kind)
+            data = np.zeros(nbytes, dtype=np.uint8)
+        if rest in heads:  # rows move whole: permuting the bytes permutes the weights
+            data = _llama_cpp_permute(data, heads[rest])
+        if kind in (Q.F32, Q.F16):
+            writer.add_tensor(name, data)
+        else:
+            writer.add_tensor(name, data, raw_dtype=kind)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+    return held
 
 
-def _reference(model: torch.nn.Module) -> torch.nn.Module:
-    """The same Llama with every weight replaced by its quantise -> dequantise round trip."""
-    with torch.no_grad():
-        for hf_name, tensor in model.state_dict().items():
-            kind = NAMES[_split(hf_name)[1]][1]
-            tensor.copy_(torch.from_numpy(_round_trip(tensor.numpy(), kind)))
+def _reference(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """The same Llama holding `weights`, the ones the GGUF file stores."""
+    model.load_state_dict(weights)
     return model
+
+
+def _logits(
+    model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor, hf: bool
+) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask) if hf else model(ids, attention_mask=mask)
+    return out.logits[mask.bool()]
+
+
+def _batch(vocab_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.randint(0, vocab_size, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    return ids, mask
 
 
 def test_quantised_gguf_matches_transformers_with_dequantised_weights(tmp_path: Path) -> None:
     model = _llama()
-    _write_gguf(tmp_path / "tiny.gguf", model)
+    held = _write_gguf(tmp_path / "tiny.gguf", model)
     ours, _ = tformer.load(tmp_path / "tiny.gguf")
-    reference = _reference(model)
-    ids = torch.randint(0, 64, (2, 12))
-    mask = torch.ones_like(ids)
-    mask[1, 8:] = 0
-    with torch.no_grad():
-        a = ours(ids, attention_mask=mask).logits[mask.bool()]
-        b = reference(input_ids=ids, attention_mask=mask).logits[mask.bool()]
+    ids, mask = _batch()
+    a, b = _logits(ours, ids, mask, hf=False), _logits(_reference(model, held), ids, mask, hf=True)
     assert b.std() > 0.1
     assert (a - b).abs().max().item() <= 1e-4
+
+
+def _k_quant_llama() -> torch.nn.Module:
+    """Rows of 256 and 512 features (whole K-quant blocks); o_proj's 128 do not fill one."""
+    return _llama(hidden_size=256, intermediate_size=512, head_dim=32, num_attention_heads=4)
+
+
+# Bounds on |logits - original model's logits| / |original logits| (Frobenius): what a type's
+# rounding costs this random model (measured 0, 1.0e-3, 8e-3, 2.5e-2, 0.24, 0.20, 0.41, 0.37;
+# Q8_0's weights themselves are within 0.6%). K-quant files hold random blocks, not a
+# quantised model, so they are checked only against their own dequantised weights.
+ROUNDING = {Q.F32: 0.0, Q.F16: 5e-3, Q.BF16: 2e-2, Q.Q8_0: 5e-2, Q.Q5_0: 0.5, Q.Q5_1: 0.5,
+            Q.Q4_0: 0.8, Q.Q4_1: 0.8}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", TYPES, ids=lambda kind: kind.name)
+def test_every_tensor_type_loads_as_transformers_with_the_dequantised_weights(
+    tmp_path: Path, kind: Q
+) -> None:
+    """Every matrix in `kind` (F16 where a row does not fill whole blocks, as llama.cpp's
+    converter falls back), norms F32; the reference is gguf's own dequantisation."""
+    model = _k_quant_llama()
+    original = {n: t.clone() for n, t in model.state_dict().items()}
+    block = gguf.GGML_QUANT_SIZES[kind][0]
+
+    def kind_of(rest: str, w: np.ndarray) -> Q:
+        return Q.F32 if w.ndim == 1 else kind if w.shape[1] % block == 0 else Q.F16
+
+    held = _write_gguf(tmp_path / f"{kind.name}.gguf", model, kind_of=kind_of)
+    ours, _ = tformer.load(tmp_path / f"{kind.name}.gguf")
+    ids, mask = _batch()
+    a = _logits(ours, ids, mask, hf=False)
+    b = _logits(_reference(model, held), ids, mask, hf=True)
+    assert b.std() > 0.1
+    assert (a - b).abs().max().item() <= 1e-5
+    if kind in ROUNDING:
+        exact = _logits(_reference(model, original), ids, mask, hf=True)
+        assert ((a - exact).norm() / exact.norm()).item() <= ROUNDING[kind]
 
 
 def test_gguf_tokenizer_has_vocabulary_specials_and_chat_template(tmp_path: Path) -> None:
@@ -169,7 +252,10 @@ def test_gguf_tokenizer_has_vocabulary_specials_and_chat_template(tmp_path: Path
 
 
 def test_unsupported_quantisation_names_tensor_and_type(tmp_path: Path) -> None:
-    _write_gguf(tmp_path / "q81.gguf", _llama(), override=Q.Q8_1)
+    def kind_of(rest: str, w: np.ndarray) -> Q:
+        return Q.Q8_1 if rest == "self_attn.v_proj.weight" else NAMES[rest][1]
+
+    _write_gguf(tmp_path / "q81.gguf", _llama(), kind_of=kind_of)
     with pytest.raises(
         CheckpointError, match=r"'blk\.0\.attn_v\.weight' \(shape \(32, 64\)\) is stored as Q8_1"
     ):
@@ -200,7 +286,9 @@ def _sentencepiece_vocabulary(writer: gguf.GGUFWriter) -> None:
 
 def test_sentencepiece_gguf_tokenizer_matches_transformers(tmp_path: Path) -> None:
     _write_gguf(
-        tmp_path / "spm.gguf", _llama(len(SPM_TOKENS)), vocabulary=_sentencepiece_vocabulary
+        tmp_path / "spm.gguf",
+        _llama(vocab_size=len(SPM_TOKENS)),
+        vocabulary=_sentencepiece_vocabulary,
     )
     _, tokenizer = tformer.load(tmp_path / "spm.gguf")
     reference = transformers.AutoTokenizer.from_pretrained(tmp_path, gguf_file="spm.gguf")
