@@ -40,6 +40,7 @@ VARIANTS = {  # name -> ModelConfig changes; the GGUF architecture each becomes
     "llama": {},
     "llama-tied": {"tie_embeddings": True},
     "llama-linear-rope": {"rope_scaling": "linear", "rope_factor": 2.0},
+    "llama3-rope": {"rope_scaling": "llama3", "rope_factor": 8.0, "rope_original_max_seq_len": 256},
     "llama-biases": {"bias": True},  # all attention and MLP projections
     "llama-attention-bias": {"attention_bias": True},
     "qwen2": {"qkv_bias": True},
@@ -215,9 +216,11 @@ def test_unsupported_models_types_and_tokenizers_are_named(tmp_path: Path, bpe: 
         save_gguf(gpt2, tmp_path / "a.gguf", bpe)
     with pytest.raises(InputError, match="type 'q5_k' is not supported; supported: f32, f16"):
         save_gguf(tiny_model(), tmp_path / "a.gguf", bpe, file_type="q5_k")
-    llama3 = tiny_model(rope_scaling="llama3", rope_factor=8.0, rope_original_max_seq_len=64)
-    with pytest.raises(InputError, match="rope scaling 'llama3' is not supported"):
-        save_gguf(llama3, tmp_path / "a.gguf", bpe)
+    qwen2_llama3 = tiny_model(
+        qkv_bias=True, rope_scaling="llama3", rope_factor=8.0, rope_original_max_seq_len=64
+    )  # llama.cpp reads Llama 3's rope_freqs tensor for "llama" only
+    with pytest.raises(InputError, match=r"rope scaling 'llama3' for llama\.cpp's 'qwen2' is not"):
+        save_gguf(qwen2_llama3, tmp_path / "a.gguf", bpe)
     qwen3_bias = tiny_model(qk_norm=True, attention_bias=True)
     with pytest.raises(InputError, match="'qwen3' models have no bias on attn_q"):
         save_gguf(qwen3_bias, tmp_path / "a.gguf", bpe)

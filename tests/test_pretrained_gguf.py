@@ -7,6 +7,7 @@ checked against weights it never saw."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -66,6 +67,26 @@ def _llama_cpp_permute(w: np.ndarray, n_heads: int) -> np.ndarray:
         .swapaxes(1, 2)
         .reshape(w.shape)
     )
+
+
+def _llama_cpp_rope_freqs(c: transformers.LlamaConfig) -> np.ndarray:
+    """The divisors llama.cpp's converter (`LlamaModel.generate_extra_tensors`) writes for a
+    llama3 rope table, computed its way."""
+    rope = c.rope_parameters
+    factor, low, high = rope["factor"], rope["low_freq_factor"], rope["high_freq_factor"]
+    old_context = rope["original_max_position_embeddings"]
+    freqs = 1.0 / rope["rope_theta"] ** (np.arange(0, c.head_dim, 2, dtype=np.float32) / c.head_dim)
+    divisors = []
+    for freq in freqs:
+        wavelength = 2 * math.pi / freq
+        if wavelength < old_context / high:
+            divisors.append(1)
+        elif wavelength > old_context / low:
+            divisors.append(factor)
+        else:
+            smooth = (old_context / wavelength - low) / (high - low)
+            divisors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(divisors, dtype=np.float32)
 
 
 def _split(hf_name: str) -> tuple[str | None, str]:
@@ -138,9 +159,11 @@ def _write_gguf(
     writer.add_head_count_kv(c.num_key_value_heads)
     writer.add_key_length(c.head_dim)
     writer.add_value_length(c.head_dim)
-    writer.add_rope_freq_base(10000.0)
+    writer.add_rope_freq_base(c.rope_parameters["rope_theta"])
     writer.add_layer_norm_rms_eps(c.rms_norm_eps)
     vocabulary(writer)
+    if c.rope_parameters["rope_type"] == "llama3":
+        writer.add_tensor("rope_freqs.weight", _llama_cpp_rope_freqs(c))
     heads = {
         "self_attn.q_proj.weight": c.num_attention_heads,
         "self_attn.k_proj.weight": c.num_key_value_heads,
@@ -238,6 +261,52 @@ def test_every_tensor_type_loads_as_transformers_with_the_dequantised_weights(
     if kind in ROUNDING:
         exact = _logits(_reference(model, original), ids, mask, hf=True)
         assert ((a - exact).norm() / exact.norm()).item() <= ROUNDING[kind]
+
+
+# name -> (head_dim, rope table): Llama 3.2's (3 frequencies in the blended band), with one
+# frequency there, and a table whose low_freq_factor is not 1 (2 frequencies there).
+LLAMA3_ROPES = {
+    "llama-3.2": (64, {"rope_theta": 500000.0, "factor": 32.0, "original_max_position_embeddings": 8192}),
+    "one-band": (32, {"rope_theta": 500000.0, "factor": 8.0, "original_max_position_embeddings": 8192}),
+    "short": (16, {"rope_theta": 10000.0, "factor": 4.0, "low_freq_factor": 2.0,
+                   "high_freq_factor": 10.0, "original_max_position_embeddings": 130}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("rope", LLAMA3_ROPES)
+def test_llama3_rope_freqs_tensor_gives_transformers_llama3_rope_scaling(
+    tmp_path: Path, rope: str
+) -> None:
+    """llama.cpp stores Llama 3's rope scaling only as the `rope_freqs` tensor."""
+    head_dim, table = LLAMA3_ROPES[rope]
+    table = {"rope_type": "llama3", "low_freq_factor": 1.0, "high_freq_factor": 4.0, **table}
+    model = _llama(head_dim=head_dim, rope_parameters=table, max_position_embeddings=16384)
+    held = _write_gguf(tmp_path / "llama3.gguf", model, kind_of=lambda rest, _: Q.F32)
+    ours, _ = tformer.load(tmp_path / "llama3.gguf")
+    # the same divisors as the table with low_freq_factor 1 (the one import returns)
+    low = table["low_freq_factor"]
+    assert (ours.config.rope_scaling, ours.config.rope_factor) == ("llama3", table["factor"])
+    assert ours.config.rope_original_max_seq_len == table["original_max_position_embeddings"] / low
+    assert ours.config.rope_high_freq_factor == pytest.approx(table["high_freq_factor"] / low)
+    ids, mask = _batch()
+    a, b = _logits(ours, ids, mask, hf=False), _logits(_reference(model, held), ids, mask, hf=True)
+    assert (a - b).abs().max().item() <= 1e-5
+    if rope == "short":  # its scaling changes the first positions' logits (proves it applied)
+        unscaled = _llama(head_dim=head_dim, rope_parameters={"rope_theta": 10000.0})
+        assert (a - _logits(_reference(unscaled, held), ids, mask, hf=True)).abs().max() > 1e-2
+
+
+def test_rope_freqs_that_no_llama3_scaling_gives_are_refused(tmp_path: Path) -> None:
+    _, table = LLAMA3_ROPES["short"]
+    table = {"rope_type": "llama3", **table}
+    path = tmp_path / "odd.gguf"
+    _write_gguf(path, _llama(head_dim=16, rope_parameters=table), kind_of=lambda rest, _: Q.F32)
+    reader = gguf.GGUFReader(str(path), "r+")
+    divisors = next(t for t in reader.tensors if t.name == "rope_freqs.weight").data
+    divisors[:] = np.where(np.arange(len(divisors)) % 2, 1.0, 3.0)  # not monotone: no llama3
+    divisors.flush()
+    with pytest.raises(CheckpointError, match=r"rope_freqs\.weight holds frequency divisors"):
+        tformer.load(path)
 
 
 def test_gguf_tokenizer_has_vocabulary_specials_and_chat_template(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ The model goes the same way as a Hugging Face export -- `family_for_config` pick
 and refuses a model whose settings config.json cannot express, `hf_tensors` names its weights
 -- and `gguf_layout.py` then maps config.json keys and tensor names onto llama.cpp's, the same
 table the importer reads with, so export followed by `tformer.load` is the identity (up to the
-chosen quantisation). Writing and quantising is the `gguf` package's `GGUFWriter` and
+chosen quantisation); Llama 3's rope scaling becomes llama.cpp's `rope_freqs` tensor
+(`gguf_rope.py`). Writing and quantising is the `gguf` package's `GGUFWriter` and
 `gguf.quants.quantize`.
 """
 
@@ -38,6 +39,7 @@ from tformer.pretrained.gguf_layout import (
     permute_rope,
     rope_heads,
 )
+from tformer.pretrained.gguf_rope import ROPE_FREQS, rope_freqs
 from tformer.pretrained.tokenizers import GGUFVocabulary, gguf_vocabulary
 from tformer.tokenizer import Tokenizer
 
@@ -98,10 +100,11 @@ def _exportable(model: TformerModel) -> tuple[Architecture, dict[str, Any], Name
             f"model is a {family.model_types[0]} model"
         )
     scaling = model.config.rope_scaling
-    if scaling is not None and scaling not in GGUF_ROPE_SCALINGS:
+    supported = (*GGUF_ROPE_SCALINGS, "llama3") if arch.rope_freqs else GGUF_ROPE_SCALINGS
+    if scaling is not None and scaling not in supported:
         raise InputError(
-            f"GGUF export of rope scaling {scaling!r} is not supported; supported: "
-            f"{', '.join(GGUF_ROPE_SCALINGS)} (or none)"
+            f"GGUF export of rope scaling {scaling!r} for llama.cpp's {arch.name!r} is not "
+            f"supported; supported: {', '.join(supported)} (or none)"
         )
     hf_config = hf_config_from_model(model.config, family, hf_architecture)
     tensors = hf_tensors(model, family, family.base_prefix)
@@ -129,6 +132,8 @@ def _write(
         _write_vocabulary(writer, vocabulary)
         for hf_name, tensor_name, tensor in tensors:
             _add_tensor(writer, arch, hf_config, hf_name, tensor_name, tensor, file_type)
+        if (hf_config.get("rope_scaling") or {}).get("rope_type") == "llama3":
+            writer.add_tensor(ROPE_FREQS, rope_freqs(hf_config).numpy())
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -146,7 +151,7 @@ def _write_config(writer: Any, arch: Architecture, hf_config: dict[str, Any]) ->
             writer.add_uint32(f"{arch.name}.{key}", int(value))
     writer.add_uint32(f"{arch.name}.{ROPE_DIMENSIONS}", int(hf_config["head_dim"]))
     scaling = hf_config.get("rope_scaling")
-    if scaling is not None:
+    if scaling is not None and scaling["rope_type"] in GGUF_ROPE_SCALINGS:
         writer.add_string(f"{arch.name}.{ROPE_SCALING_TYPE}", scaling["rope_type"])
         writer.add_float32(f"{arch.name}.{ROPE_SCALING_FACTOR}", float(scaling["factor"]))
 

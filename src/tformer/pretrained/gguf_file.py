@@ -37,6 +37,7 @@ from tformer.pretrained.gguf_layout import (
     rope_heads,
     unpermute_rope,
 )
+from tformer.pretrained.gguf_rope import ROPE_FREQS, llama3_from_rope_freqs
 from tformer.pretrained.hf import model_from_hf
 from tformer.pretrained.tokenizers import GGUFVocabulary, tokenizer_from_gguf
 from tformer.tokenizer import Tokenizer
@@ -101,9 +102,12 @@ def _architecture(meta: dict[str, Any], source: str) -> Architecture:
     return arch
 
 
-def _hf_config(meta: dict[str, Any], tensor_names: set[str], source: str) -> dict[str, Any]:
+def _hf_config(
+    meta: dict[str, Any], tensor_names: set[str], rope_divisors: Tensor | None, source: str
+) -> dict[str, Any]:
     """config.json for the file; what GGUF says only by a tensor's presence (an output
-    matrix, Llama's optional attention and MLP biases) is read from `tensor_names`."""
+    matrix, Llama's optional attention and MLP biases) is read from `tensor_names`, Llama 3's
+    rope scaling from the `rope_freqs` tensor's values (`rope_divisors`)."""
     arch = _architecture(meta, source)
     name = arch.name
     hf = {v: meta[f"{name}.{k}"] for k, v in CONFIG_KEYS.items() if f"{name}.{k}" in meta}
@@ -119,6 +123,14 @@ def _hf_config(meta: dict[str, Any], tensor_names: set[str], source: str) -> dic
             f"{source}: rope scaling {scaling!r} is not supported; supported: "
             f"{', '.join(GGUF_ROPE_SCALINGS)}"
         )
+    llama3 = None if rope_divisors is None else llama3_from_rope_freqs(rope_divisors, hf, source)
+    if llama3 is not None:
+        if "rope_scaling" in hf:
+            raise CheckpointError(
+                f"{source}: both {scaling!r} rope scaling and a Llama 3 {ROPE_FREQS} tensor; "
+                "tformer applies one scaling"
+            )
+        hf["rope_scaling"] = llama3
     for role, key in TOKEN_ROLES.items():
         if role != "unk" and f"tokenizer.ggml.{key}" in meta:
             hf[f"{role}_token_id"] = meta[f"tokenizer.ggml.{key}"]
@@ -184,9 +196,12 @@ def load_gguf(
     source = str(path)
     reader = _read(Path(path))
     meta = _metadata(reader)
-    hf_config = _hf_config(meta, {t.name for t in reader.tensors}, source)
-    permuted = _architecture(meta, source).interleaved_rope
-    tensors = _hf_tensors(reader.tensors, hf_config, permuted, source)
+    arch = _architecture(meta, source)
+    rope = next((t for t in reader.tensors if arch.rope_freqs and t.name == ROPE_FREQS), None)
+    weights = [t for t in reader.tensors if t is not rope]
+    divisors = None if rope is None else _dequantise(rope, source)
+    hf_config = _hf_config(meta, {t.name for t in weights}, divisors, source)
+    tensors = _hf_tensors(weights, hf_config, arch.interleaved_rope, source)
     return model_from_hf(hf_config, tensors, source, dtype), _tokenizer(meta, source)
 
 

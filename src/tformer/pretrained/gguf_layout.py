@@ -26,12 +26,18 @@ class Architecture:
     # architecture ("llama"); Qwen2/Qwen3 run rotate-half rotary ("neox") and keep HF's order.
     interleaved_rope: bool
     biases: tuple[str, ...]  # the projections llama.cpp's loader reads a bias for
+    # llama.cpp's loader reads Llama 3's rope scaling as a `rope_freqs` tensor (gguf_rope.py)
+    rope_freqs: bool = False
 
 
 _ATTENTION = ("attn_q", "attn_k", "attn_v")
 ARCHITECTURES = (
     Architecture(
-        "llama", "llama", True, (*_ATTENTION, "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+        "llama",
+        "llama",
+        True,
+        (*_ATTENTION, "attn_output", "ffn_gate", "ffn_up", "ffn_down"),
+        rope_freqs=True,
     ),
     Architecture("qwen2", "qwen2", False, _ATTENTION),
     Architecture("qwen3", "qwen3", False, ()),
@@ -63,7 +69,7 @@ CONFIG_KEYS = {  # "<architecture>.<key>" -> config.json key
 FLOAT_KEYS = ("rope.freq_base", "attention.layer_norm_rms_epsilon")  # the rest are uint32
 ROPE_DIMENSIONS = "rope.dimension_count"  # rotated features per head; tformer rotates all
 ROPE_SCALING_TYPE, ROPE_SCALING_FACTOR = "rope.scaling.type", "rope.scaling.factor"
-GGUF_ROPE_SCALINGS = ("linear",)  # "llama3" needs a rope_freqs tensor: neither read nor written
+GGUF_ROPE_SCALINGS = ("linear",)  # the ones written as rope.scaling.* keys ("llama3": a tensor)
 
 TOKEN_ROLES = {  # special-token role -> tokenizer.ggml.<key>
     "bos": "bos_token_id",
