@@ -26,6 +26,9 @@ else:  # pragma: no cover - exercised only on Python 3.10
 
 ARCHS = ("decoder", "encoder", "encoder-decoder")
 POSITIONALS = ("sinusoidal", "learned", "rotary", "none")
+# where a sinusoidal table puts sin and cos: alternating (the paper's PE(pos, 2i), PE(pos, 2i+1))
+# or sin in the first half, cos in the second (Marian, fairseq, tensor2tensor)
+SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("post", "pre")
 # gated: "swiglu" (Llama), "geglu" (exact GELU), "geglu_tanh" (tanh GELU: Gemma, T5 v1.1)
@@ -96,6 +99,7 @@ class ModelConfig:
     d_ff: int = 2048
     max_seq_len: int = 512
     positional: str = "sinusoidal"
+    sinusoidal_layout: str = "interleaved"  # see SINUSOIDAL_LAYOUTS; only for "sinusoidal"
     # Rows of the learned position table before position 0's (fairseq/RoBERTa: pad_id + 1,
     # row pad_id being the padding tokens'); the table has max_seq_len + position_offset rows.
     position_offset: int = 0
@@ -168,6 +172,12 @@ class ModelConfig:
         check_field_types(self)
         _choice("arch", self.arch, ARCHS)
         _choice("positional", self.positional, POSITIONALS)
+        _choice("sinusoidal_layout", self.sinusoidal_layout, SINUSOIDAL_LAYOUTS)
+        if self.sinusoidal_layout != "interleaved" and self.positional != "sinusoidal":
+            raise ConfigError(
+                f"sinusoidal_layout={self.sinusoidal_layout!r} needs positional='sinusoidal', "
+                f"got positional={self.positional!r}"
+            )
         _choice("norm", self.norm, NORMS)
         _choice("norm_position", self.norm_position, NORM_POSITIONS)
         _choice("activation", self.activation, ACTIVATIONS)

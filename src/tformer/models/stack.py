@@ -57,6 +57,7 @@ class Embeddings(nn.Module):
             theta=config.rope_theta,
             scaling=_rope_scaling(config),
             offset=config.position_offset,
+            layout=config.sinusoidal_layout,
         )
         self.norm = (
             make_norm(config.norm, config.d_model, config.norm_eps)

@@ -31,27 +31,35 @@ class PositionalEncoding(nn.Module):
         return None
 
 
-def sinusoidal_table(max_seq_len: int, d_model: int) -> Tensor:
+def sinusoidal_table(max_seq_len: int, d_model: int, layout: str = "interleaved") -> Tensor:
     """The paper's encodings (section 3.5), (max_seq_len, d_model):
 
     PE(pos, 2i) = sin(pos / 10000^(2i/d_model)),  PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
+
+    `layout` "halves" keeps the same values but puts every sin before every cos (the
+    ceil(d_model/2) sines, then the cosines), as Marian and fairseq store them.
     """
     position = torch.arange(max_seq_len, dtype=torch.float64).unsqueeze(1)
     inv_freq = torch.exp(
         torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model)
     )
+    sin = torch.sin(position * inv_freq)  # (max_seq_len, ceil(d_model/2))
+    cos = torch.cos(position * inv_freq[: d_model // 2])  # (max_seq_len, floor(d_model/2))
+    if layout == "halves":
+        return torch.cat((sin, cos), dim=1).float()
     table = torch.zeros(max_seq_len, d_model, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(position * inv_freq)
-    table[:, 1::2] = torch.cos(position * inv_freq[: d_model // 2])
+    table[:, 0::2] = sin
+    table[:, 1::2] = cos
     return table.float()
 
 
 class SinusoidalPositions(PositionalEncoding):
     """Fixed sinusoids; not trained, so stored as a non-persistent buffer."""
 
-    def __init__(self, max_seq_len: int, d_model: int) -> None:
+    def __init__(self, max_seq_len: int, d_model: int, layout: str = "interleaved") -> None:
         super().__init__()
-        self.register_buffer("table", sinusoidal_table(max_seq_len, d_model), persistent=False)
+        table = sinusoidal_table(max_seq_len, d_model, layout)
+        self.register_buffer("table", table, persistent=False)
 
     def add(self, x: Tensor, position_ids: Tensor) -> Tensor:
         return x + self.table[position_ids].to(x.dtype)
@@ -165,10 +173,12 @@ def make_positional(
     theta: float,
     scaling: RopeScaling | None = None,
     offset: int = 0,
+    layout: str = "interleaved",
 ) -> PositionalEncoding:
-    """The encoding named by `ModelConfig.positional` (`offset`: learned rows before 0's)."""
+    """The encoding named by `ModelConfig.positional` (`offset`: learned rows before 0's,
+    `layout`: where a sinusoidal table puts sin and cos)."""
     if kind == "sinusoidal":
-        return SinusoidalPositions(max_seq_len, d_model)
+        return SinusoidalPositions(max_seq_len, d_model, layout)
     if kind == "learned":
         return LearnedPositions(max_seq_len, d_model, offset)
     if kind == "rotary":
