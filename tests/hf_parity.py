@@ -11,17 +11,19 @@ TOL = 1e-5
 
 
 def randomise(model: torch.nn.Module) -> torch.nn.Module:
-    """Perturb every parameter (norms and biases too), so a swapped or dropped tensor shows."""
+    """Perturb every trained parameter (norms and biases too), so a swapped or dropped tensor
+    shows; frozen ones (Marian's sinusoid tables) are fixed functions, left as they are."""
     torch.manual_seed(1)
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)
     return model.eval()
 
 
 def run_hf(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> dict:
     with torch.no_grad():
-        if model.config.model_type == "bart":
+        if model.config.is_encoder_decoder:
             out = model(input_ids=ids, attention_mask=mask, decoder_input_ids=ids[:, :6],
                         decoder_attention_mask=mask[:, :6], output_hidden_states=True)  # fmt: skip
             return {"logits": out.logits, "hidden": out.encoder_last_hidden_state}

@@ -1,9 +1,9 @@
 """Greedy and beam search token-identical to `transformers` generate() on the same weights.
 
 Random-initialised GPT-2, Llama (grouped-query attention; one with Llama 3's rope scaling,
-decoding past its original context), Qwen2 (q/k/v biases), Qwen3 (q/k norm) and BART models are saved with
+decoding past its original context), Qwen2 (q/k/v biases), Qwen3 (q/k norm), BART and Marian models are saved with
 `save_pretrained` and opened with `tformer.load`; both libraries then decode the same batch.
-Decoder prompts are left-padded, BART sources right-padded, so padding is covered too.
+Decoder prompts are left-padded, BART and Marian sources right-padded, so padding is covered too.
 """
 
 from __future__ import annotations
@@ -80,6 +80,18 @@ def _bart() -> torch.nn.Module:
     return transformers.BartForConditionalGeneration(config)
 
 
+def _marian() -> torch.nn.Module:
+    """opus-mt's layout (eos 0, pad = decoder start = the last id), an odd width."""
+    config = transformers.MarianConfig(
+        vocab_size=VOCAB, d_model=27, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=3, decoder_attention_heads=3, encoder_ffn_dim=40,
+        decoder_ffn_dim=40, max_position_embeddings=48, activation_function="swish",
+        scale_embedding=True, pad_token_id=VOCAB - 1, eos_token_id=0,
+        decoder_start_token_id=VOCAB - 1, forced_eos_token_id=None,
+    )  # fmt: skip
+    return transformers.MarianMTModel(config)  # (its logits bias: test_family_marian.py)
+
+
 MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "gpt2": _gpt2,
     "llama-gqa": _llama,
@@ -87,6 +99,7 @@ MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "qwen2": _qwen2,
     "qwen3": _qwen3,
     "bart": _bart,
+    "marian": _marian,
 }
 ROWS = [[5, 9, 3, 17, 8, 30, 11], [12, 4, 40], [25, 7, 7, 19, 33]]
 
@@ -99,7 +112,8 @@ def pair(
     hf = MODELS[request.param]()
     with torch.no_grad():  # larger weights than the init: peaked, tie-free distributions
         for p in hf.parameters():
-            p.add_(torch.randn_like(p) * 0.3)
+            if p.requires_grad:  # not Marian's fixed sinusoid tables
+                p.add_(torch.randn_like(p) * 0.3)
     hf.eval()
     path = tmp_path_factory.mktemp(request.param)
     hf.save_pretrained(path)

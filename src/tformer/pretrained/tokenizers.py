@@ -25,6 +25,10 @@ from tformer.tokenizer import (
 )
 
 VOCAB_FILE = "vocab.txt"
+# SentencePiece model files transformers' slow tokenizers read (Marian's source/target pair,
+# T5's, XLM-R's, Llama's): tformer reads none of them (sentencepiece is no dependency)
+SENTENCEPIECE_FILES = ("source.spm", "target.spm", "spiece.model", "sentencepiece.bpe.model",
+                       "tokenizer.model")  # fmt: skip
 BERT_SPECIALS = {"unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "mask": "[MASK]"}
 # llama.cpp's token types (tokenizer.ggml.token_type)
 GGUF_NORMAL, GGUF_CONTROL, GGUF_USER_DEFINED, GGUF_UNUSED = 1, 3, 4, 5
@@ -34,11 +38,22 @@ BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
 
 
 def tokenizer_from_hf_directory(directory: Path) -> Tokenizer | None:
-    """tokenizer.json if present, else a WordPiece vocab.txt, else None (no tokenizer)."""
+    """tokenizer.json if present, else a WordPiece vocab.txt, else None (no tokenizer).
+
+    A tokenizer kept only in SentencePiece files is an error rather than None: the model would
+    load, then read text as token ids, far from where the problem is."""
     if (directory / TOKENIZER_FILE).is_file():
         return Tokenizer.load(directory)
     if (directory / VOCAB_FILE).is_file():
         return wordpiece_from_vocab(directory / VOCAB_FILE)
+    spm = [name for name in SENTENCEPIECE_FILES if (directory / name).is_file()]
+    if spm:
+        raise InputError(
+            f"{directory} keeps its tokenizer in SentencePiece files ({', '.join(spm)}), which "
+            f"tformer does not read: add a {TOKENIZER_FILE} over the same token ids (transformers "
+            "writes one with AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR) where it "
+            "has a fast tokenizer for the family; for marian it has none)"
+        )
     return None
 
 
