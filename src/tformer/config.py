@@ -36,7 +36,8 @@ ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "swiglu", "geglu", "geglu_ta
 GATED_ACTIVATIONS = ("swiglu", "geglu", "geglu_tanh")
 POOLINGS = ("cls", "mean")
 LAYER_TYPES = ("full", "sliding")  # a block's attention: every position, or a window
-POOLER_ACTIVATIONS = ("tanh", "relu")  # BERT/RoBERTa pool with tanh, DistilBERT with ReLU
+# BERT/RoBERTa pool with tanh, DistilBERT with ReLU, ModernBERT with GELU
+POOLER_ACTIVATIONS = ("tanh", "relu", "gelu")
 # rope_* fields each scaling reads (llama3 reads them all); the others must keep their defaults,
 # or they would be silently ignored
 ROPE_SCALING_FIELDS = {
@@ -130,6 +131,10 @@ class ModelConfig:
     parallel_residual: bool = False
     final_norm: bool | None = None  # norm after the last block; None: True for pre-norm
     embedding_norm: bool = False  # norm right after embeddings (BERT, BART)
+    norm_bias: bool = True  # LayerNorms with a bias (ModernBERT's have none; RMSNorm never has)
+    # the first block normalises its attention input; False: it reads the embedding norm's
+    # output as it is (ModernBERT: pre-norm after an embedding norm, layer 0 without attn_norm)
+    first_block_attn_norm: bool = True
     activation: str = "relu"
     dropout: float = 0.1
     attention_dropout: float | None = None  # None: = dropout
@@ -161,6 +166,9 @@ class ModelConfig:
     pooling: str = "cls"  # how sequence-classification reduces tokens
     pooler: bool = False  # BERT's dense+tanh pooler before sequence classification
     pooler_activation: str = "tanh"  # after the pooler's dense layer (DistilBERT: "relu")
+    pooler_norm: bool = False  # a `norm` after the pooler's activation (ModernBERT's head)
+    # biases on the heads' dense layers (the MLM head's transform, the pooler); None: = bias
+    head_bias: bool | None = None
     init_std: float = 0.02
     pad_id: int | None = 0
     bos_id: int | None = None
@@ -224,6 +232,13 @@ class ModelConfig:
                 f"{self.attention_head_dim} (d_model={self.d_model} / n_heads={self.n_heads})"
             )
         self._check_rotary_fraction()
+        if not self.first_block_attn_norm and not (
+            self.norm_position == "pre" and self.embedding_norm
+        ):
+            raise ConfigError(
+                "first_block_attn_norm=False needs norm_position='pre' and embedding_norm=True "
+                "(the embedding norm is then the first block's attention norm)"
+            )
         self._check_rope_scaling()
         self._check_position_offset()
         self._check_local_attention()
@@ -358,6 +373,10 @@ class ModelConfig:
     @property
     def use_attention_bias(self) -> bool:
         return self.bias if self.attention_bias is None else self.attention_bias
+
+    @property
+    def use_head_bias(self) -> bool:
+        return self.bias if self.head_bias is None else self.head_bias
 
     @property
     def use_qkv_bias(self) -> bool:

@@ -18,7 +18,7 @@ from tformer.models.output import ModelOutput
 from tformer.modules.embedding import TokenEmbedding
 from tformer.modules.feedforward import _ACTIVATIONS
 from tformer.modules.linear import Linear
-from tformer.modules.norm import make_norm
+from tformer.modules.norm import norm_for
 
 if TYPE_CHECKING:
     from tformer.models.stack import StackOutput
@@ -123,26 +123,49 @@ class MaskedLMHead(LMHead):
 
     def __init__(self, config: ModelConfig, tokens: TokenEmbedding) -> None:
         super().__init__(config, tokens, bias=True)
-        self.transform = Linear(config.d_model, config.d_model)
+        self.transform = Linear(config.d_model, config.d_model, bias=config.use_head_bias)
         self.act = _ACTIVATIONS[
             "gelu" if config.activation in GATED_ACTIVATIONS else config.activation
         ]
-        self.norm = make_norm(config.norm, config.d_model, config.norm_eps)
+        self.norm = norm_for(config)
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         return self.proj(self.norm(self.act(self.transform(hidden))))
 
 
 class TokenClassificationHead(nn.Module):
-    """One label per token (tagging): (B, T, d_model) -> (B, T, n_labels)."""
+    """One label per token (tagging): (B, T, d_model) -> (B, T, n_labels).
+
+    With `pooler`, a dense layer and `pooler_activation` transform each vector before the
+    classifier, and `pooler_norm` normalises it after (ModernBERT's dense, GELU, norm).
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        self.pooler = (
+            Linear(config.d_model, config.d_model, bias=config.use_head_bias)
+            if config.pooler
+            else None
+        )
+        self.pooler_act = (
+            torch.tanh
+            if config.pooler_activation == "tanh"
+            else _ACTIVATIONS[config.pooler_activation]
+        )
+        self.pooler_norm = norm_for(config) if config.pooler and config.pooler_norm else None
         self.dropout = nn.Dropout(config.dropout)
         self.classifier = Linear(config.d_model, config.n_labels)
 
+    def classify(self, x: Tensor) -> Tensor:
+        """(..., d_model) -> (..., n_labels): the pooler's transform (if any), the classifier."""
+        if self.pooler is not None:
+            x = self.pooler_act(self.pooler(x))
+        if self.pooler_norm is not None:
+            x = self.pooler_norm(x)
+        return self.classifier(self.dropout(x))
+
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        return self.classifier(self.dropout(hidden))
+        return self.classify(hidden)
 
     def loss(self, logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
         return token_cross_entropy(logits, labels, label_smoothing)
@@ -151,23 +174,18 @@ class TokenClassificationHead(nn.Module):
 class SequenceClassificationHead(TokenClassificationHead):
     """One label per sequence from the [CLS] vector or the mean of the tokens.
 
-    With `pooler`, a dense layer and `pooler_activation` transform the pooled vector first:
-    BERT's pooler and RoBERTa's classification head (dense, tanh, out_proj) alike, and
-    DistilBERT's pre_classifier with ReLU.
+    The pooler transforms the pooled vector: BERT's pooler and RoBERTa's classification head
+    (dense, tanh, out_proj) alike, DistilBERT's pre_classifier with ReLU, ModernBERT's head.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         self.pooling = config.pooling
-        self.pooler = Linear(config.d_model, config.d_model) if config.pooler else None
-        self.pooler_act = torch.tanh if config.pooler_activation == "tanh" else F.relu
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, T, d_model) -> (B, n_labels)."""
         pooled = hidden[:, 0] if self.pooling == "cls" else mean_pool(hidden, attention_mask)
-        if self.pooler is not None:
-            pooled = self.pooler_act(self.pooler(pooled))
-        return self.classifier(self.dropout(pooled))
+        return self.classify(pooled)
 
 
 class SpanHead(nn.Module):

@@ -18,7 +18,7 @@ from tformer.modules.block import DecoderBlock, EncoderBlock, TransformerBlock
 from tformer.modules.embedding import TokenEmbedding
 from tformer.modules.kv_cache import KVCache
 from tformer.modules.mask import build_attention_mask
-from tformer.modules.norm import make_norm
+from tformer.modules.norm import norm_for
 from tformer.modules.packing import PackedLayout
 from tformer.modules.position import (
     RopeScaling,
@@ -59,11 +59,7 @@ class Embeddings(nn.Module):
             offset=config.position_offset,
             layout=config.sinusoidal_layout,
         )
-        self.norm = (
-            make_norm(config.norm, config.d_model, config.norm_eps)
-            if config.embedding_norm
-            else None
-        )
+        self.norm = norm_for(config) if config.embedding_norm else None
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
@@ -114,11 +110,9 @@ class TransformerStack(nn.Module):
             else EncoderBlock(config)
             for _ in range(n_layers)
         )
-        self.final_norm = (
-            make_norm(config.norm, config.d_model, config.norm_eps)
-            if config.use_final_norm
-            else None
-        )
+        if not config.first_block_attn_norm:  # the embedding norm has just normalised x
+            self.blocks[0].self_attn_norm = nn.Identity()
+        self.final_norm = norm_for(config) if config.use_final_norm else None
         self.block_types = config.block_types(n_layers)
         # "sliding" blocks' own rotary tables (Gemma 3, ModernBERT); None: the shared ones
         self.local_rotary = (

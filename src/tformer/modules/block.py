@@ -19,7 +19,7 @@ from tformer.modules.attention import MultiHeadAttention
 from tformer.modules.feedforward import make_feedforward
 from tformer.modules.kv_cache import CrossAttentionCache, LayerKVCache
 from tformer.modules.mask import AttentionMask
-from tformer.modules.norm import make_norm
+from tformer.modules.norm import norm_for
 from tformer.modules.packing import PackedLayout
 
 
@@ -32,11 +32,7 @@ class BlockOutput:
 
 def _attention(config: ModelConfig, *, cross: bool) -> MultiHeadAttention:
     def head_norm() -> nn.Module | None:
-        return (
-            make_norm(config.norm, config.attention_head_dim, config.norm_eps)
-            if config.qk_norm
-            else None
-        )
+        return norm_for(config, config.attention_head_dim) if config.qk_norm else None
 
     return MultiHeadAttention(
         config.d_model,
@@ -61,15 +57,13 @@ class TransformerBlock(nn.Module):
         self.pre_norm = config.norm_position == "pre"
         self.parallel = config.parallel_residual
         self.self_attn = _attention(config, cross=False)
-        self.self_attn_norm = make_norm(config.norm, config.d_model, config.norm_eps)
+        self.self_attn_norm = norm_for(config)
         self.cross_attn = _attention(config, cross=True) if cross_attention else None
-        self.cross_attn_norm = (
-            make_norm(config.norm, config.d_model, config.norm_eps) if cross_attention else None
-        )
+        self.cross_attn_norm = norm_for(config) if cross_attention else None
         self.ffn = make_feedforward(
             config.d_model, config.d_ff, config.activation, bias=config.bias
         )
-        self.ffn_norm = make_norm(config.norm, config.d_model, config.norm_eps)
+        self.ffn_norm = norm_for(config)
         self.dropout = nn.Dropout(config.dropout)  # on each sub-layer's output (section 5.4)
 
     def _residual(

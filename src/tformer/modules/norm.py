@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from tformer.config import ModelConfig
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm (Zhang & Sennrich, 2019): rescales without re-centring.
@@ -23,8 +25,14 @@ class RMSNorm(nn.Module):
         )
 
 
-def make_norm(kind: str, d_model: int, eps: float) -> nn.Module:
-    """The norm named by `ModelConfig.norm`."""
+def make_norm(kind: str, d_model: int, eps: float, *, bias: bool = True) -> nn.Module:
+    """The norm named by `ModelConfig.norm` (`bias`: a LayerNorm's, ModelConfig.norm_bias)."""
     if kind == "rmsnorm":
         return RMSNorm(d_model, eps)
-    return nn.LayerNorm(d_model, eps=eps)
+    return nn.LayerNorm(d_model, eps=eps, bias=bias)
+
+
+def norm_for(config: ModelConfig, dim: int | None = None) -> nn.Module:
+    """The config's norm over `dim` features (None: d_model), with its eps and bias."""
+    features = config.d_model if dim is None else dim
+    return make_norm(config.norm, features, config.norm_eps, bias=config.norm_bias)

@@ -116,6 +116,7 @@ def _local_attention_fields(
     )
     if "layer_types" in fields and not windowed:  # every block attends to every position
         fields["layer_types"] = fields["sliding_window"] = None
+        fields.pop("rope_local_theta", None)  # the local blocks' base: there are none
 
 
 def _fairseq_positions(fields: dict[str, Any], source: str) -> dict[str, Any]:
@@ -177,7 +178,9 @@ def model_config_from_hf(
         labels = labels or {i: f"LABEL_{i}" for i in range(count)}
         fields["labels"] = tuple(labels[i] for i in range(len(labels)))
         fields["n_labels"] = len(labels)
-        fields["pooler"] = fields["head"] == "sequence-classification"
+        # a family's own pooler setting (ModernBERT's head transforms tokens too), else
+        # BERT's rule: a pooler before sequence classification only
+        fields.setdefault("pooler", fields["head"] == "sequence-classification")
     _drop_ids_outside_vocabulary(fields, source)
     if family.positions_after_pad:
         fields.update(_fairseq_positions(fields, source))
@@ -208,6 +211,7 @@ DERIVED = {
     "head_dim": "attention_head_dim",
     "attention_bias": "use_attention_bias",
     "qkv_bias": "use_qkv_bias",
+    "head_bias": "use_head_bias",
     "final_norm": "use_final_norm",
     "n_encoder_layers": "encoder_layers",
     "n_decoder_layers": "decoder_layers",
@@ -217,7 +221,7 @@ DERIVED = {
 def _relevant(name: str, config: ModelConfig) -> bool:
     if name in NOT_COMPUTED:
         return False
-    if name in ("pooling", "pooler", "pooler_activation", "n_labels"):
+    if name in ("pooling", "pooler", "pooler_activation", "pooler_norm", "n_labels"):
         return config.task_head in CLASSIFICATION_HEADS
     return name != "rope_theta" or config.positional == "rotary"
 
