@@ -12,13 +12,28 @@ from tformer.pretrained.families.bert import BERT, DISTILBERT, ROBERTA
 from tformer.pretrained.families.gpt2 import GPT2
 from tformer.pretrained.families.gpt_neox import GPT_NEOX
 from tformer.pretrained.families.marian import MARIAN
+from tformer.pretrained.families.modernbert import MODERNBERT
 from tformer.pretrained.families.phi3 import PHI3
 from tformer.pretrained.families.record import Family
 from tformer.pretrained.families.rotary import LLAMA, MISTRAL, QWEN2, QWEN3
 
 __all__ = ["FAMILIES", "Family", "family_for"]
 
-FAMILIES = (BERT, GPT2, LLAMA, MISTRAL, QWEN2, QWEN3, BART, MARIAN, ROBERTA, DISTILBERT, PHI3, GPT_NEOX)
+FAMILIES = (
+    BERT,
+    GPT2,
+    LLAMA,
+    MISTRAL,
+    QWEN2,
+    QWEN3,
+    BART,
+    MARIAN,
+    ROBERTA,
+    DISTILBERT,
+    PHI3,
+    GPT_NEOX,
+    MODERNBERT,
+)
 
 
 def family_for(model_type: str) -> Family:
