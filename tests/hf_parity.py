@@ -3,6 +3,8 @@ each library on a padded batch, and the comparison on real positions."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 import tformer
@@ -19,6 +21,14 @@ def randomise(model: torch.nn.Module) -> torch.nn.Module:
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.1)
     return model.eval()
+
+
+def char_tokenizer(directory: Path, specials: dict[str, str]) -> tformer.Tokenizer:
+    """A small character tokenizer (specials first, ids 0, 1, ...) for pipeline and CLI tests
+    on random models, trained on a pangram written to `directory`."""
+    corpus = directory / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n")
+    return tformer.Tokenizer.train_char([corpus], specials)
 
 
 def run_hf(model: torch.nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> dict:

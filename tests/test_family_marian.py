@@ -14,7 +14,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import tformer  # noqa: E402
-from hf_parity import assert_close, randomise, run_hf, run_tformer  # noqa: E402
+from hf_parity import assert_close, char_tokenizer, randomise, run_hf, run_tformer  # noqa: E402
 from tformer import CheckpointError  # noqa: E402
 from tformer.cli import main  # noqa: E402
 from tformer.errors import ConfigError, InputError  # noqa: E402
@@ -131,10 +131,7 @@ def test_sentencepiece_only_tokenizer_is_one_clear_error(
 def with_tokenizer(tmp_path: Path) -> Path:
     """A Marian directory with a character tokenizer.json whose ids are opus-mt's roles
     (eos 0, pad = decoder start)."""
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the quick brown fox jumps over the lazy dog\n")
-    specials = {"eos": "</s>", "unk": "<unk>", "pad": "<pad>"}
-    tokenizer = tformer.Tokenizer.train_char([corpus], specials)
+    tokenizer = char_tokenizer(tmp_path, {"eos": "</s>", "unk": "<unk>", "pad": "<pad>"})
     pad = tokenizer.token_id("pad")
     config = transformers.MarianConfig(
         vocab_size=tokenizer.vocab_size, d_model=24, encoder_layers=1, decoder_layers=1,

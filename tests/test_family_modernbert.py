@@ -15,7 +15,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import tformer  # noqa: E402
-from hf_parity import assert_close, randomise, run_hf, run_tformer  # noqa: E402
+from hf_parity import assert_close, char_tokenizer, randomise, run_hf, run_tformer  # noqa: E402
 from tformer import CheckpointError, build_model  # noqa: E402
 from tformer.cli import main  # noqa: E402
 from tformer.errors import ConfigError  # noqa: E402
@@ -135,10 +135,9 @@ def test_unsupported_modernbert_settings_are_refused(tmp_path: Path, changes, me
 @pytest.fixture
 def with_tokenizer(tmp_path: Path) -> Path:
     """A ModernBERT MLM directory with a WordPiece-free character tokenizer.json."""
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the quick brown fox jumps over the lazy dog\n")
-    specials = {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "unk": "[UNK]", "mask": "[MASK]"}
-    tokenizer = tformer.Tokenizer.train_char([corpus], specials)
+    tokenizer = char_tokenizer(
+        tmp_path, {"pad": "[PAD]", "cls": "[CLS]", "sep": "[SEP]", "unk": "[UNK]", "mask": "[MASK]"}
+    )
     config = transformers.ModernBertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=24, num_hidden_layers=3,
         num_attention_heads=2, intermediate_size=32, max_position_embeddings=64,
