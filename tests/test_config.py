@@ -65,7 +65,7 @@ LLAMA3_ROPE = {"positional": "rotary", "rope_scaling": "llama3", "rope_original_
         ({"pad_id": 32000}, r"pad_id=32000 must be a token id in \[0, 32000\)"),
         ({"head": "masked-lm"}, r"head \(for arch='decoder'\)='masked-lm' is not supported"),
         ({"pooling": "max"}, r"pooling='max' is not supported; choose one of cls, mean"),
-        ({"pooler_activation": "gelu"}, r"pooler_activation='gelu' is not supported"),
+        ({"pooler_activation": "swish"}, r"pooler_activation='swish' is not supported"),
         ({"position_offset": 2}, r"position_offset=2 needs positional='learned'"),
         ({"position_offset": -1, "positional": "learned"}, r"position_offset=-1 must be >= 0"),
         (
