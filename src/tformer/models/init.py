@@ -17,6 +17,8 @@ def init_weights(model: nn.Module, config: ModelConfig, n_residual_layers: int) 
     Projections that write into the residual stream (attention output, FFN down) are scaled by
     1/sqrt(2 * n_residual_layers), as in GPT-2, so the stream's variance does not grow with depth.
     """
+    if any(p.is_meta for p in model.parameters()):
+        return  # built without values (`models.empty`): a loader fills every tensor
     std = config.init_std
     residual_std = std / math.sqrt(2 * max(n_residual_layers, 1))
     for name, module in model.named_modules():
@@ -25,5 +27,5 @@ def init_weights(model: nn.Module, config: ModelConfig, n_residual_layers: int) 
             nn.init.normal_(module.weight, mean=0.0, std=residual_std if is_residual else std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, (TokenEmbedding, LearnedPositions, nn.Embedding)):
+        elif isinstance(module, (TokenEmbedding, LearnedPositions)):
             nn.init.normal_(module.weight, mean=0.0, std=std)

@@ -47,7 +47,9 @@ class Embeddings(nn.Module):
         super().__init__()
         self.tokens = tokens  # shared between encoder, decoder and output projection if tied
         self.segments = (
-            nn.Embedding(config.type_vocab_size, config.d_model) if config.type_vocab_size else None
+            TokenEmbedding(config.type_vocab_size, config.d_model)
+            if config.type_vocab_size
+            else None
         )
         self.positions = make_positional(
             config.positional,

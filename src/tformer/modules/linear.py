@@ -19,6 +19,13 @@ from tformer import kernels
 class Linear(nn.Linear):
     """`nn.Linear` whose product may be split over the CPU's threads (see module docstring)."""
 
+    def reset_parameters(self) -> None:
+        """nn.Linear's initialisation, except for a layer built without values on the meta
+        device (`models.empty`): torch computes a random fill there with Python decompositions
+        whose first use imports its compiler, seconds of start-up for values no one reads."""
+        if not self.weight.is_meta:
+            super().reset_parameters()
+
     def forward(self, x: Tensor) -> Tensor:
         """(..., in_features) -> (..., out_features)."""
         parts = kernels.linear_split_parts(x, self.weight)

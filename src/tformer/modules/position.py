@@ -20,6 +20,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+# The tables derived from the config (not stored in checkpoints) are computed on the CPU even
+# when a model is built on the meta device (`models.empty`), so they need no recomputing
+# after loading; `.to(device)` moves them with the rest of the model.
+TABLES = torch.device("cpu")
+
 
 class PositionalEncoding(nn.Module):
     """Base class: no position information (subclasses override one method)."""
@@ -39,15 +44,16 @@ def sinusoidal_table(max_seq_len: int, d_model: int, layout: str = "interleaved"
     `layout` "halves" keeps the same values but puts every sin before every cos (the
     ceil(d_model/2) sines, then the cosines), as Marian and fairseq store them.
     """
-    position = torch.arange(max_seq_len, dtype=torch.float64).unsqueeze(1)
+    position = torch.arange(max_seq_len, dtype=torch.float64, device=TABLES).unsqueeze(1)
     inv_freq = torch.exp(
-        torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model)
+        torch.arange(0, d_model, 2, dtype=torch.float64, device=TABLES)
+        * (-math.log(10000.0) / d_model)
     )
     sin = torch.sin(position * inv_freq)  # (max_seq_len, ceil(d_model/2))
     cos = torch.cos(position * inv_freq[: d_model // 2])  # (max_seq_len, floor(d_model/2))
     if layout == "halves":
         return torch.cat((sin, cos), dim=1).float()
-    table = torch.zeros(max_seq_len, d_model, dtype=torch.float64)
+    table = torch.zeros(max_seq_len, d_model, dtype=torch.float64, device=TABLES)
     table[:, 0::2] = sin
     table[:, 1::2] = cos
     return table.float()
@@ -139,7 +145,7 @@ class RotaryPositions(PositionalEncoding):
         self, rotary_dim: int, theta: float = 10000.0, scaling: RopeScaling | None = None
     ) -> None:
         super().__init__()
-        steps = torch.arange(0, rotary_dim, 2, dtype=torch.float32) / rotary_dim
+        steps = torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=TABLES) / rotary_dim
         inv_freq = 1.0 / theta**steps
         if scaling is not None:
             inv_freq = scaling.apply(inv_freq)

@@ -8,7 +8,7 @@ both the HF tensor and the shape tformer expects.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -165,15 +165,24 @@ def _to_tformer(
 
 
 def load_hf_tensors(
-    model: TformerModel, family: Family, tensors: Mapping[str, Tensor], prefix: str, source: str
+    model: TformerModel,
+    family: Family,
+    tensors: Mapping[str, Tensor],
+    prefix: str,
+    source: str,
+    *,
+    unread: Collection[str] = (),
 ) -> None:
     """Copy HF `tensors` into `model`, each as soon as it is looked up and checked, so a lazy
     mapping (`LazyTensors`) never holds more than one. Every problem is collected and raised
-    together; the model is then partly filled, so callers build it for this load only."""
+    together; the model is then partly filled, so callers build it for this load only.
+    `unread`: tformer tensors the caller fills from elsewhere (still on the meta device)."""
     expected = unique_state_dict(model)  # detached views of the model's own tensors
     mapping = _mapping(model, family, prefix, unique=True)
     problems = []
     for hf_name, names in _units(mapping).items():
+        if all(name in unread for name in names):
+            continue
         mapped, targets = mapping[names[0]], [expected[n] for n in names]
         hf_shape = tuple(_to_hf(mapped, [t.to("meta") for t in targets], model.config).shape)
         stored_name = _stored_name(hf_name, family, tensors)

@@ -8,7 +8,7 @@ holds for the other.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,8 @@ from torch import Tensor
 from tformer.checkpoint import CheckpointError, atomic_directory
 from tformer.config import read_json
 from tformer.lazy_tensors import LazyTensors, safetensors_file
-from tformer.models import TformerModel, build_model
+from tformer.models import TformerModel
+from tformer.models.empty import empty_model, materialise
 from tformer.pretrained.config_map import (
     architecture_for,
     family_for_config,
@@ -28,7 +29,7 @@ from tformer.pretrained.config_map import (
     model_config_from_hf,
 )
 from tformer.pretrained.convert import hf_tensors, load_hf_tensors
-from tformer.pretrained.families import family_for
+from tformer.pretrained.families import Family, family_for
 from tformer.pretrained.tokenizers import tokenizer_from_hf_directory
 from tformer.tokenizer import Tokenizer
 
@@ -75,13 +76,39 @@ def model_from_hf(
     dtype: torch.dtype = torch.float32,
 ) -> TformerModel:
     """Build the tformer model config.json describes and fill it with HF-named `tensors`."""
+    model, family = empty_hf_model(hf_config, source)
+    return fill_hf_model(model, family, tensors, source, dtype)
+
+
+def empty_hf_model(hf_config: dict[str, Any], source: str) -> tuple[TformerModel, Family]:
+    """The tformer model config.json describes, on the meta device (`models.empty`), and the
+    family whose table maps its tensors."""
     family = family_for(hf_config.get("model_type", "<missing>"))
     architecture = architecture_for(hf_config, family, source)
     config = model_config_from_hf(hf_config, family, architecture, source)
-    model = build_model(config).to(dtype)
-    prefix = family.base_prefix if any(n.startswith(family.base_prefix) for n in tensors) else ""
-    load_hf_tensors(model, family, tensors, prefix, source)
+    return empty_model(config), family
+
+
+def fill_hf_model(
+    model: TformerModel,
+    family: Family,
+    tensors: Mapping[str, Tensor],
+    source: str,
+    dtype: torch.dtype,
+    *,
+    unread: Collection[str] = (),
+) -> TformerModel:
+    """Give the empty `model` memory in `dtype` and the values of HF-named `tensors`, except
+    the tensors named in `unread`, which stay on the meta device for the caller to replace."""
+    materialise(model, dtype, unread=unread)
+    load_hf_tensors(model, family, tensors, hf_prefix(family, tensors), source, unread=unread)
     return model.eval()
+
+
+def hf_prefix(family: Family, tensors: Mapping[str, Tensor]) -> str:
+    """The prefix of the base model's tensors in `tensors`: a checkpoint of the bare model
+    (`LlamaModel`) has none, one with a head (`LlamaForCausalLM`) has the family's."""
+    return family.base_prefix if any(n.startswith(family.base_prefix) for n in tensors) else ""
 
 
 def load_hf_directory(
