@@ -104,3 +104,54 @@ def test_an_unwritable_cache_only_costs_the_speed_up(tmp_path, monkeypatch, caps
     model, tokenizer = tformer.load(_gguf(tmp_path))
     assert tokenizer is not None and model.config.vocab_size == 64
     assert "not caching the converted tiny.gguf" in capsys.readouterr().err
+
+
+def _mapped_files() -> set[str]:
+    """The files this process has memory-mapped (Linux)."""
+    with open("/proc/self/maps") as maps:
+        return {line.split()[-1] for line in maps if len(line.split()) > 5}
+
+
+@torch.no_grad()
+def test_a_quantised_load_is_prepared_once_and_memory_mapped_after(
+    tmp_path, cache, conversions
+) -> None:
+    path = _gguf(tmp_path)
+    first, first_tokenizer = tformer.load(path, quantize="int4")
+    second, second_tokenizer = tformer.load(path, quantize="int4")
+    assert conversions == [path] and len(_entries(cache)) == 1
+    entry = _entries(cache)[0]
+    assert (entry / "layout.json").is_file()
+    assert str(entry / "weights.pt") in _mapped_files()  # read in place, not copied
+    ids = torch.randint(0, 64, (2, 9))
+    assert torch.equal(first(ids).logits, second(ids).logits)
+    assert {type(m).__name__ for m in second.modules()} >= {"Int4Linear", "Int8Linear"}
+    assert first_tokenizer is not None and second_tokenizer is not None
+    assert second_tokenizer.encode("abc<|im_end|>") == first_tokenizer.encode("abc<|im_end|>")
+
+
+def test_each_variant_keeps_its_own_entry_until_the_file_changes(
+    tmp_path, cache, conversions
+) -> None:
+    path = _gguf(tmp_path)
+    tformer.load(path)
+    tformer.load(path, quantize="int4")
+    tformer.load(path, quantize="int8")
+    tformer.load(path)
+    tformer.load(path, quantize="int4")
+    assert len(conversions) == 3 and len(_entries(cache)) == 3
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the file was replaced
+    tformer.load(path, quantize="int4")
+    assert len(conversions) == 4 and len(_entries(cache)) == 1  # the old file's are gone
+
+
+@torch.no_grad()
+def test_a_damaged_prepared_entry_is_prepared_again(tmp_path, cache, conversions) -> None:
+    path = _gguf(tmp_path)
+    model, _ = tformer.load(path, quantize="int4")
+    weights = _entries(cache)[0] / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:100])
+    again, _ = tformer.load(path, quantize="int4")
+    ids = torch.randint(0, 64, (1, 6))
+    assert len(conversions) == 2 and torch.equal(again(ids).logits, model(ids).logits)

@@ -47,9 +47,10 @@ def test_quantized_model_keeps_its_predictions() -> None:
     assert agree > 0.9
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a second device")
 @pytest.mark.parametrize("quantize", [quantize_int8, quantize_int4])
 def test_only_cpu_models_can_be_quantized(quantize) -> None:
-    model = build_model(ModelConfig.preset("tiny-decoder")).to("meta")
+    model = build_model(ModelConfig.preset("tiny-decoder")).to("cuda")
     with pytest.raises(ValueError, match="uses CPU kernels; move the model to cpu"):
         quantize(model)
 

@@ -24,13 +24,15 @@ saved with `save_pretrained`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tformer import kernels
-from tformer.errors import InputError
+from tformer.errors import CheckpointError, InputError
 
 INT8_MAX = 127
 INT4_LEVELS = 15  # 4-bit codes 0..15
@@ -47,6 +49,7 @@ class WeightOnlyLinear(nn.Module):
     in_features: int
     bias: Tensor | None
     dense: Tensor | None
+    BUFFERS: tuple[str, ...] = ("bias", "dense")  # optional ones: None unless asked for
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -79,6 +82,8 @@ class WeightOnlyLinear(nn.Module):
 class Int8Linear(WeightOnlyLinear):
     """y = x W^T + b with W stored as int8 rows times a per-row scale (symmetric, absmax)."""
 
+    BUFFERS = ("weight", "scale", *WeightOnlyLinear.BUFFERS)
+
     def __init__(self, linear: nn.Linear, *, many_rows: bool = False) -> None:
         super().__init__(linear)
         weight = linear.weight.detach().float()  # (out, in)
@@ -92,15 +97,51 @@ class Int8Linear(WeightOnlyLinear):
         return torch._weight_int8pack_mm(rows, self.weight, self.scale)
 
 
+@dataclass(frozen=True)
+class Int4Blocks:
+    """A weight (out, in) as 4-bit codes q in groups along the input dimension, one scale and
+    minimum per group: w = q * scale + minimum. The layout of GGUF's Q4_1 blocks (Q4_0's too,
+    with minimum = -8 * scale), so a file's blocks become a layer without a float round trip."""
+
+    codes: Tensor  # (out, in) integers 0..15
+    scale: Tensor  # (out, in / group_size) float32
+    minimum: Tensor  # (out, in / group_size) float32
+
+    @property
+    def group_size(self) -> int:
+        return self.codes.shape[1] // self.scale.shape[1]
+
+
+def min_max_blocks(weight: Tensor, group_size: int) -> Int4Blocks:
+    """Min-max quantisation of `weight` (out, in) per group of `group_size` inputs: scale =
+    (max - min) / 15, so each group's minimum and maximum are exact."""
+    out_features, in_features = weight.shape
+    groups = weight.detach().float().view(out_features, -1, group_size)  # (out, G, g)
+    low, high = groups.amin(dim=-1), groups.amax(dim=-1)  # (out, G)
+    scale = ((high - low) / INT4_LEVELS).clamp(min=1e-12)
+    codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, INT4_LEVELS)
+    return Int4Blocks(codes.to(torch.uint8).view(out_features, in_features), scale, low)
+
+
 class Int4Linear(WeightOnlyLinear):
     """y = x W^T + b with W stored as 4-bit codes q in groups along the input dimension:
     w = (q - 8) * scale + zero, one (scale, zero) per group of `group_size` weights of a row.
 
-    Quantisation is min-max per group (scale = (max - min) / 15, so the group's minimum and
-    maximum are exact); `zero` absorbs the kernel's fixed offset of 8.
+    The codes come from `blocks` when given (a GGUF file's own, see `Int4Blocks`), else from
+    min-max quantisation of the layer's weight (`min_max_blocks`); `zero` absorbs the
+    kernel's fixed offset of 8.
     """
 
-    def __init__(self, linear: nn.Linear, group_size: int = 32, *, many_rows: bool = False) -> None:
+    BUFFERS = ("weight", "scales_and_zeros", *WeightOnlyLinear.BUFFERS)
+
+    def __init__(
+        self,
+        linear: nn.Linear,
+        group_size: int = 32,
+        *,
+        many_rows: bool = False,
+        blocks: Int4Blocks | None = None,
+    ) -> None:
         super().__init__(linear)
         if not int4_supported(linear, group_size):
             raise InputError(
@@ -108,22 +149,25 @@ class Int4Linear(WeightOnlyLinear):
                 f"{INT4_GROUP_SIZES}) and out_features divisible by {INT4_ROW_MULTIPLE}; got "
                 f"{linear.in_features} -> {linear.out_features}"
             )
+        blocks = min_max_blocks(linear.weight, group_size) if blocks is None else blocks
+        if blocks.codes.shape != linear.weight.shape or blocks.group_size != group_size:
+            raise ValueError(
+                f"blocks of shape {tuple(blocks.codes.shape)} in groups of {blocks.group_size} "
+                f"do not fit a {tuple(linear.weight.shape)} layer with groups of {group_size}"
+            )
         out_features, in_features = linear.weight.shape
-        groups = linear.weight.detach().float().view(out_features, -1, group_size)  # (out, G, g)
-        low, high = groups.amin(dim=-1), groups.amax(dim=-1)  # (out, G)
-        scale = ((high - low) / INT4_LEVELS).clamp(min=1e-12)
-        codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, INT4_LEVELS)
-        zero = low + 8 * scale
         self.group_size = group_size
-        packed_codes = codes.to(torch.int32).view(out_features, in_features)
-        self.register_buffer("weight", torch._convert_weight_to_int4pack_for_cpu(packed_codes, 1))
+        codes = blocks.codes.to(torch.int32)
+        self.register_buffer("weight", torch._convert_weight_to_int4pack_for_cpu(codes, 1))
+        zero = blocks.minimum + 8 * blocks.scale
         # (G, out, 2): the kernel's layout of scales and zeros
-        stacked = torch.stack((scale.T, zero.T), dim=-1).to(self.compute_dtype)
+        stacked = torch.stack((blocks.scale.T, zero.T), dim=-1).to(self.compute_dtype)
         self.register_buffer("scales_and_zeros", stacked)
 
         def dequantised() -> Tensor:  # what the kernel multiplies by: scales as stored
             stored_scale, stored_zero = (t.T[..., None] for t in stacked.float().unbind(-1))
-            return ((codes - 8) * stored_scale + stored_zero).view(out_features, in_features)
+            grouped = codes.view(out_features, -1, group_size).float()  # (out, G, g)
+            return ((grouped - 8) * stored_scale + stored_zero).view(out_features, in_features)
 
         self.keep_dense_copy(dequantised, many_rows)
 
@@ -172,28 +216,43 @@ def quantize_int4(
     group_size: int = 32,
     keep: tuple[str, ...] = (),
     many_rows: bool = False,
+    blocks: Mapping[str, Callable[[], Int4Blocks]] | None = None,
 ) -> nn.Module:
     """Replace the nn.Linear layers of `model` (in place) by Int4Linear with groups of
-    `group_size`, except the output projection, which becomes Int8Linear, layers whose name
-    ends with one of `keep`, and layers whose shape the kernel cannot take (see
-    `int4_supported`); everything else takes the compute dtype. Returns the model, in eval mode.
+    `group_size` (those `int4_layers` names), the output projection by Int8Linear, and leave
+    the rest (`keep`, shapes the kernel cannot take) in the compute dtype, like everything
+    else. Returns the model, in eval mode.
 
     Why the output projection gets 8 bits: its rows are the logits, and 4-bit ones moved
     SmolLM2-135M's held-out perplexity by +3.9% against float32 (8 bits: within 1%). GGUF's
     4-bit files make the same choice (SmolLM2's Q4_1 file stores token embeddings as Q8_0).
-    `many_rows` as in `quantize_int8`.
+    `many_rows` as in `quantize_int8`. `blocks`: for some of the int4 layers, by name, the
+    4-bit blocks to store instead of quantising the layer's weight (a GGUF file's own; the
+    weight of such a layer is never read, so it may be left on the meta device).
     """
+    four_bit = set(int4_layers(model, group_size=group_size, keep=keep))
+    given = blocks or {}
 
     def make(name: str, linear: nn.Linear) -> nn.Module | None:
-        if name.endswith(keep):
-            return None
-        if name.endswith(OUTPUT_PROJECTION):
+        if name in four_bit:
+            found = given[name]() if name in given else None
+            return Int4Linear(linear, group_size, many_rows=many_rows, blocks=found)
+        if name.endswith(OUTPUT_PROJECTION) and not name.endswith(keep):
             return Int8Linear(linear, many_rows=many_rows)
-        if not int4_supported(linear, group_size):
-            return None
-        return Int4Linear(linear, group_size, many_rows=many_rows)
+        return None
 
     return _replace_linears(model, make)
+
+
+def int4_layers(model: nn.Module, *, group_size: int = 32, keep: tuple[str, ...] = ()) -> list[str]:
+    """The names of the nn.Linear layers `quantize_int4` stores in 4 bits."""
+    return [
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear)
+        and not name.endswith((*keep, OUTPUT_PROJECTION))
+        and int4_supported(module, group_size)
+    ]
 
 
 QUANTIZERS: dict[str, Callable[..., nn.Module]] = {  # (model, *, many_rows=False) -> model
@@ -206,8 +265,9 @@ def _replace_linears(
     model: nn.Module, make: Callable[[str, nn.Linear], nn.Module | None]
 ) -> nn.Module:
     """Swap each nn.Linear for `make(name, linear)` unless that is None; the rest -> the
-    compute dtype."""
-    if any(p.device.type != "cpu" for p in model.parameters()):
+    compute dtype. A model on the meta device gets layers of the right shapes and dtypes
+    without any values (see `pretrained.prepared`)."""
+    if any(p.device.type not in ("cpu", "meta") for p in model.parameters()):
         raise InputError("weight-only quantisation uses CPU kernels; move the model to cpu")
     model.eval()
     # Names, not modules: each float32 layer is freed as soon as it is replaced, so converting
@@ -219,6 +279,50 @@ def _replace_linears(
             parent_name, _, child_name = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child_name, replacement)
     return model.to(kernels.compute_dtype("cpu"))
+
+
+QUANTISED_LAYERS: dict[str, type[WeightOnlyLinear]] = {
+    "Int8Linear": Int8Linear,
+    "Int4Linear": Int4Linear,
+}
+LAYOUT_ATTRIBUTES = ("in_features", "out_features", "dense_from_rows", "group_size")
+
+
+def quantised_layout(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Every weight-only layer of `model` by name: its class and the attributes that, with
+    its buffers, make it (what `restore_quantised` needs; JSON values)."""
+    return {
+        name: {
+            "kind": type(module).__name__,
+            **{a: getattr(module, a) for a in LAYOUT_ATTRIBUTES if hasattr(module, a)},
+        }
+        for name, module in model.named_modules()
+        if isinstance(module, WeightOnlyLinear)
+    }
+
+
+def restore_quantised(
+    model: nn.Module, layout: Mapping[str, Mapping[str, Any]], state: Mapping[str, Tensor]
+) -> None:
+    """Put the layers `quantised_layout` described back into `model` (in place), each made of
+    its buffers in `state` (by state-dict name) as they are: nothing is quantised or packed
+    again, so tensors memory-mapped from a file stay mapped. The layers' own constructors
+    would quantise; this is the other way in, for weights prepared before."""
+    for name, record in layout.items():
+        kind = QUANTISED_LAYERS[record["kind"]]
+        required = [b for b in kind.BUFFERS if b not in WeightOnlyLinear.BUFFERS]
+        if any(f"{name}.{b}" not in state for b in required):
+            raise CheckpointError(f"the prepared weights of {name} lack one of {required}")
+        layer = kind.__new__(kind)
+        nn.Module.__init__(layer)
+        layer.compute_dtype = kernels.compute_dtype("cpu")
+        for attribute in LAYOUT_ATTRIBUTES:
+            if attribute in record:
+                setattr(layer, attribute, record[attribute])
+        for buffer in kind.BUFFERS:
+            layer.register_buffer(buffer, state.get(f"{name}.{buffer}"))
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, layer)
 
 
 def _bias(linear: nn.Linear, dtype: torch.dtype) -> Tensor | None:

@@ -120,13 +120,13 @@ def load_for_generation(
     """`tformer.load` the model (eval mode, on `device`, quantised weights if asked: "int8" or
     "int4", for products of many rows too with `many_rows`) and insist on its tokenizer."""
     import tformer
-    from tformer.quantize import QUANTIZERS
 
-    model, tokenizer = tformer.load(path, require_tokenizer=True)
-    model = model.to(device)
-    if quantize:
-        model = QUANTIZERS[quantize](model, many_rows=many_rows)
-    return model, tokenizer
+    if quantize and device != "cpu":
+        raise InputError(f"--quantize uses CPU kernels; drop it or use --device cpu, not {device}")
+    model, tokenizer = tformer.load(
+        path, require_tokenizer=True, quantize=quantize, many_rows=many_rows
+    )
+    return model.to(device), tokenizer
 
 
 def one_line(text: str) -> str:

@@ -10,6 +10,7 @@ dependency: `pip install tformer[gguf]`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from tformer.checkpoint import CheckpointError
 from tformer.errors import TformerError
 from tformer.lazy_tensors import LazyTensors
 from tformer.models import TformerModel
-from tformer.pretrained.families import family_for
+from tformer.pretrained.convert import locate
+from tformer.pretrained.families import Family, family_for
+from tformer.pretrained.gguf_blocks import FOUR_BIT, int4_blocks
 from tformer.pretrained.gguf_layout import (
     ARCHITECTURES,
     CONFIG_KEYS,
@@ -38,8 +41,9 @@ from tformer.pretrained.gguf_layout import (
     unpermute_rope,
 )
 from tformer.pretrained.gguf_rope import ROPE_FREQS, llama3_from_rope_freqs
-from tformer.pretrained.hf import model_from_hf
+from tformer.pretrained.hf import empty_hf_model, fill_hf_model, hf_prefix, model_from_hf
 from tformer.pretrained.tokenizers import GGUFVocabulary, tokenizer_from_gguf
+from tformer.quantize import QUANTIZERS, Int4Blocks, int4_layers, quantize_int4
 from tformer.tokenizer import Tokenizer
 
 DEQUANTISED = (  # tensor types `gguf` dequantises that tformer accepts
@@ -190,9 +194,16 @@ def _tokenizer(meta: dict[str, Any], source: str) -> Tokenizer:
 
 
 def load_gguf(
-    path: str | Path, *, dtype: torch.dtype = torch.float32
+    path: str | Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    quantize: str | None = None,
+    many_rows: bool = False,
 ) -> tuple[TformerModel, Tokenizer]:
-    """The model (dequantised to `dtype`) and tokenizer of a llama/qwen2/qwen3 GGUF file."""
+    """The model and tokenizer of a llama/qwen2/qwen3 GGUF file: dequantised to `dtype`, or
+    with weight-only quantised linear layers (`quantize`: "int8" or "int4", `many_rows` as in
+    `quantize.quantize_int8`). With "int4", layers stored as Q4_0/Q4_1 keep the file's own
+    blocks (`gguf_blocks`) and are never dequantised."""
     source = str(path)
     reader = _read(Path(path))
     meta = _metadata(reader)
@@ -201,8 +212,61 @@ def load_gguf(
     weights = [t for t in reader.tensors if t is not rope]
     divisors = None if rope is None else _dequantise(rope, source)
     hf_config = _hf_config(meta, {t.name for t in weights}, divisors, source)
-    tensors = _hf_tensors(weights, hf_config, arch.interleaved_rope, source)
-    return model_from_hf(hf_config, tensors, source, dtype), _tokenizer(meta, source)
+    permuted = arch.interleaved_rope
+    tensors = _hf_tensors(weights, hf_config, permuted, source)
+    if quantize is None:
+        model = model_from_hf(hf_config, tensors, source, dtype)
+    else:
+        model, family = empty_hf_model(hf_config, source)
+        blocks = (
+            _file_blocks(model, family, weights, hf_config, permuted, tensors)
+            if quantize == "int4"
+            else {}
+        )
+        unread = {f"{name}.weight" for name in blocks}
+        fill_hf_model(model, family, tensors, source, torch.float32, unread=unread)
+        if quantize == "int4":
+            model = quantize_int4(model, many_rows=many_rows, blocks=blocks)
+        else:
+            model = QUANTIZERS[quantize](model, many_rows=many_rows)
+    return model, _tokenizer(meta, source)
+
+
+def _file_blocks(
+    model: TformerModel,
+    family: Family,
+    gguf_tensors: Any,
+    hf_config: dict[str, Any],
+    permuted: bool,
+    tensors: LazyTensors,
+) -> dict[str, Callable[[], Int4Blocks]]:
+    """For each layer `quantize_int4` stores in 4 bits whose weight the file holds as 4-bit
+    blocks (in the layer's own layout: no transform, no fused q/k/v), a loader of them."""
+    stored = {hf_name(t.name): t for t in gguf_tensors}
+    prefix, head = hf_prefix(family, tensors), model.config.task_head
+    found: dict[str, Callable[[], Int4Blocks]] = {}
+    for name in int4_layers(model):
+        mapped = locate(f"{name}.weight", family, prefix, head)
+        if mapped is None or mapped.transform or mapped.split is not None:
+            continue
+        tensor = stored.get(mapped.hf_name)
+        if tensor is not None and tensor.tensor_type.name in FOUR_BIT:
+            heads = rope_heads(mapped.hf_name, hf_config) if permuted else None
+            found[name] = partial(_blocks_in_hf_order, tensor, heads)
+    return found
+
+
+def _blocks_in_hf_order(tensor: Any, heads: int | None) -> Int4Blocks:
+    """The tensor's blocks, q/k rows back in Hugging Face's order where llama.cpp permuted
+    them (a permutation of rows moves codes, scales and minima alike)."""
+    blocks = int4_blocks(tensor)
+    assert blocks is not None  # `_file_blocks` chose Q4_0/Q4_1 tensors only
+    if heads is None:
+        return blocks
+    codes, scale, minimum = (
+        unpermute_rope(t, heads) for t in (blocks.codes, blocks.scale, blocks.minimum)
+    )
+    return Int4Blocks(codes, scale, minimum)
 
 
 def load_gguf_tokenizer(path: str | Path) -> Tokenizer:
