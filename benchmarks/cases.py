@@ -7,6 +7,7 @@ import torch
 from benchmarks.decoding import generation_cases
 from benchmarks.encoder import encoder_inference_case
 from benchmarks.harness import Case
+from benchmarks.startup import startup_case
 from benchmarks.training import gpt_training_case, scaling_cases, seq2seq_training_case
 
 
@@ -20,6 +21,7 @@ def build_cases(quick: bool, device: torch.device, names: list[str] | None = Non
     cases += [encoder_inference_case(device), seq2seq_training_case(quick, device)]
     cases += scaling_cases(quick, device)
     cases += generation_cases(quick, device)
+    cases += startup_case(device)
     if names:
         cases = [c for c in cases if any(c.name.startswith(n) for n in names)]
     return cases

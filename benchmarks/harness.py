@@ -4,7 +4,7 @@ A case builds one `Contender` per implementation. Contenders are set up once, wa
 timed in interleaved rounds (the order rotates each round) so that drift in the machine's
 speed hits all of them alike. Peak memory is measured separately, in a fresh process per
 contender, because a process's peak RSS cannot be reset -- except for contenders whose step
-already runs in a worker process of its own (`benchmarks.isolation`), which report it.
+already runs in processes of its own (`MeasuresItself`), which report it.
 """
 
 from __future__ import annotations
@@ -15,13 +15,20 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 from tqdm import tqdm
 
-from benchmarks.isolation import WorkerStep
-
 Step = Callable[[], None]
+
+
+@runtime_checkable
+class MeasuresItself(Protocol):
+    """A step that runs in processes of its own and reports their peak memory (MiB) when it
+    is closed: `benchmarks.isolation.WorkerStep`, `benchmarks.startup.CommandStep`."""
+
+    def close(self) -> float: ...
 
 
 @dataclass
@@ -116,7 +123,7 @@ def run_case(
             for name in names[shift:] + names[:shift]:
                 times[name].append(time_steps(steps[name], steps_per_round, device))
     finally:  # worker processes end here, also when a contender failed
-        peaks = {n: s.close() for n, s in steps.items() if isinstance(s, WorkerStep)}
+        peaks = {n: s.close() for n, s in steps.items() if isinstance(s, MeasuresItself)}
         del steps
         gc.collect()
     return [

@@ -26,12 +26,18 @@ def rows(
     records = []
     for m in measurements:
         case = by_name[m.case]
-        ratios = {}
+        ratios, memory = {}, {}
         if m.contender in case.ours:
             ratios = {
                 peer: m.median / medians[(m.case, peer)]
                 for peer in case.peers
                 if (m.case, peer) in medians
+            }
+            ours_peak = memory_mib.get((m.case, m.contender))
+            memory = {
+                peer: ours_peak / peak
+                for peer in case.peers
+                if ours_peak and (peak := memory_mib.get((m.case, peer)))
             }
         peak_key = "matmul_bf16_gflops" if m.case.endswith("bf16") else "matmul_fp32_gflops"
         mfu = None
@@ -49,6 +55,7 @@ def rows(
                 "rounds": len(m.throughputs),
                 "peak_mib": memory_mib.get((m.case, m.contender)),
                 "ours_over_peer": ratios,
+                "peak_over_peer": memory,  # ours / peer again, for memory: below 1 = less
                 "mfu": mfu,
                 "checks": (checks or {}).get((m.case, m.contender)),
                 "params": case.params,
@@ -80,7 +87,22 @@ def markdown(records: list[dict[str, object]], facts: dict[str, object]) -> str:
             f"| {r['case']} | {r['contender']} | {r['median']:.1f} {r['unit']} | "
             f"{r['min']:.1f}–{r['max']:.1f} | {peak} | {_ratios(r)} | {mfu} |"
         )
-    return "\n".join(lines + _checks_table(records) + _notes(records)) + "\n"
+    return (
+        "\n".join(lines + _memory_table(records) + _checks_table(records) + _notes(records)) + "\n"
+    )
+
+
+def _memory_table(records: list[dict[str, object]]) -> list[str]:
+    compared = [r for r in records if r.get("peak_over_peer")]
+    if not compared:
+        return []
+    lines = ["", "Peak memory, ours / peer (below 1 = less):", "", "| case | contender | ratios |"]
+    lines.append("|---|---|---|")
+    for r in compared:
+        ratios: dict[str, float] = r["peak_over_peer"]  # type: ignore[assignment]
+        cells = ", ".join(f"{ratio:.2f}x {peer}" for peer, ratio in ratios.items())
+        lines.append(f"| {r['case']} | {r['contender']} | {cells} |")
+    return lines
 
 
 def _checks_table(records: list[dict[str, object]]) -> list[str]:

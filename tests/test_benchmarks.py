@@ -277,3 +277,39 @@ def test_onnxruntime_contenders_embed_as_we_do() -> None:
     cosines = _cosines(minilm_directory(), CPU)
     assert cosines["onnxruntime-fp32"]["min_cosine_vs_tformer"] > 0.9999
     assert cosines["onnxruntime-int8"]["min_cosine_vs_tformer"] > 0.95
+
+
+def test_a_command_step_times_the_first_output_and_reports_the_peak_memory() -> None:
+    from benchmarks.startup import CommandStep
+
+    # Prints at once, then would take a minute to exit: the step stops at the first byte.
+    script = "import time; print('x', flush=True); time.sleep(60)"
+    step = CommandStep([sys.executable, "-c", script], dict(__import__("os").environ))
+    started = time.perf_counter()
+    step()
+    assert time.perf_counter() - started < 30
+    assert len(step.first_token_s) == 1 and 0 < step.first_token_s[0] < 30
+    assert step.close() == step.peaks_mib[0] > 1  # MiB of a whole Python process
+    silent = CommandStep([sys.executable, "-c", "import sys; sys.exit(3)"], {})
+    with pytest.raises(RuntimeError, match="printed nothing"):
+        silent()
+
+
+def test_peak_memory_gets_its_own_ratio_against_each_peer(monkeypatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(time, "perf_counter", clock)
+    case = Case(
+        name="startup",
+        contenders=[
+            Contender("tformer", clock.step_taking(2.0)),
+            Contender("peer", clock.step_taking(1.0)),
+        ],
+        work_per_step=1,
+        unit="starts",
+    )
+    measured = run_case(case, rounds=1, steps_per_round=1, warmup=0, device=CPU)
+    memory = {("startup", "tformer"): 300.0, ("startup", "peer"): 200.0}
+    ours, _ = rows(measured, memory, [case], FACTS)
+    assert ours["ours_over_peer"] == {"peer": pytest.approx(0.5)}  # twice as slow to start
+    assert ours["peak_over_peer"] == {"peer": pytest.approx(1.5)}
+    assert "| startup | tformer | 1.50x peer |" in markdown([ours], FACTS)
