@@ -4,8 +4,10 @@ What a new user does: `tformer generate MODEL.gguf --quantize int4 --prompt ... 
 against llama.cpp on the same file (`python -m benchmarks.llamacpp_generate`, which loads it
 with llama-cpp-python and streams greedy tokens). Each step starts the command afresh and
 stops it once the first piece of text has reached its stdout: the time is from the process's
-start to that moment, the memory is the process's whole peak RSS (libraries included, as
-`/usr/bin/time -v` reports it), since for a command that starts, both count.
+start to that moment, the memory is the process's whole peak RSS until then (libraries
+included, as `/usr/bin/time -v` reports it), since for a command that starts, both count.
+The peak is the process's own VmHWM, read before it is stopped: `wait4`'s ru_maxrss would
+carry this (the parent's) peak over the fork.
 
 tformer runs twice: a later start (its prepared weights are in a cache written by the
 warm-up step) and a first start (the cache off: read the GGUF file, repack its blocks).
@@ -43,10 +45,11 @@ NOTES = (
 
 class CommandStep:
     """Calling it starts `command`, waits for its first byte of output and stops it; the
-    times and peak RSS (MiB) of every start are kept in `first_token_s` and `peaks_mib`."""
+    times and peak RSS (MiB) of every start are kept in `first_token_s` and `peaks_mib`,
+    the first `warmup` starts included."""
 
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.command, self.env = command, env
+    def __init__(self, command: list[str], env: dict[str, str], warmup: int = WARMUP) -> None:
+        self.command, self.env, self.warmup = command, env, warmup
         self.first_token_s: list[float] = []
         self.peaks_mib: list[float] = []
 
@@ -58,20 +61,31 @@ class CommandStep:
         assert process.stdout is not None and process.stderr is not None
         first = process.stdout.read(1)
         elapsed = time.perf_counter() - start
+        peak = _peak_mib(process.pid) if first else None
         process.kill()
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = status
-        errors = process.stderr.read().decode(errors="replace")
-        process.stdout.close()
-        process.stderr.close()
-        if not first:
-            raise RuntimeError(f"{' '.join(self.command)} printed nothing:\n{errors[-2000:]}")
+        _, errors = process.communicate()
+        if peak is None:
+            message = errors.decode(errors="replace")[-2000:]
+            raise RuntimeError(f"{' '.join(self.command)} printed nothing:\n{message}")
         self.first_token_s.append(elapsed)
-        self.peaks_mib.append(usage.ru_maxrss / 1024)  # kB on Linux
+        self.peaks_mib.append(peak)
+
+    def timed(self, values: list[float]) -> float:
+        """The median over the starts after the warm-up ones."""
+        return statistics.median(values[self.warmup :] or values)
 
     def close(self) -> float:
-        """The highest peak over all starts (the harness's per-contender peak memory)."""
-        return max(self.peaks_mib)
+        """The peak memory the harness reports for the contender."""
+        return self.timed(self.peaks_mib)
+
+
+def _peak_mib(pid: int) -> float:
+    """A running process's peak RSS (VmHWM) in MiB."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid} (peak RSS needs Linux)")
 
 
 def _tformer() -> list[str]:
@@ -120,8 +134,8 @@ def startup_case(device: torch.device) -> list[Case]:
     def checks() -> dict[str, dict[str, float]]:
         return {
             name: {
-                "first_token_s": statistics.median(step.first_token_s[WARMUP:]),
-                "peak_mib": statistics.median(step.peaks_mib[WARMUP:]),
+                "first_token_s": step.timed(step.first_token_s),
+                "peak_mib": step.timed(step.peaks_mib),
             }
             for name, step in made.items()
         }
