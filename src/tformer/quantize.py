@@ -265,8 +265,8 @@ def _replace_linears(
     model: nn.Module, make: Callable[[str, nn.Linear], nn.Module | None]
 ) -> nn.Module:
     """Swap each nn.Linear for `make(name, linear)` unless that is None; the rest -> the
-    compute dtype. A model on the meta device gets layers of the right shapes and dtypes
-    without any values (see `pretrained.prepared`)."""
+    compute dtype. Weights still on the meta device are allowed: `quantize_int4` builds such
+    layers from blocks given for them and never reads the weight."""
     if any(p.device.type not in ("cpu", "meta") for p in model.parameters()):
         raise InputError("weight-only quantisation uses CPU kernels; move the model to cpu")
     model.eval()
