@@ -25,6 +25,8 @@ from tformer.data.loader import BatchStream
 from tformer.data.prepare import PreparedCorpus, prepare_corpus
 from tformer.data.records import read_records, read_text
 from tformer.data.sft import build_sft
+from tformer.data.squad import build_squad
+from tformer.data.tagging import build_tagging
 from tformer.data.task import TaskData
 from tformer.data.tokens import open_token_file, write_token_file
 from tformer.data.translation import build_copy, build_seq2seq
@@ -39,6 +41,8 @@ TASKS: dict[str, Builder] = {
     "copy": build_copy,
     "classification": build_classification,
     "sft": build_sft,
+    "ner": build_tagging,
+    "qa": build_squad,
 }
 TASK_ARCH = {
     "causal-lm": "decoder",
@@ -47,6 +51,8 @@ TASK_ARCH = {
     "copy": "encoder-decoder",
     "classification": "encoder",
     "sft": "decoder",
+    "ner": "encoder",
+    "qa": "encoder",
 }
 
 

@@ -110,18 +110,43 @@ class Seq2SeqCollator:
         }
 
 
-class ClassificationCollator:
-    """(ids, label) pairs -> input_ids (B, T), attention_mask (B, T), labels (B,)."""
+class EncoderCollator:
+    """The inputs every encoder collator makes: input_ids (B, T) right-padded with `pad_id`
+    and attention_mask (B, T); subclasses add the labels (and segments) of their task."""
 
     def __init__(self, pad_id: int) -> None:
         self.pad_id = pad_id
 
-    def __call__(self, examples: list, generator: torch.Generator) -> Batch:
+    def inputs(self, examples: list) -> Batch:
         ids = [list(e[0]) for e in examples]
+        return {"input_ids": pad(ids, self.pad_id), "attention_mask": padding_mask(ids)}
+
+
+class ClassificationCollator(EncoderCollator):
+    """(ids, label) pairs -> the inputs and labels (B,)."""
+
+    def __call__(self, examples: list, generator: torch.Generator) -> Batch:
+        labels = torch.tensor([e[1] for e in examples], dtype=torch.long)
+        return {**self.inputs(examples), "labels": labels}
+
+
+class TaggingCollator(EncoderCollator):
+    """(ids, per-token labels) pairs -> the inputs and labels (B, T), IGNORE_INDEX at
+    padding."""
+
+    def __call__(self, examples: list, generator: torch.Generator) -> Batch:
+        return {**self.inputs(examples), "labels": pad([e[1] for e in examples], IGNORE_INDEX)}
+
+
+class SpanCollator(EncoderCollator):
+    """Question-answering windows (ids, segment ids, (start, end)) -> the inputs,
+    token_type_ids (B, T) and labels (B, 2)."""
+
+    def __call__(self, examples: list, generator: torch.Generator) -> Batch:
         return {
-            "input_ids": pad(ids, self.pad_id),
-            "attention_mask": padding_mask(ids),
-            "labels": torch.tensor([e[1] for e in examples], dtype=torch.long),
+            **self.inputs(examples),
+            "token_type_ids": pad([e[1] for e in examples], 0),
+            "labels": torch.tensor([e[2] for e in examples], dtype=torch.long),
         }
 
 

@@ -18,6 +18,12 @@ from tformer.errors import InputError
 from tformer.tokenizer import Tokenizer
 
 CONTEXT = 1  # the sequence id of the context in a (question, context) pair encoding
+DOC_STRIDE = 128  # context tokens consecutive windows share, unless half a window is less
+
+
+def default_stride(max_seq_len: int) -> int:
+    """The overlap of consecutive windows: 128 tokens, at most half a window."""
+    return min(DOC_STRIDE, max_seq_len // 2)
 
 
 @dataclass(frozen=True)

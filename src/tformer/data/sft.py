@@ -22,9 +22,16 @@ from typing import Any
 
 from tformer.data.collate import SFTCollator, SFTExample
 from tformer.data.errors import DataError
-from tformer.data.prepare import TOKENIZER_KINDS, seeded_split
+from tformer.data.prepare import TOKENIZER_KINDS
 from tformer.data.records import read_json_lines
-from tformer.data.task import TaskData, check_length, obtain_tokenizer, parse_options, resolve_path
+from tformer.data.task import (
+    TaskData,
+    check_length,
+    obtain_tokenizer,
+    parse_options,
+    read_splits,
+    resolve_path,
+)
 from tformer.errors import ConfigError
 from tformer.models.heads import IGNORE_INDEX
 from tformer.tokenizer import (
@@ -262,13 +269,9 @@ def build_sft(table: dict, work_dir: Path, base_dirs: list[Path], max_seq_len: i
     """task = "sft": a decoder LM trained on the assistant/completion tokens of a JSONL file."""
     options = parse_options(SFTOptions, table, "[data]")
     path = resolve_path(options.path, base_dirs)
-    rows = read_sft_rows(path)
-    if options.val_path is not None:
-        val_file = resolve_path(options.val_path, base_dirs)
-        train_rows, val_rows = rows, read_sft_rows(val_file)
-    else:
-        val_file = path
-        train_rows, val_rows = seeded_split(rows, options.val_fraction, options.seed, path)
+    train_rows, val_rows, val_file = read_splits(
+        read_sft_rows, path, options.val_path, options.val_fraction, options.seed, base_dirs
+    )
     tokenizer = sft_tokenizer(options, train_rows, base_dirs)
     block = min(options.block_size or max_seq_len, max_seq_len)
 

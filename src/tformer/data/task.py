@@ -8,7 +8,7 @@ fixes (vocabulary size, special-token ids, number of labels).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from tformer.data.collate import Collate
 from tformer.data.errors import DataError
-from tformer.data.prepare import TOKENIZER_KINDS, train_tokenizer
+from tformer.data.prepare import TOKENIZER_KINDS, seeded_split, train_tokenizer
 from tformer.errors import ConfigError, MissingFileError
 from tformer.field_types import check_field_types
 from tformer.tokenizer import Tokenizer
@@ -94,6 +94,23 @@ def package_path(spec: str) -> Path:
     if not found.exists():
         raise MissingFileError(f"{inner} not found in package {package} ({found})")
     return found
+
+
+def read_splits(
+    read: Callable[[Path], list[T]],
+    path: Path,
+    val_path: str | None,
+    val_fraction: float,
+    seed: int,
+    base_dirs: Sequence[Path],
+) -> tuple[list[T], list[T], Path]:
+    """(train, validation, the validation file): the rows of `path` and of `val_path` when a
+    validation file is given, else a seeded `val_fraction` of `path`'s rows."""
+    rows = read(path)
+    if val_path is None:
+        return *seeded_split(rows, val_fraction, seed, path), path
+    val_file = resolve_path(val_path, base_dirs)
+    return rows, read(val_file), val_file
 
 
 def check_length(ids: Sequence[int], limit: int, path: Path, line: int, truncate: bool) -> list:

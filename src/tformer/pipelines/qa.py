@@ -17,14 +17,13 @@ import torch
 from torch import Tensor
 
 from tformer.data.collate import pad, padding_mask
-from tformer.data.question_windows import CONTEXT, Window, question_windows
+from tformer.data.question_windows import CONTEXT, Window, default_stride, question_windows
 from tformer.errors import InputError
 from tformer.models import TformerModel
 from tformer.pipelines.batch import require_head
 from tformer.tokenizer import Tokenizer
 
 MAX_SEQ_LEN = 384  # tokens per window unless the model's context is shorter
-DOC_STRIDE = 128  # context tokens consecutive windows share (at most half a window)
 MAX_ANSWER_LEN = 15  # tokens
 
 
@@ -70,7 +69,7 @@ def answer_question(
         )
     if max_answer_len < 1:
         raise InputError(f"max_answer_len={max_answer_len} must be >= 1")
-    stride = min(DOC_STRIDE, max_seq_len // 2) if doc_stride is None else doc_stride
+    stride = default_stride(max_seq_len) if doc_stride is None else doc_stride
     windows = question_windows(
         tokenizer, [question], [context], max_seq_len=max_seq_len, doc_stride=stride
     )

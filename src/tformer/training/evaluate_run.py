@@ -1,9 +1,12 @@
-"""Evaluate a trained run: loss / perplexity / accuracy, plus exact match or BLEU by task."""
+"""Evaluate a trained run: loss / perplexity / accuracy, plus the task's own scores: exact
+match (copy), BLEU (seq2seq), entity F1 (ner), SQuAD exact match and F1 (qa)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from tformer.adapters import add_lora
 from tformer.checkpoint import (
@@ -21,12 +24,31 @@ from tformer.training.evaluation import evaluate_batches
 from tformer.training.generation_metrics import corpus_bleu, exact_match
 from tformer.training.recipe import RECIPE_FILE, Recipe, load_recipe
 from tformer.training.run import build_streams, load_data
+from tformer.training.squad_metrics import answer_scores
+from tformer.training.tagging_metrics import entity_scores
 
-TOKENIZER_FROM_CHECKPOINT = ("seq2seq", "classification")
+TOKENIZER_FROM_CHECKPOINT = ("seq2seq", "classification", "ner", "qa")
+EVAL_BATCH = 32  # examples per forward pass of the entity scores
 
 
 def task_metrics(model: TformerModel, data: TaskData, split: str, num_beams: int) -> dict[str, Any]:
-    """Decoding metrics: copy -> exact match; seq2seq -> sacreBLEU (with beam search)."""
+    """Metrics of the task's outputs: copy -> exact match; seq2seq -> sacreBLEU (with beam
+    search); ner -> seqeval's entity precision / recall / F1; qa -> SQuAD exact match / F1
+    of the answers the qa pipeline gives."""
+    if data.task == "ner":
+        batches = (
+            data.collate(data.val[i : i + EVAL_BATCH], torch.Generator())
+            for i in range(0, len(data.val), EVAL_BATCH)
+        )
+        return entity_scores(model, batches, data.extras["labels"])
+    if data.task == "qa":
+        return answer_scores(
+            model,
+            data.tokenizer,  # type: ignore[arg-type]
+            data.extras["val_questions"],
+            max_seq_len=data.extras["max_seq_len"],
+            doc_stride=data.extras["doc_stride"],
+        )
     pairs = data.extras["test"] if split == "test" else data.val
     if data.task == "copy":
         return {"exact_match": exact_match(model, pairs)}  # type: ignore[arg-type]

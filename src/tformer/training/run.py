@@ -23,7 +23,12 @@ from tformer.training.distributed import Distributed, barrier, init_distributed
 from tformer.training.recipe import RECIPE_FILE, Recipe
 from tformer.training.trainer import Trainer, TrainResult
 
-TASK_HEADS = {"mlm": "masked-lm", "classification": "sequence-classification"}
+TASK_HEADS = {
+    "mlm": "masked-lm",
+    "classification": "sequence-classification",
+    "ner": "token-classification",
+    "qa": "question-answering",
+}
 
 
 def load_data(recipe: Recipe, run_dir: Path, dist: Distributed) -> TaskData:
