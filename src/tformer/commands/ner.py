@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> None:
         return
     for text, entities in zip(texts, found, strict=True):
         print(text)
-        for e in entities or ():
+        for e in entities:
             print(f"  {e.label}\t{e.text!r}\t{e.start}-{e.end}\t{e.score:.3f}")
         if not entities:
             print("  (no entities)")

@@ -45,7 +45,7 @@ class TaggingOptions:
 
     path: the training file; val_path: the validation file, else a seeded `val_fraction` of
     the training sentences. labels: the tag set in class-id order (default: "O", then the
-    other tags of the training file, sorted); a tag outside an explicit set is an error.
+    other tags of the data, sorted); a tag outside an explicit set is an error.
     tokenizer: "wordpiece"/"bpe"/"char" trained on the training words, or a path to a
     tokenizer.json / checkpoint directory (a pretrained encoder's).
     """
@@ -103,7 +103,7 @@ def build_tagging(table: dict, work_dir: Path, base_dirs: list[Path], max_seq_le
     train, val, val_path = read_splits(
         read_conll, path, options.val_path, options.val_fraction, options.seed, base_dirs
     )
-    seen = {t for s in train for t in s.tags} - {"O"}
+    seen = {t for s in (*train, *val) for t in s.tags} - {"O"}
     labels = options.labels or ["O", *sorted(seen)]
     tag_ids = {tag: i for i, tag in enumerate(labels)}
     texts = [" ".join(s.words) for s in train]
