@@ -124,6 +124,9 @@ class ModelConfig:
     rotary_fraction: float = 1.0
     norm: str = "layernorm"
     norm_eps: float = 1e-5
+    # RMSNorm scales by (norm_weight_offset + weight): Gemma stores w and scales by (1 + w),
+    # so its weights start at zero; 0.0 is everyone else's plain `weight`
+    norm_weight_offset: float = 0.0
     norm_position: str = "post"  # "post": the 2017 paper / BERT; "pre": GPT-2 / Llama
     # attention and feed-forward both read the block's input, x + attn(norm1(x)) +
     # ffn(norm2(x)), instead of the feed-forward reading x + attn(...) (GPT-NeoX, Pythia);
@@ -135,6 +138,9 @@ class ModelConfig:
     # the first block normalises its attention input; False: it reads the embedding norm's
     # output as it is (ModernBERT: pre-norm after an embedding norm, layer 0 without attn_norm)
     first_block_attn_norm: bool = True
+    # pre-norm blocks also normalise each sub-layer's output before the residual add,
+    # x + Norm(Sublayer(Norm(x))) (Gemma 2/3's post-attention and post-feed-forward norms)
+    sandwich_norm: bool = False
     activation: str = "relu"
     dropout: float = 0.1
     attention_dropout: float | None = None  # None: = dropout
@@ -145,6 +151,10 @@ class ModelConfig:
     # factor on q.k before the softmax; None: 1 / sqrt(head_dim) (the paper's). T5 uses 1.0
     # (its init absorbs the scale), Gemma query_pre_attn_scalar ** -0.5.
     attention_scale: float | None = None
+    # soft-capping: tanh(s / cap) * cap bounds the attention scores (after the scale, before
+    # the mask) and the LM head's logits to (-cap, cap) (Gemma 2); None: uncapped
+    attention_softcap: float | None = None
+    logit_softcap: float | None = None
     # local attention: causal self-attention sees only the last `sliding_window` positions,
     # its own included (Mistral, Gemma); an encoder's, sliding_window // 2 on either side
     # (ModernBERT). None: no window.
@@ -249,6 +259,7 @@ class ModelConfig:
                 "parallel_residual=True needs norm_position='pre' and no cross-attention, got "
                 f"norm_position={self.norm_position!r}, arch={self.arch!r}"
             )
+        self._check_gemma_mechanisms()
         if self.type_vocab_size < 0:
             raise ConfigError(f"type_vocab_size={self.type_vocab_size} must be >= 0")
         for name in ("pad_id", "bos_id", "eos_id", "mask_id", "decoder_start_id"):
@@ -281,6 +292,34 @@ class ModelConfig:
                     "rope_local_theta is the rotary base of 'sliding' blocks: it needs "
                     "positional='rotary' and sliding blocks (sliding_window, layer_types)"
                 )
+
+    def _check_gemma_mechanisms(self) -> None:
+        for name in ("attention_softcap", "logit_softcap"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < math.inf:
+                raise ConfigError(f"{name}={value!r} must be a positive number (None: no cap)")
+        if not math.isfinite(self.norm_weight_offset):
+            raise ConfigError(f"norm_weight_offset={self.norm_weight_offset!r} must be finite")
+        if self.logit_softcap is not None and self.task_head != "lm":
+            raise ConfigError(
+                f"logit_softcap caps the logits of the 'lm' head; head={self.task_head!r} "
+                "has none to cap"
+            )
+        if self.norm_weight_offset != 0.0 and self.norm != "rmsnorm":
+            raise ConfigError(
+                f"norm_weight_offset={self.norm_weight_offset!r} needs norm='rmsnorm', "
+                f"got norm={self.norm!r}"
+            )
+        if self.sandwich_norm and self.norm_position != "pre":
+            raise ConfigError(
+                "sandwich_norm=True adds a norm on each sub-layer's output of pre-norm blocks; "
+                f"it needs norm_position='pre', got {self.norm_position!r}"
+            )
+        if self.sandwich_norm and self.parallel_residual:
+            raise ConfigError(
+                "sandwich_norm=True and parallel_residual=True: no family has both, and the "
+                "parallel block has no per-sub-layer residual for the second norm"
+            )
 
     def block_types(self, n_blocks: int) -> tuple[str, ...]:
         """The attention of each of a stack's `n_blocks` blocks, "full" or "sliding"."""
@@ -404,6 +443,11 @@ class ModelConfig:
         if self.attention_scale is None:
             return self.attention_head_dim**-0.5
         return self.attention_scale
+
+    @property
+    def local_rope_theta(self) -> float:
+        """The rotary base of the "sliding" blocks."""
+        return self.rope_theta if self.rope_local_theta is None else self.rope_local_theta
 
     @property
     def attn_dropout(self) -> float:

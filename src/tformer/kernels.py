@@ -15,7 +15,8 @@ Rules:
 * `linear_split_parts`: few-row float32 products on the CPU split the weight's output rows
   over the threads (MKL's kernel for a product with so few rows runs on one thread).
 * `explicit_attention`: bfloat16 training on the CPU over short keys runs softmax(QK^T)V
-  written out (the CPU flash kernel's bf16 backward is slower there).
+  written out (the CPU flash kernel's bf16 backward is slower there), and so does attention
+  with soft-capped scores everywhere (no fused kernel caps them).
 * `use_packed_layout`: encoders run position-wise layers on the real tokens only when a
   batch has padding (see `modules/packing.py`).
 * `dense_rows`: weight-only quantised layers asked to serve many rows at once (a batched
@@ -134,15 +135,16 @@ def linear_split_parts(x: Tensor, weight: Tensor) -> int:
     return 0
 
 
-def explicit_attention(q: Tensor, key_len: int) -> bool:
+def explicit_attention(q: Tensor, key_len: int, *, capped: bool = False) -> bool:
     """Whether softmax(QK^T)V written out beats SDPA's fused kernel for this call.
 
-    Only bfloat16 training on the CPU with at most EXPLICIT_MAX_KEYS keys: there the CPU
+    Always when the scores are `capped` (soft-capping, tanh(s / cap) * cap): SDPA cannot
+    apply it, so the written-out path is the only one. Otherwise only bfloat16 training on the CPU with at most EXPLICIT_MAX_KEYS keys: there the CPU
     flash-attention kernel's backward pass is slower than two bf16 batched matmuls and a
     softmax; at longer keys, in float32 and in inference the fused kernel wins. The
     (B, H, T, T) weights it materialises are small at such lengths.
     """
-    return (
+    return capped or (
         q.device.type == "cpu"
         and q.dtype == torch.bfloat16
         and q.requires_grad

@@ -55,17 +55,25 @@ def sentence_embedding(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
 
 
 class LMHead(nn.Module):
-    """Output projection to vocabulary logits (paper 3.4: shares the embedding matrix if tied)."""
+    """Output projection to vocabulary logits (paper 3.4: shares the embedding matrix if tied).
+
+    With the config's `logit_softcap`, logits are bounded softly to (-cap, cap) by
+    tanh(logits / cap) * cap (Gemma 2's final-logit soft-capping).
+    """
 
     def __init__(self, config: ModelConfig, tokens: TokenEmbedding, *, bias: bool = False) -> None:
         super().__init__()
         self.proj = Linear(config.d_model, config.vocab_size, bias=bias)
         if config.tie_embeddings:
             self.proj.weight = tokens.weight
+        self.softcap = config.logit_softcap
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, T, d_model) -> (B, T, vocab)."""
-        return self.proj(hidden)
+        logits = self.proj(hidden)
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
 
     def loss(self, logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
         return token_cross_entropy(logits, labels, label_smoothing)

@@ -30,6 +30,8 @@ class MultiHeadAttention(nn.Module):
 
     `q_norm` and `k_norm`, when given, normalise each head's queries and keys (over head_dim)
     before rotary (Qwen3's q/k norm), which keeps the logits of the dot product bounded.
+    `softcap` bounds the scores instead, softly: tanh(s / cap) * cap (Gemma 2); the fused
+    kernel cannot, so capped attention always runs written out.
     """
 
     def __init__(
@@ -46,12 +48,15 @@ class MultiHeadAttention(nn.Module):
         q_norm: nn.Module | None = None,
         k_norm: nn.Module | None = None,
         scale: float | None = None,
+        softcap: float | None = None,
     ) -> None:
         """`bias` is the output projection's; `qkv_bias` (None: = bias) the q/k/v ones';
-        `scale` the factor on q.k (None: 1 / sqrt(head_dim))."""
+        `scale` the factor on q.k (None: 1 / sqrt(head_dim)); `softcap` the bound on the
+        scaled scores (None: unbounded)."""
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
         self.scale = head_dim**-0.5 if scale is None else scale
+        self.softcap = softcap
         self.cross = cross
         self.dropout = dropout
         in_bias = bias if qkv_bias is None else qkv_bias
@@ -104,7 +109,9 @@ class MultiHeadAttention(nn.Module):
         assert v is not None
 
         dropout_p = self.dropout if self.training else 0.0
-        if need_weights or kernels.explicit_attention(q, k.shape[2]):
+        if need_weights or kernels.explicit_attention(
+            q, k.shape[2], capped=self.softcap is not None
+        ):
             out, weights = self._math_attention(q, k, v, mask, dropout_p)
         else:
             out = F.scaled_dot_product_attention(
@@ -146,11 +153,13 @@ class MultiHeadAttention(nn.Module):
     def _math_attention(
         self, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, dropout_p: float
     ) -> tuple[Tensor, Tensor]:
-        """softmax(scale Q K^T + mask) V, written out so the weights can be returned."""
+        """softmax(cap(scale Q K^T) + mask) V, written out so the weights can be returned."""
         groups = self.n_heads // self.n_kv_heads
         if groups > 1:  # (B, H_kv, S, hd) -> (B, H, S, hd): each kv head serves `groups` heads
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, S)
+        if self.softcap is not None:
+            scores = torch.tanh(scores / self.softcap) * self.softcap
         allowed = mask.dense(q.shape[2], k.shape[2], q.device)
         if allowed is not None:
             scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)

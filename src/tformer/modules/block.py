@@ -5,6 +5,9 @@ a norm, either after the addition ("post", the 2017 paper and BERT: LayerNorm(x 
 section 5.4) or before the sub-layer ("pre", GPT-2 and Llama: x + Sublayer(Norm(x))).
 With `parallel_residual` (GPT-NeoX) the feed-forward reads the block's input rather than the
 stream after attention: x + Attention(Norm1(x)) + FFN(Norm2(x)).
+Pre-norm blocks with `sandwich_norm` normalise the sub-layer's output too,
+x + Norm'(Sublayer(Norm(x))) (Gemma 2/3), which keeps each branch's contribution to the stream
+at a fixed scale.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def _attention(config: ModelConfig, *, cross: bool) -> MultiHeadAttention:
         q_norm=head_norm(),
         k_norm=head_norm(),
         scale=config.attention_logit_scale,
+        softcap=config.attention_softcap,
     )
 
 
@@ -64,13 +68,24 @@ class TransformerBlock(nn.Module):
             config.d_model, config.d_ff, config.activation, bias=config.bias
         )
         self.ffn_norm = norm_for(config)
+        # the sandwich's second slice: a norm on each sub-layer's output (None: none)
+        sandwich = config.sandwich_norm
+        self.self_attn_out_norm = norm_for(config) if sandwich else None
+        self.cross_attn_out_norm = norm_for(config) if sandwich and cross_attention else None
+        self.ffn_out_norm = norm_for(config) if sandwich else None
         self.dropout = nn.Dropout(config.dropout)  # on each sub-layer's output (section 5.4)
 
     def _residual(
-        self, x: Tensor, norm: nn.Module, sublayer: Callable[[Tensor], tuple[Tensor, Tensor | None]]
+        self,
+        x: Tensor,
+        norm: nn.Module,
+        out_norm: nn.Module | None,
+        sublayer: Callable[[Tensor], tuple[Tensor, Tensor | None]],
     ) -> tuple[Tensor, Tensor | None]:
         if self.pre_norm:
             out, weights = sublayer(norm(x))
+            if out_norm is not None:
+                out = out_norm(out)
             return x + self.dropout(out), weights
         out, weights = sublayer(x)
         return norm(x + self.dropout(out)), weights
@@ -98,6 +113,7 @@ class TransformerBlock(nn.Module):
         x, self_weights = self._residual(
             x,
             self.self_attn_norm,
+            self.self_attn_out_norm,
             lambda h: self.self_attn(
                 h,
                 mask=mask,
@@ -113,6 +129,7 @@ class TransformerBlock(nn.Module):
             x, cross_weights = self._residual(
                 x,
                 self.cross_attn_norm,
+                self.cross_attn_out_norm,
                 lambda h: cross_attn(
                     h,
                     mask=context_mask if context_mask is not None else AttentionMask(None),
@@ -125,7 +142,9 @@ class TransformerBlock(nn.Module):
         if self.parallel:  # x + attn(norm1(x)) + ffn(norm2(x)): both read the block's input
             x = x + self.dropout(self.ffn(self.ffn_norm(block_input)))
         else:
-            x, _ = self._residual(x, self.ffn_norm, lambda h: (self.ffn(h), None))
+            x, _ = self._residual(
+                x, self.ffn_norm, self.ffn_out_norm, lambda h: (self.ffn(h), None)
+            )
         return BlockOutput(x, self_weights, cross_weights)
 
 
