@@ -28,11 +28,23 @@ ROPE_KEYS = {
 }
 
 
-def _normalise(hf: dict[str, Any], family: Family) -> dict[str, Any]:
+def _normalise(hf: dict[str, Any], family: Family, source: str) -> dict[str, Any]:
     """transformers >= 5 keeps rope settings in `rope_parameters`; older files at top level,
-    some under the family's older names (`Family.config_aliases`)."""
+    some under the family's older names (`Family.config_aliases`). A table per block type
+    (Gemma 3's) holds the global blocks' settings under full_attention and the local ones'
+    base under sliding_attention (rope_local_base_freq before), which tformer never
+    rescales."""
     hf = dict(hf)
     rope = hf.get("rope_parameters")
+    if isinstance(rope, dict) and "full_attention" in rope:
+        local = rope.get("sliding_attention") or {}
+        if local.get("rope_type", "default") != "default":
+            raise CheckpointError(
+                f"{source}: config.json rescales the local blocks' rotary "
+                f"(rope_type {local['rope_type']!r}); tformer rescales only the global ones'"
+            )
+        hf.setdefault("rope_local_base_freq", local.get("rope_theta"))
+        rope = rope["full_attention"]
     if isinstance(rope, dict):
         hf.setdefault("rope_theta", rope.get("rope_theta"))
         hf.setdefault("partial_rotary_factor", rope.get("partial_rotary_factor"))
@@ -47,7 +59,7 @@ def _normalise(hf: dict[str, Any], family: Family) -> dict[str, Any]:
 
 
 def _hf_value(hf: dict[str, Any], family: Family, key: str, source: str) -> Any:
-    if key in hf and hf[key] is not None:
+    if key in hf and (hf[key] is not None or key in family.nullable):
         return hf[key]
     if key not in family.hf_defaults:
         raise CheckpointError(f"{source}: config.json has no {key!r}, which tformer needs")
@@ -155,11 +167,13 @@ def model_config_from_hf(
     hf: dict[str, Any], family: Family, architecture: str, source: str
 ) -> ModelConfig:
     """ModelConfig for a config.json of `family` whose model class is `architecture`."""
-    hf = _normalise(hf, family)
+    hf = _normalise(hf, family, source)
     _check_supported(hf, family, source)
     fields: dict[str, Any] = dict(family.fixed)
     for name, key in family.config_keys:
         fields[name] = _hf_value(hf, family, key, source)
+    for name, (key, read, _) in family.converted_keys.items():
+        fields[name] = read(_hf_value(hf, family, key, source))
     activation = fields["activation"]
     if activation not in family.activations:
         raise CheckpointError(
@@ -215,6 +229,8 @@ DERIVED = {
     "final_norm": "use_final_norm",
     "n_encoder_layers": "encoder_layers",
     "n_decoder_layers": "decoder_layers",
+    "attention_scale": "attention_logit_scale",
+    "rope_local_theta": "local_rope_theta",
 }
 
 
@@ -291,10 +307,12 @@ def hf_config_from_model(config: ModelConfig, family: Family, architecture: str)
     for a, b in family.same:
         hf[b] = hf[a]
     hf.update(family.must_be)
-    if config.layer_types is not None and "layer_types" in keys:
+    for name, (key, _, write) in family.converted_keys.items():
+        hf[key] = write(getattr(config, DERIVED.get(name, name)))
+    if "layer_types" in keys:  # every block's, so that no family default applies
         hf[keys["layer_types"]] = [
             next(name for name, ours in LAYER_TYPE_NAMES.items() if ours == kind)
-            for kind in config.layer_types
+            for kind in config.block_types(config.n_layers)
         ]
     if family.window_switch is not None:
         hf[family.window_switch] = config.sliding_window is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from tformer.checkpoint import CheckpointError
 from tformer.pretrained.families.bart import BART
 from tformer.pretrained.families.bert import BERT, DISTILBERT, ROBERTA
+from tformer.pretrained.families.gemma import GEMMA, GEMMA2, GEMMA3_TEXT
 from tformer.pretrained.families.gpt2 import GPT2
 from tformer.pretrained.families.gpt_neox import GPT_NEOX
 from tformer.pretrained.families.marian import MARIAN
@@ -26,6 +27,9 @@ FAMILIES = (
     MISTRAL,
     QWEN2,
     QWEN3,
+    GEMMA,
+    GEMMA2,
+    GEMMA3_TEXT,
     BART,
     MARIAN,
     ROBERTA,

@@ -65,6 +65,15 @@ class Family:
     config_aliases: dict[str, str] = field(default_factory=dict)
     # the rope scaling types the family's transformers class computes as tformer does
     rope_scalings: tuple[str, ...] = ROPE_SCALINGS
+    # ModelConfig field -> (config.json key, its value -> the field's, the field's -> its
+    # value), for a setting config.json holds as another quantity (Gemma's
+    # query_pre_attn_scalar s is attention_scale = s ** -0.5)
+    converted_keys: dict[str, tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = field(
+        default_factory=dict
+    )
+    # config.json keys whose null is a setting (no window, no soft-cap), not a missing value
+    # that `hf_defaults` fills in
+    nullable: tuple[str, ...] = ()
 
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")  # the HF names most families give q, k, v
