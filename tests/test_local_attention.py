@@ -132,3 +132,16 @@ def test_qwen2_with_the_window_switched_off_has_no_window(tmp_path: Path) -> Non
     transformers.Qwen2ForCausalLM(config).save_pretrained(tmp_path)
     model, _ = tformer.load(tmp_path)
     assert model.config.sliding_window is None and model.config.layer_types is None
+
+
+def test_mistral_with_a_null_window_attends_to_every_position(tmp_path: Path) -> None:
+    """sliding_window null (Mistral 7B v0.2 and later) is no window, not the 4096 of files
+    that leave the key out."""
+    config = transformers.MistralConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, intermediate_size=48, sliding_window=None,
+    )  # fmt: skip
+    transformers.MistralForCausalLM(config).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["sliding_window"] is None
+    model, _ = tformer.load(tmp_path)
+    assert model.config.sliding_window is None

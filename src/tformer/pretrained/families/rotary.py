@@ -97,6 +97,7 @@ MISTRAL = Family(
     fixed=_MISTRAL_FIXED,
     config_keys=(*ROTARY_KEYS, ("sliding_window", "sliding_window")),
     hf_defaults={**ROTARY_DEFAULTS, "sliding_window": 4096},
+    nullable=("sliding_window",),  # Mistral 7B v0.2 on: null, attention over every position
     activations=GATED,
     tensors=ROTARY_TENSORS,
     ignored=(r"rotary_emb\.inv_freq$",),
