@@ -30,13 +30,14 @@ ROPE_KEYS = {
 
 def _normalise(hf: dict[str, Any], family: Family, source: str) -> dict[str, Any]:
     """transformers >= 5 keeps rope settings in `rope_parameters`; older files at top level,
-    some under the family's older names (`Family.config_aliases`). A table per block type
-    (Gemma 3's) holds the global blocks' settings under full_attention and the local ones'
-    base under sliding_attention (rope_local_base_freq before), which tformer never
-    rescales."""
+    some under the family's older names (`Family.config_aliases`). For a family that reads
+    rope_local_base_freq, a table per block type (Gemma 3's) holds the global blocks'
+    settings under full_attention and the local ones' base under sliding_attention, which
+    tformer never rescales (ModernBERT reads its two tables itself)."""
     hf = dict(hf)
     rope = hf.get("rope_parameters")
-    if isinstance(rope, dict) and "full_attention" in rope:
+    reads_local_base = "rope_local_base_freq" in dict(family.config_keys).values()
+    if isinstance(rope, dict) and "full_attention" in rope and reads_local_base:
         local = rope.get("sliding_attention") or {}
         if local.get("rope_type", "default") != "default":
             raise CheckpointError(
