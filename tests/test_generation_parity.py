@@ -1,9 +1,11 @@
 """Greedy and beam search token-identical to `transformers` generate() on the same weights.
 
 Random-initialised GPT-2, Llama (grouped-query attention; one with Llama 3's rope scaling,
-decoding past its original context), Qwen2 (q/k/v biases), Qwen3 (q/k norm), BART and Marian models are saved with
+decoding past its original context), Qwen2 (q/k/v biases), Qwen3 (q/k norm), BART, Marian and T5
+(relative position biases in cached decoding) models are saved with
 `save_pretrained` and opened with `tformer.load`; both libraries then decode the same batch.
-Decoder prompts are left-padded, BART and Marian sources right-padded, so padding is covered too.
+Decoder prompts are left-padded, BART, Marian and T5 sources right-padded, so padding is covered
+too.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import tformer  # noqa: E402
+from t5_models import VERSIONS, hf_t5  # noqa: E402
 from tformer.generation import generate, left_pad  # noqa: E402
 
 VOCAB = 53
@@ -100,6 +103,8 @@ MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "qwen3": _qwen3,
     "bart": _bart,
     "marian": _marian,
+    # twice T5's init: decoding varies from token to token, rows end at a frequent token
+    **{f"t5-v{v}": lambda v=v: hf_t5(v, VOCAB, init_factor=2.0) for v in VERSIONS},
 }
 ROWS = [[5, 9, 3, 17, 8, 30, 11], [12, 4, 40], [25, 7, 7, 19, 33]]
 

@@ -25,7 +25,9 @@ else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
 ARCHS = ("decoder", "encoder", "encoder-decoder")
-POSITIONALS = ("sinusoidal", "learned", "rotary", "none")
+# "relative": no position vectors; a learned bias per head on every attention score, by the
+# bucketed key-minus-query distance (T5)
+POSITIONALS = ("sinusoidal", "learned", "rotary", "relative", "none")
 # where a sinusoidal table puts sin and cos: alternating (the paper's PE(pos, 2i), PE(pos, 2i+1))
 # or sin in the first half, cos in the second (Marian, fairseq, tensor2tensor)
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
@@ -122,6 +124,12 @@ class ModelConfig:
     # frequencies spaced over those alone; the rest pass unrotated (GPT-NeoX's rotary_pct,
     # Phi's partial_rotary_factor)
     rotary_fraction: float = 1.0
+    # positional="relative" (T5): each direction of bidirectional attention has half the
+    # buckets (causal attention, one direction, all); half of those are the exact distances
+    # 0, 1, ..., the rest widen logarithmically up to relative_max_distance, past which all
+    # distances share the last
+    relative_buckets: int = 32
+    relative_max_distance: int = 128
     norm: str = "layernorm"
     norm_eps: float = 1e-5
     # RMSNorm scales by (norm_weight_offset + weight): Gemma stores w and scales by (1 + w),
@@ -169,6 +177,9 @@ class ModelConfig:
     tie_embeddings: bool = True  # output projection shares the token-embedding matrix
     lm_head_bias: bool = False  # a bias on the LM output projection (BART's final_logits_bias)
     scale_embeddings: bool = False  # multiply token embeddings by sqrt(d_model) (paper 3.4)
+    # multiply the final hidden states by d_model ** -0.5 before the LM output projection:
+    # T5 v1.0 does, as Mesh TensorFlow does for an output matrix tied to the embeddings
+    scale_output: bool = False
     type_vocab_size: int = 0  # BERT segment embeddings; 0 disables them
     head: str | None = None  # task head; None: the arch's default (see HEADS_BY_ARCH)
     n_labels: int = 2  # classes for classification heads
@@ -250,6 +261,7 @@ class ModelConfig:
                 "(the embedding norm is then the first block's attention norm)"
             )
         self._check_rope_scaling()
+        self._check_relative_buckets()
         self._check_position_offset()
         self._check_local_attention()
         if self.parallel_residual and (
@@ -260,6 +272,11 @@ class ModelConfig:
                 f"norm_position={self.norm_position!r}, arch={self.arch!r}"
             )
         self._check_gemma_mechanisms()
+        if self.scale_output and self.task_head != "lm":
+            raise ConfigError(
+                f"scale_output=True rescales the input of an LM output projection; head="
+                f"{self.task_head!r} has none (leave scale_output out)"
+            )
         if self.type_vocab_size < 0:
             raise ConfigError(f"type_vocab_size={self.type_vocab_size} must be >= 0")
         for name in ("pad_id", "bos_id", "eos_id", "mask_id", "decoder_start_id"):
@@ -364,6 +381,27 @@ class ModelConfig:
                 f"rotary_fraction={self.rotary_fraction!r} rotates int(head_dim * "
                 f"rotary_fraction)={self.rotary_dim} of head_dim={self.attention_head_dim} "
                 "features per head; rotary needs an even number of them, at least 2"
+            )
+
+    def _check_relative_buckets(self) -> None:
+        if self.positional != "relative":
+            defaults = {f.name: f.default for f in dataclasses.fields(self)}
+            for name in ("relative_buckets", "relative_max_distance"):
+                if getattr(self, name) != defaults[name]:
+                    raise ConfigError(
+                        f"{name}={getattr(self, name)} has no effect with positional="
+                        f"{self.positional!r}; leave it out or use positional='relative'"
+                    )
+            return
+        # bidirectional attention halves the buckets (one half per direction), and each half
+        # keeps its first half for exact distances: at least one exact bucket, and a
+        # max_distance past the exact ones, or the logarithmic buckets divide by zero
+        if self.relative_buckets < 4:
+            raise ConfigError(f"relative_buckets={self.relative_buckets} must be >= 4")
+        if self.relative_max_distance <= self.relative_buckets // 2:
+            raise ConfigError(
+                f"relative_max_distance={self.relative_max_distance} must exceed "
+                f"relative_buckets // 2 = {self.relative_buckets // 2} (the exact distances)"
             )
 
     def _check_rope_scaling(self) -> None:

@@ -61,7 +61,7 @@ def hf_module_names(model: TformerModel) -> dict[str, str]:
     names = {}
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
-            mapped = locate(f"{name}.weight", family, prefix, model.config.task_head)
+            mapped = locate(f"{name}.weight", family, prefix, model.config)
             if mapped is not None and mapped.split is None and not mapped.transform:
                 names[name] = mapped.hf_name.removesuffix(".weight")
     return names

@@ -17,7 +17,8 @@ from tformer.generation.config import GenerationConfig
 from tformer.models import DecoderOnlyLM, EncoderDecoder
 from tformer.modules.kv_cache import KVCache
 
-RELATIVE_POSITIONS = ("rotary", "none")  # attention sees distances, not absolute positions
+# attention sees distances, not absolute positions
+RELATIVE_POSITIONS = ("rotary", "relative", "none")
 
 
 def position_ids_from_mask(mask: Tensor) -> Tensor:

@@ -57,8 +57,9 @@ def sentence_embedding(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
 class LMHead(nn.Module):
     """Output projection to vocabulary logits (paper 3.4: shares the embedding matrix if tied).
 
-    With the config's `logit_softcap`, logits are bounded softly to (-cap, cap) by
-    tanh(logits / cap) * cap (Gemma 2's final-logit soft-capping).
+    Its input is rescaled by d_model ** -0.5 with the config's `scale_output` (T5 v1.0); with
+    its `logit_softcap`, logits are bounded softly to (-cap, cap) by tanh(logits / cap) * cap
+    (Gemma 2's final-logit soft-capping).
     """
 
     def __init__(self, config: ModelConfig, tokens: TokenEmbedding, *, bias: bool = False) -> None:
@@ -66,11 +67,12 @@ class LMHead(nn.Module):
         self.proj = Linear(config.d_model, config.vocab_size, bias=bias)
         if config.tie_embeddings:
             self.proj.weight = tokens.weight
+        self.scale = config.d_model**-0.5 if config.scale_output else None
         self.softcap = config.logit_softcap
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """(B, T, d_model) -> (B, T, vocab)."""
-        logits = self.proj(hidden)
+        logits = self.proj(hidden if self.scale is None else hidden * self.scale)
         if self.softcap is not None:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits

@@ -8,7 +8,7 @@ from torch import nn
 
 from tformer.config import ModelConfig
 from tformer.modules.embedding import TokenEmbedding
-from tformer.modules.position import LearnedPositions
+from tformer.modules.position import LearnedPositions, RelativePositionBias
 
 
 def init_weights(model: nn.Module, config: ModelConfig, n_residual_layers: int) -> None:
@@ -27,5 +27,7 @@ def init_weights(model: nn.Module, config: ModelConfig, n_residual_layers: int) 
             nn.init.normal_(module.weight, mean=0.0, std=residual_std if is_residual else std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, (TokenEmbedding, LearnedPositions)):
+        elif isinstance(
+            module, (TokenEmbedding, LearnedPositions, RelativePositionBias, nn.Embedding)
+        ):
             nn.init.normal_(module.weight, mean=0.0, std=std)

@@ -21,6 +21,7 @@ from tformer.modules.mask import build_attention_mask
 from tformer.modules.norm import norm_for
 from tformer.modules.packing import PackedLayout
 from tformer.modules.position import (
+    RelativeBuckets,
     RopeScaling,
     RotaryPositions,
     make_positional,
@@ -41,9 +42,13 @@ def _rope_scaling(config: ModelConfig) -> RopeScaling | None:
 
 
 class Embeddings(nn.Module):
-    """Token (+ segment) embeddings, absolute positions, optional norm, dropout."""
+    """Token (+ segment) embeddings, absolute positions, optional norm, dropout.
 
-    def __init__(self, config: ModelConfig, tokens: TokenEmbedding) -> None:
+    `positions` also holds what attention needs of them (rotary tables, or relative
+    biases, which look both ways unless the stack is `causal`).
+    """
+
+    def __init__(self, config: ModelConfig, tokens: TokenEmbedding, *, causal: bool) -> None:
         super().__init__()
         self.tokens = tokens  # shared between encoder, decoder and output projection if tied
         self.segments = (
@@ -60,6 +65,12 @@ class Embeddings(nn.Module):
             scaling=_rope_scaling(config),
             offset=config.position_offset,
             layout=config.sinusoidal_layout,
+            relative=RelativeBuckets(
+                config.n_heads,
+                config.relative_buckets,
+                config.relative_max_distance,
+                bidirectional=not causal,
+            ),
         )
         self.norm = norm_for(config) if config.embedding_norm else None
         self.dropout = nn.Dropout(config.dropout)
@@ -105,7 +116,7 @@ class TransformerStack(nn.Module):
         # False: always the padded layout (observers such as the explainer's hooks, which
         # expect (B, T, ...) tensors, and tests that compare both paths turn it off)
         self.padding_free = True
-        self.embeddings = Embeddings(config, tokens)
+        self.embeddings = Embeddings(config, tokens, causal=causal)
         self.blocks = nn.ModuleList(
             DecoderBlock(config, cross_attention=cross_attention)
             if causal
@@ -207,6 +218,7 @@ class TransformerStack(nn.Module):
                 query_offsets=cache.query_offsets() if cached else None,  # type: ignore[union-attr]
                 segment_ids=segment_ids,
                 window=self.config.sliding_window if kind == "sliding" else None,
+                score_bias=self.embeddings.positions.score_bias(),
                 device=x.device,
             )
             for kind in set(self.block_types)

@@ -153,13 +153,16 @@ class MultiHeadAttention(nn.Module):
     def _math_attention(
         self, q: Tensor, k: Tensor, v: Tensor, mask: AttentionMask, dropout_p: float
     ) -> tuple[Tensor, Tensor]:
-        """softmax(cap(scale Q K^T) + mask) V, written out so the weights can be returned."""
+        """softmax(cap(scale Q K^T) + score bias + mask) V, written out so the weights can
+        be returned."""
         groups = self.n_heads // self.n_kv_heads
         if groups > 1:  # (B, H_kv, S, hd) -> (B, H, S, hd): each kv head serves `groups` heads
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         scores = (q @ k.transpose(-2, -1)) * self.scale  # (B, H, T, S)
         if self.softcap is not None:
             scores = torch.tanh(scores / self.softcap) * self.softcap
+        if mask.score_bias is not None:
+            scores = scores + mask.score_bias.to(scores.dtype)
         allowed = mask.dense(q.shape[2], k.shape[2], q.device)
         if allowed is not None:
             scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)

@@ -2,11 +2,14 @@
 
 Padding, causal, cross-attention and packed-example (block-diagonal) masks are all made by
 `build_attention_mask`, so "which key may a query see" is decided once for the whole library
-(and tested once for padding invariance, causality and example isolation).
+(and tested once for padding invariance, causality and example isolation). A bias on the
+scores by key-minus-query distance (T5's relative positions) is added in the same place, so
+the fused attention kernel still runs: it is one more term of the additive mask.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -22,24 +25,34 @@ class AttentionMask:
     `allowed` is (B or 1, 1, T_query, T_key) bool, True where attention is allowed, or None
     when every key is allowed. `is_causal` marks the pure causal case with T_query == T_key
     and no padding: then `allowed` is None and SDPA's fused causal kernel is used.
+    `score_bias` (B or 1, H, T_query, T_key), when given, is added to the scores of allowed
+    keys (relative position biases).
     """
 
     allowed: Tensor | None
     is_causal: bool = False
+    score_bias: Tensor | None = None
     _bias: dict[torch.dtype, Tensor] = field(default_factory=dict, repr=False)
 
     def bias(self, dtype: torch.dtype) -> Tensor | None:
-        """Additive form: 0 where allowed, the dtype's lowest finite value where not.
+        """Additive form: `score_bias` (or 0) where allowed, the dtype's lowest finite value
+        where not.
 
         A finite value rather than -inf keeps a row whose keys are all masked (a fully padded
         sequence) finite: softmax spreads it uniformly instead of producing NaN. Made once per
         dtype, so bf16 attention under autocast gets a bf16 mask.
         """
-        if self.allowed is None:
+        if self.allowed is None and self.score_bias is None:
             return None
         if dtype not in self._bias:
-            zeros = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
-            self._bias[dtype] = zeros.masked_fill(~self.allowed, torch.finfo(dtype).min)
+            if self.score_bias is not None:
+                bias = self.score_bias.to(dtype)
+            else:
+                assert self.allowed is not None
+                bias = torch.zeros(self.allowed.shape, dtype=dtype, device=self.allowed.device)
+            if self.allowed is not None:
+                bias = bias.masked_fill(~self.allowed, torch.finfo(dtype).min)
+            self._bias[dtype] = bias
         return self._bias[dtype]
 
     def dense(self, query_len: int, key_len: int, device: torch.device) -> Tensor | None:
@@ -60,6 +73,7 @@ def build_attention_mask(
     query_offsets: Tensor | None = None,
     segment_ids: Tensor | None = None,
     window: int | None = None,
+    score_bias: Callable[[Tensor], Tensor] | None = None,
     device: torch.device | None = None,
 ) -> AttentionMask:
     """The one mask function: padding, causal, cross-attention and packed-example masks.
@@ -82,6 +96,11 @@ def build_attention_mask(
             last `window` slots, its own included (Mistral, Gemma): key slot j is allowed for
             the query at slot i iff i - window < j <= i. Without, it sees `window // 2` slots
             on either side (ModernBERT's local attention): iff |i - j| <= window // 2.
+        score_bias: maps the (B or 1, T_query, T_key) key-minus-query distances, counted in
+            slots, to biases (B or 1, H, T_query, T_key) added to the scores (T5's relative
+            positions). Slots are positions apart wherever both hold tokens of one sequence
+            (a left-padded row's tokens sit in consecutive slots too), so a cached query
+            sees each key at its true distance.
     """
     if window is not None and (window if causal else window // 2 + 1) >= key_len:
         window = None  # every key is within the window
@@ -96,6 +115,7 @@ def build_attention_mask(
         and query_offsets is None
         and segment_ids is None
         and window is None
+        and score_bias is None
     ):
         if not causal or query_len == 1:
             return AttentionMask(allowed=None)
@@ -124,4 +144,7 @@ def build_attention_mask(
     allowed = allowed[:, None]  # (B or 1, 1, T_query, T_key)
     if key_padding_mask is not None:
         allowed = allowed & key_padding_mask.bool()[:, None, None, :]
-    return AttentionMask(allowed=allowed)
+    if score_bias is None:
+        return AttentionMask(allowed=allowed)
+    distances = keys - query_slots[:, :, None]  # (B or 1, T_query, T_key)
+    return AttentionMask(allowed=allowed, score_bias=score_bias(distances))

@@ -6,7 +6,9 @@ scheme it has:
 * `add(x, position_ids)` adds absolute position information to the embeddings
   (sinusoidal, learned) or returns `x` unchanged (rotary, none);
 * `rotation(position_ids)` returns the (cos, sin) tables that attention applies to queries
-  and keys (rotary) or None.
+  and keys (rotary) or None;
+* `score_bias()` returns the function that turns key-minus-query distances into additive
+  biases on the attention scores (relative, T5), which the mask function applies, or None.
 
 `position_ids` are explicit (B, T) integers rather than implied by the sequence index so that
 left-padded batches and KV-cached decoding put every token at its true position.
@@ -15,6 +17,7 @@ left-padded batches and KV-cached decoding put every token at its true position.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +36,9 @@ class PositionalEncoding(nn.Module):
         return x
 
     def rotation(self, position_ids: Tensor) -> tuple[Tensor, Tensor] | None:
+        return None
+
+    def score_bias(self) -> Callable[[Tensor], Tensor] | None:
         return None
 
 
@@ -170,6 +176,54 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x * cos + rotated * sin).to(x.dtype)
 
 
+@dataclass(frozen=True)
+class RelativeBuckets:
+    """How T5 buckets key-minus-query distances (Raffel et al., 2020, section 2.1)."""
+
+    n_heads: int
+    num_buckets: int = 32
+    max_distance: int = 128
+    bidirectional: bool = True  # encoders: both directions; causal self-attention: only back
+
+
+def relative_position_bucket(distance: Tensor, buckets: RelativeBuckets) -> Tensor:
+    """Bucket ids of key-minus-query distances (any shape, long), as Mesh TensorFlow's
+    `_relative_position_bucket`: half the buckets (of each direction, if bidirectional) are
+    exact distances 0, 1, ...; the others widen logarithmically up to `max_distance`, beyond
+    which every distance shares the last bucket. A causal decoder sees only keys behind it
+    (distance <= 0), so it spends every bucket on the one direction."""
+    num_buckets, bucket = buckets.num_buckets, torch.zeros_like(distance)
+    if buckets.bidirectional:
+        num_buckets //= 2
+        bucket = (distance > 0).long() * num_buckets  # keys after the query: upper half
+        distance = distance.abs()
+    else:
+        distance = -distance.clamp(max=0)
+    max_exact = num_buckets // 2
+    # the float computation is Mesh TensorFlow's, so every distance lands in its bucket
+    log_ratio = torch.log(distance.float() / max_exact) / math.log(buckets.max_distance / max_exact)
+    wide = (max_exact + (log_ratio * (num_buckets - max_exact)).long()).clamp(max=num_buckets - 1)
+    return bucket + torch.where(distance < max_exact, distance, wide)
+
+
+class RelativePositionBias(PositionalEncoding):
+    """T5's positions: no vectors added, but a learned scalar per (bucket, head) added to the
+    attention scores of every layer of the stack, one table for all of them."""
+
+    def __init__(self, buckets: RelativeBuckets) -> None:
+        super().__init__()
+        self.buckets = buckets
+        self.weight = nn.Parameter(torch.empty(buckets.num_buckets, buckets.n_heads))
+
+    def score_bias(self) -> Callable[[Tensor], Tensor]:
+        return self.bias
+
+    def bias(self, distance: Tensor) -> Tensor:
+        """(B or 1, T_query, T_key) key-minus-query distances -> (B or 1, H, T_query, T_key)."""
+        ids = relative_position_bucket(distance, self.buckets)
+        return nn.functional.embedding(ids, self.weight).permute(0, 3, 1, 2)
+
+
 def make_positional(
     kind: str,
     *,
@@ -180,13 +234,18 @@ def make_positional(
     scaling: RopeScaling | None = None,
     offset: int = 0,
     layout: str = "interleaved",
+    relative: RelativeBuckets | None = None,
 ) -> PositionalEncoding:
     """The encoding named by `ModelConfig.positional` (`offset`: learned rows before 0's,
-    `layout`: where a sinusoidal table puts sin and cos)."""
+    `layout`: where a sinusoidal table puts sin and cos, `relative`: the buckets of
+    positional="relative")."""
     if kind == "sinusoidal":
         return SinusoidalPositions(max_seq_len, d_model, layout)
     if kind == "learned":
         return LearnedPositions(max_seq_len, d_model, offset)
     if kind == "rotary":
         return RotaryPositions(rotary_dim, theta, scaling)
+    if kind == "relative":
+        assert relative is not None, "positional='relative' needs its RelativeBuckets"
+        return RelativePositionBias(relative)
     return PositionalEncoding()

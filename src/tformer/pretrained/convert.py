@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from tformer.checkpoint import CheckpointError, unique_state_dict
-from tformer.config import ModelConfig
+from tformer.config import GATED_ACTIVATIONS, ModelConfig
 from tformer.models import TformerModel
 from tformer.pretrained.families import Family
 
@@ -98,10 +98,12 @@ def _pattern(template: str) -> str:
     return escaped
 
 
-def locate(name: str, family: Family, prefix: str, head: str) -> Mapped | None:
-    """The HF tensor holding tformer tensor `name` of a model with task head `head`, or None
-    if the table has no rule for it."""
-    for rule in (*family.head_tensors.get(head, ()), *family.tensors):
+def locate(name: str, family: Family, prefix: str, config: ModelConfig) -> Mapped | None:
+    """The HF tensor holding tformer tensor `name` of a model with this config (its task head
+    and whether its feed-forward is gated choose among the family's rules), or None if the
+    table has no rule for it."""
+    gated = family.gated_tensors if config.activation in GATED_ACTIVATIONS else ()
+    for rule in (*family.head_tensors.get(config.task_head, ()), *gated, *family.tensors):
         ours, theirs, transform = (*rule, "")[:3]
         suffix = "" if ours.endswith((".weight", ".bias")) else r"(?P<suffix>\.weight|\.bias)"
         match = re.fullmatch(_pattern(ours) + suffix, name)
@@ -117,10 +119,9 @@ def _mapping(
     model: TformerModel, family: Family, prefix: str, *, unique: bool
 ) -> dict[str, Mapped]:
     names = unique_state_dict(model) if unique else model.state_dict()
-    head = model.config.task_head
     mapping = {}
     for name in names:
-        mapped = locate(name, family, prefix, head)
+        mapped = locate(name, family, prefix, model.config)
         if mapped is None:
             raise CheckpointError(
                 f"tformer tensor {name!r} has no {family.model_types[0]} name in the table"

@@ -217,7 +217,7 @@ def load_gguf(
     if quantize is None:
         model = model_from_hf(hf_config, tensors, source, dtype)
     else:
-        model, family = empty_hf_model(hf_config, source)
+        model, family = empty_hf_model(hf_config, tensors, source)
         blocks = (
             _file_blocks(model, family, weights, hf_config, permuted, tensors)
             if quantize == "int4"

@@ -76,16 +76,21 @@ def model_from_hf(
     dtype: torch.dtype = torch.float32,
 ) -> TformerModel:
     """Build the tformer model config.json describes and fill it with HF-named `tensors`."""
-    model, family = empty_hf_model(hf_config, source)
+    model, family = empty_hf_model(hf_config, tensors, source)
     return fill_hf_model(model, family, tensors, source, dtype)
 
 
-def empty_hf_model(hf_config: dict[str, Any], source: str) -> tuple[TformerModel, Family]:
+def empty_hf_model(
+    hf_config: dict[str, Any], tensors: Mapping[str, Tensor], source: str
+) -> tuple[TformerModel, Family]:
     """The tformer model config.json describes, on the meta device (`models.empty`), and the
-    family whose table maps its tensors."""
+    family whose table maps its `tensors` (whose names can tell how it is tied)."""
     family = family_for(hf_config.get("model_type", "<missing>"))
     architecture = architecture_for(hf_config, family, source)
     config = model_config_from_hf(hf_config, family, architecture, source)
+    stored_output = family.untied_when_stored  # a stored output projection is not tied
+    if config.tie_embeddings and stored_output is not None and stored_output in tensors:
+        config = config.replace(tie_embeddings=False)
     return empty_model(config), family
 
 

@@ -17,6 +17,7 @@ from tformer.pretrained.families.modernbert import MODERNBERT
 from tformer.pretrained.families.phi3 import PHI3
 from tformer.pretrained.families.record import Family
 from tformer.pretrained.families.rotary import LLAMA, MISTRAL, QWEN2, QWEN3
+from tformer.pretrained.families.t5 import T5
 
 __all__ = ["FAMILIES", "Family", "family_for"]
 
@@ -37,6 +38,7 @@ FAMILIES = (
     PHI3,
     GPT_NEOX,
     MODERNBERT,
+    T5,
 )
 
 

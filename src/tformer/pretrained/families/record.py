@@ -47,6 +47,9 @@ class Family:
     # task head -> rules tried before `tensors` for that head alone (RoBERTa's sequence
     # classifier is classifier.dense + classifier.out_proj, its token classifier `classifier`)
     head_tensors: dict[str, tuple[Rule, ...]] = field(default_factory=dict)
+    # rules tried before `tensors` when the feed-forward is gated (T5 v1.1 names its two input
+    # projections wi_0 and wi_1, v1.0 its one `wi`)
+    gated_tensors: tuple[Rule, ...] = ()
     # ModelConfig fields the family needs at least this value of (BERT always has segments)
     at_least: dict[str, int] = field(default_factory=dict)
     # fairseq's learned positions (RoBERTa): position_offset = pad_token_id + 1 table rows come
@@ -74,6 +77,10 @@ class Family:
     # config.json keys whose null is a setting (no window, no soft-cap), not a missing value
     # that `hf_defaults` fills in
     nullable: tuple[str, ...] = ()
+    # the HF output projection, where the checkpoint rather than config.json says whether it
+    # is tied: stored, it is a matrix of its own (transformers 5 writes tie_word_embeddings=
+    # true for every T5 and keeps a stored lm_head.weight apart from the embeddings)
+    untied_when_stored: str | None = None
 
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")  # the HF names most families give q, k, v
