@@ -17,8 +17,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import tformer  # noqa: E402
+from hf_parity import assert_close, randomise  # noqa: E402
 from t5_models import VERSIONS, hf_t5  # noqa: E402
-from test_pretrained_families import VOCAB, _assert_close, _randomise  # noqa: E402
 from tformer import CheckpointError, ModelConfig  # noqa: E402
 from tformer.cli import main  # noqa: E402
 from tformer.errors import ConfigError  # noqa: E402
@@ -26,6 +26,7 @@ from tformer.modules.position import RelativeBuckets, relative_position_bucket  
 from tformer.pipelines import translate  # noqa: E402
 
 T5Attention = transformers.models.t5.modeling_t5.T5Attention
+VOCAB = 61
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
@@ -47,7 +48,7 @@ def test_relative_buckets_equal_transformers(
 def t5_pair(request: pytest.FixtureRequest, tmp_path: Path):
     """A random HF T5 of the version, and tformer's import of its save_pretrained directory."""
     torch.manual_seed(0)
-    hf = _randomise(hf_t5(request.param, VOCAB))
+    hf = randomise(hf_t5(request.param, VOCAB))
     hf.save_pretrained(tmp_path / "hf")
     ours, _ = tformer.load(tmp_path / "hf")
     return hf, ours
@@ -69,12 +70,12 @@ def test_long_padded_batch_matches_transformers_past_max_distance(t5_pair) -> No
         theirs = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=target,
                     decoder_attention_mask=target_mask)  # fmt: skip
         mine = ours(ids, target, attention_mask=mask, decoder_attention_mask=target_mask)
-    _assert_close(
+    assert_close(
         {"hidden": mine.encoder_last_hidden_state, "logits": None},
         {"hidden": theirs.encoder_last_hidden_state, "logits": None},
         mask,
     )
-    _assert_close({"hidden": None, "logits": mine.logits},
+    assert_close({"hidden": None, "logits": mine.logits},
                   {"hidden": None, "logits": theirs.logits}, target_mask)  # fmt: skip
 
 
@@ -100,7 +101,7 @@ def test_cached_decoding_logits_match_transformers_full_pass(t5_pair, fixed_capa
             out = ours.decode(target[:, t : t + 1], memory, attention_mask=mask,
                               decoder_attention_mask=keys, cache=cache)  # fmt: skip
             steps.append(out.logits)
-    _assert_close({"hidden": None, "logits": torch.cat(steps, dim=1)},
+    assert_close({"hidden": None, "logits": torch.cat(steps, dim=1)},
                   {"hidden": None, "logits": theirs}, torch.ones(2, 20))  # fmt: skip
 
 
