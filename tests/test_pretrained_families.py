@@ -14,7 +14,7 @@ transformers = pytest.importorskip("transformers")
 
 import tformer  # noqa: E402
 from hf_parity import TOL, assert_close, randomise, run_hf, run_tformer  # noqa: E402
-from t5_models import hf_t5  # noqa: E402
+from t5_models import hf_t5, hf_t5_encoder  # noqa: E402
 from tformer import CheckpointError, ModelConfig, build_model  # noqa: E402
 from tformer.generation import generate  # noqa: E402
 from tformer.pretrained import save_hf_directory  # noqa: E402
@@ -186,6 +186,7 @@ HF_MODELS: dict[str, Callable[[], torch.nn.Module]] = {
     "distilbert-qa": lambda: _distilbert("DistilBertForQuestionAnswering"),
     "t5-v1.0-tied-relu": lambda: hf_t5("1.0", VOCAB),
     "t5-v1.1-untied-gated-gelu": lambda: hf_t5("1.1", VOCAB),
+    "t5-encoder-v1.1": lambda: hf_t5_encoder("1.1", VOCAB),
 }
 
 

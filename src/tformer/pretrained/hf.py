@@ -85,7 +85,8 @@ def empty_hf_model(
 ) -> tuple[TformerModel, Family]:
     """The tformer model config.json describes, on the meta device (`models.empty`), and the
     family whose table maps its `tensors` (whose names can tell how it is tied)."""
-    family = family_for(hf_config.get("model_type", "<missing>"))
+    names = hf_config.get("architectures") or [None]
+    family = family_for(hf_config.get("model_type", "<missing>"), names[0])
     architecture = architecture_for(hf_config, family, source)
     config = model_config_from_hf(hf_config, family, architecture, source)
     stored_output = family.untied_when_stored  # a stored output projection is not tied

@@ -17,7 +17,7 @@ from tformer.pretrained.families.modernbert import MODERNBERT
 from tformer.pretrained.families.phi3 import PHI3
 from tformer.pretrained.families.record import Family
 from tformer.pretrained.families.rotary import LLAMA, MISTRAL, QWEN2, QWEN3
-from tformer.pretrained.families.t5 import T5
+from tformer.pretrained.families.t5 import T5, T5_ENCODER
 
 __all__ = ["FAMILIES", "Family", "family_for"]
 
@@ -39,13 +39,21 @@ FAMILIES = (
     GPT_NEOX,
     MODERNBERT,
     T5,
+    T5_ENCODER,
 )
 
 
-def family_for(model_type: str) -> Family:
-    """The family that reads config.json's `model_type`, or a CheckpointError listing them all."""
-    for family in FAMILIES:
-        if model_type in family.model_types:
+def family_for(model_type: str, architecture: str | None = None) -> Family:
+    """The family that reads config.json's `model_type`, or a CheckpointError listing them all.
+
+    Where records share a model_type (T5's encoder-decoder and its encoder alone), the one
+    whose classes include `architecture`; the first record otherwise.
+    """
+    matches = [f for f in FAMILIES if model_type in f.model_types]
+    for family in matches:
+        if architecture in family.architectures:
             return family
-    supported = ", ".join(t for f in FAMILIES for t in f.model_types)
+    if matches:
+        return matches[0]
+    supported = ", ".join(dict.fromkeys(t for f in FAMILIES for t in f.model_types))
     raise CheckpointError(f"unknown architecture model_type={model_type!r}; supported: {supported}")

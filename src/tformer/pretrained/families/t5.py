@@ -6,6 +6,9 @@ per-head biases by bucketed distance that every layer of the stack adds to its s
 cross-attention). v1.0 has a ReLU feed-forward (wi, wo) and ties the output projection to the
 embeddings, rescaling the decoder output by d_model ** -0.5 first; v1.1 and Flan-T5 have a
 gated tanh-GELU one (wi_0 the gate, wi_1, wo) and an untied output projection.
+
+T5EncoderModel (the encoder alone, sentence-T5's backbone) is a record of its own, an encoder
+with the embedding head, over the same tensor table.
 """
 
 from __future__ import annotations
@@ -26,41 +29,45 @@ def _ffn(names: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
     )
 
 
+_FIXED = {
+    "positional": "relative",
+    "norm": "rmsnorm",
+    "norm_position": "pre",
+    "embedding_norm": False,
+    "bias": False,
+    "attention_scale": 1.0,
+    "scale_embeddings": False,
+}
+# config.json keys both stacks read
+_KEYS = (
+    ("vocab_size", "vocab_size"),
+    ("d_model", "d_model"),
+    ("n_heads", "num_heads"),
+    ("head_dim", "d_kv"),
+    ("n_layers", "num_layers"),
+    ("d_ff", "d_ff"),
+    ("max_seq_len", "n_positions"),
+    ("relative_buckets", "relative_attention_num_buckets"),
+    ("relative_max_distance", "relative_attention_max_distance"),
+    ("norm_eps", "layer_norm_epsilon"),
+    ("activation", "feed_forward_proj"),
+    ("dropout", "dropout_rate"),
+    ("pad_id", "pad_token_id"),
+    ("eos_id", "eos_token_id"),
+)
+
 T5 = Family(
     model_types=("t5",),
     architectures={"T5ForConditionalGeneration": "lm"},
     bare_architectures=(),
     base_prefix="",
-    fixed={
-        "arch": "encoder-decoder",
-        "positional": "relative",
-        "norm": "rmsnorm",
-        "norm_position": "pre",
-        "embedding_norm": False,
-        "bias": False,
-        "attention_scale": 1.0,
-        "scale_embeddings": False,
-        "lm_head_bias": False,
-    },
+    fixed={**_FIXED, "arch": "encoder-decoder", "lm_head_bias": False},
     config_keys=(
-        ("vocab_size", "vocab_size"),
-        ("d_model", "d_model"),
-        ("n_heads", "num_heads"),
-        ("head_dim", "d_kv"),
-        ("n_layers", "num_layers"),
+        *_KEYS,
         ("n_encoder_layers", "num_layers"),
         ("n_decoder_layers", "num_decoder_layers"),
-        ("d_ff", "d_ff"),
-        ("max_seq_len", "n_positions"),
-        ("relative_buckets", "relative_attention_num_buckets"),
-        ("relative_max_distance", "relative_attention_max_distance"),
-        ("norm_eps", "layer_norm_epsilon"),
-        ("activation", "feed_forward_proj"),
-        ("dropout", "dropout_rate"),
         ("tie_embeddings", "tie_word_embeddings"),
         ("scale_output", "scale_decoder_outputs"),
-        ("pad_id", "pad_token_id"),
-        ("eos_id", "eos_token_id"),
         ("decoder_start_id", "decoder_start_token_id"),
     ),
     hf_defaults={
@@ -114,4 +121,20 @@ T5 = Family(
         r"^decoder\.block\.0\.layer\.1\.EncDecAttention\.relative_attention_bias\.weight$",
     ),
     untied_when_stored="lm_head.weight",
+)
+
+# the encoder alone: T5's "encoder." tensors (the decoder's rules match nothing), last hidden
+# states after the final norm, pooled by the embedding head
+T5_ENCODER = Family(
+    model_types=("t5",),
+    architectures={"T5EncoderModel": "embedding"},
+    bare_architectures=(),
+    base_prefix="",
+    fixed={**_FIXED, "arch": "encoder"},
+    config_keys=_KEYS,
+    hf_defaults=T5.hf_defaults,
+    activations=T5.activations,
+    tensors=T5.tensors,
+    gated_tensors=T5.gated_tensors,
+    ignored=T5.ignored,
 )
