@@ -243,10 +243,10 @@ def _file_blocks(
     """For each layer `quantize_int4` stores in 4 bits whose weight the file holds as 4-bit
     blocks (in the layer's own layout: no transform, no fused q/k/v), a loader of them."""
     stored = {hf_name(t.name): t for t in gguf_tensors}
-    prefix, head = hf_prefix(family, tensors), model.config.task_head
+    prefix = hf_prefix(family, tensors)
     found: dict[str, Callable[[], Int4Blocks]] = {}
     for name in int4_layers(model):
-        mapped = locate(f"{name}.weight", family, prefix, head)
+        mapped = locate(f"{name}.weight", family, prefix, model.config)
         if mapped is None or mapped.transform or mapped.split is not None:
             continue
         tensor = stored.get(mapped.hf_name)
