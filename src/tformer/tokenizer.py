@@ -9,9 +9,11 @@ model was trained with. Reading pretrained vocabularies (vocab.txt, GGUF metadat
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from tokenizers import (
     Encoding,
@@ -306,20 +308,27 @@ def render_chat_template(
     """`template` (Jinja, as Hugging Face stores chat templates) rendered for `messages`, with
     the special tokens by role as `bos_token`, `eos_token`... A function of its own so that
     fine-tuning data can be rendered before the tokenizer that will read it is trained."""
+    roles = {f"{role}_token": token for role, token in special_tokens.items()}
+    return _compiled_template(template).render(
+        messages=list(messages), add_generation_prompt=add_generation_prompt, **roles
+    )
+
+
+def _raise_exception(message: str) -> None:  # templates call it to reject a conversation
+    raise InputError(f"chat template: {message}")
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_template(template: str) -> Any:
+    """The template compiled once: compiling costs a thousand times a render, and fine-tuning
+    data renders each conversation several times (30,000 rows took minutes)."""
     try:  # optional dependency: only chat prompts need a template engine
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("rendering a chat template needs jinja2: pip install jinja2") from error
-
-    def raise_exception(message: str) -> None:  # templates call it to reject a conversation
-        raise InputError(f"chat template: {message}")
-
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    roles = {f"{role}_token": token for role, token in special_tokens.items()}
-    return env.from_string(template).render(
-        messages=list(messages), add_generation_prompt=add_generation_prompt, **roles
-    )
+    env.globals["raise_exception"] = _raise_exception
+    return env.from_string(template)
 
 
 def read_tokenizer_config(directory: Path) -> tuple[dict[str, object], dict[str, str]]:

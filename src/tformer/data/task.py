@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tformer.assets import package_dir
 from tformer.data.collate import Collate
 from tformer.data.errors import DataError
 from tformer.data.prepare import TOKENIZER_KINDS, seeded_split, train_tokenizer
@@ -82,15 +82,11 @@ def resolve_path(path: str | Path, base_dirs: Sequence[Path]) -> Path:
 
 
 def package_path(spec: str) -> Path:
-    """NAME/sub/path -> that path inside the installed package NAME."""
+    """NAME/sub/path -> that path inside the installed package NAME (found without importing
+    it, as `assets.package_dir` does: some model packages import tools tformer lacks)."""
     package, _, inner = spec.partition("/")
-    try:
-        root = resources.files(package)
-    except ModuleNotFoundError as error:
-        raise MissingFileError(
-            f"package {package!r} is not installed (needed for pkg:{spec})"
-        ) from error
-    found = Path(str(root / inner)) if inner else Path(str(root))
+    root = package_dir(package, package.replace("_", "-"))
+    found = root / inner if inner else root
     if not found.exists():
         raise MissingFileError(f"{inner} not found in package {package} ({found})")
     return found
@@ -130,8 +126,16 @@ def check_length(ids: Sequence[int], limit: int, path: Path, line: int, truncate
 def obtain_tokenizer(
     kind_or_path: str, texts: list[str], vocab_size: int | None, base_dirs: Sequence[Path]
 ) -> Tokenizer:
-    """Train a tokenizer of a known kind on `texts`, or load one from a path (a tokenizer.json
-    or a checkpoint directory: a pretrained encoder's, or a finished run's for evaluation)."""
+    """Train a tokenizer of a known kind on `texts`, or load one from a path (a tokenizer.json,
+    a checkpoint directory -- a pretrained encoder's, or a finished run's for evaluation --
+    or a GGUF file, whose own tokenizer is read without its weights)."""
     if kind_or_path in TOKENIZER_KINDS:
         return train_tokenizer(texts, kind_or_path, vocab_size)
-    return Tokenizer.load(resolve_path(kind_or_path, base_dirs))
+    path = resolve_path(kind_or_path, base_dirs)
+    from tformer.loading import is_gguf  # a base model that comes as a GGUF file only
+
+    if path.is_file() and is_gguf(path):
+        from tformer.pretrained.gguf_file import load_gguf_tokenizer
+
+        return load_gguf_tokenizer(path)
+    return Tokenizer.load(path)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from tformer.data.collate import Seq2SeqCollator
+from tformer.data.prepare import prefix_split
 from tformer.data.records import read_records
 from tformer.data.task import (
     TaskData,
@@ -56,10 +57,7 @@ def split_pairs(options: PairOptions, path: Path) -> dict[str, list[tuple[int, s
         split = "train"
         if options.split_column:
             key = row[options.split_column]
-            if key.startswith(tuple(options.test_prefixes)) and options.test_prefixes:
-                split = "test"
-            elif key.startswith(tuple(options.validation_prefixes)) and options.validation_prefixes:
-                split = "val"
+            split = prefix_split(key, options.test_prefixes, options.validation_prefixes)
         splits[split].append((line, row[options.source_column], row[options.target_column]))
     if not options.split_column:
         order = np.random.default_rng(options.seed).permutation(len(splits["train"]))

@@ -31,17 +31,23 @@ def decode_sources(
     model: TformerModel, sources: Sequence[Sequence[int]], *, batch_size: int = 100, **options: Any
 ) -> list[list[int]]:
     """Each source's generated tokens, cut at EOS, decoded `batch_size` sources at a time
-    (batches follow the given order: sort by length first for less padding)."""
-    model = require_encoder_decoder(model, "decoding sources").eval()
+    (batches follow the given order: sort by length first for less padding).
+
+    The sources of an encoder-decoder are right-padded; the prompts of a decoder-only LM are
+    left-padded (`left_pad`), so that each continues from its own last token.
+    """
+    model.eval()
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size} must be >= 1")
     device = next(model.parameters()).device
     end_ids = end_token_ids(model.config)
+    left = not isinstance(model, EncoderDecoder)
     outputs: list[list[int]] = []
     for start in range(0, len(sources), batch_size):
         chunk = [list(s) for s in sources[start : start + batch_size]]
-        ids = pad(chunk, model.config.pad_id or 0).to(device)  # (B, S_max)
-        new = generate(model, ids, padding_mask(chunk).to(device), **options)  # (B, T_new)
+        ids = pad(chunk, model.config.pad_id or 0, left=left).to(device)  # (B, S_max)
+        mask = padding_mask(chunk, left=left).to(device)
+        new = generate(model, ids, mask, **options)  # (B, T_new)
         outputs += [until_end(row, end_ids) for row in new.tolist()]
     return outputs
 

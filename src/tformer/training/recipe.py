@@ -1,9 +1,10 @@
-"""Recipes: a TOML file with `[model]`, `[data]` and `[training]` tables (and an optional
-`[lora]`), plus overrides.
+"""Recipes: a TOML file with `[model]`, `[data]` and `[training]` tables (and the optional
+`[lora]` and `[eval]`), plus overrides.
 
 `[model]` holds ModelConfig fields or `preset = "name"` (and fields that change it); the data
 fills in what it determines (vocabulary size, special-token ids, number of labels). `[lora]`
 holds LoraConfig fields: the model trains through adapters only (see docs/finetuning.md).
+`[eval]` holds EvalConfig fields: the generation metrics `tformer evaluate` reports.
 `--key value` overrides address `table.key` (`--training.lr 3e-4`) or a bare key that names
 a field of exactly one table (`--max_steps 100`). See docs/training.md.
 """
@@ -23,13 +24,15 @@ from tformer.errors import ConfigError, MissingFileError
 from tformer.loading import load
 from tformer.models import TformerModel
 from tformer.training.config import TrainConfig
+from tformer.training.generation_metrics import EvalConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised only on Python 3.10
     import tomli as tomllib
 
-TABLES = ("model", "data", "training", "lora")
+TABLES = ("model", "data", "training", "lora", "eval")
+OPTIONAL_TABLES = {"lora": LoraConfig, "eval": EvalConfig}  # None when the recipe has none
 RECIPE_FILE = "recipe.toml"
 
 
@@ -39,14 +42,15 @@ class Recipe:
     data: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     lora: dict[str, Any] | None = None  # None: no [lora] table (an empty one: the defaults)
+    eval: dict[str, Any] | None = None  # None: no [eval] table
     source: Path | None = None  # the file it was read from (relative data paths start there)
     _pretrained: TformerModel | None = field(default=None, repr=False)
 
     def table(self, name: str) -> dict[str, Any]:
-        """The table `name`; an absent [lora] is created empty (an override such as
-        `--lora.rank 8` turns adapters on)."""
-        if name == "lora" and self.lora is None:
-            self.lora = {}
+        """The table `name`; an absent [lora] or [eval] is created empty (an override such
+        as `--lora.rank 8` turns adapters on)."""
+        if name in OPTIONAL_TABLES and getattr(self, name) is None:
+            setattr(self, name, {})
         return getattr(self, name)
 
     def to_toml(self) -> str:
@@ -62,6 +66,10 @@ class Recipe:
         if self.lora is None:
             return None
         return parse_options(LoraConfig, self.lora, "[lora]")
+
+    def eval_config(self) -> EvalConfig:
+        """The `[eval]` table as an EvalConfig (the defaults, no metrics, without one)."""
+        return parse_options(EvalConfig, self.eval or {}, "[eval]")
 
     def base_model_config(self) -> ModelConfig:
         """The `[model]` table alone (preset or pretrained config + fields), before the data
@@ -106,8 +114,8 @@ def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
     if unknown:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; use {', '.join(TABLES)}")
     recipe = Recipe(
-        **{name: dict(tables.get(name, {})) for name in TABLES if name != "lora"},
-        lora=dict(tables["lora"]) if "lora" in tables else None,
+        **{name: dict(tables.get(name, {})) for name in TABLES if name not in OPTIONAL_TABLES},
+        **{name: dict(tables[name]) if name in tables else None for name in OPTIONAL_TABLES},
         source=path.resolve(),
     )
     apply_overrides(recipe, overrides)
@@ -123,16 +131,16 @@ def _parse_value(text: str) -> Any:
 
 
 def _known_keys(recipe: Recipe, name: str) -> set[str]:
-    """The keys a bare `--key` may name in table `name`. [lora]'s count only in a recipe that
-    has the table, so `--dropout` keeps meaning the model's dropout elsewhere."""
+    """The keys a bare `--key` may name in table `name`. [lora]'s and [eval]'s count only in
+    a recipe that has the table, so `--dropout` keeps meaning the model's dropout elsewhere."""
     from dataclasses import fields
 
     if name == "model":
         return {f.name for f in fields(ModelConfig)} | {"preset", "init_from"}
     if name == "training":
         return {f.name for f in fields(TrainConfig)}
-    if name == "lora" and recipe.lora is not None:
-        return {f.name for f in fields(LoraConfig)}
+    if name in OPTIONAL_TABLES and getattr(recipe, name) is not None:
+        return {f.name for f in fields(OPTIONAL_TABLES[name])}
     return set()  # [data] keys depend on the task: only dotted overrides reach them
 
 

@@ -121,8 +121,9 @@ def train_recipe(recipe: Recipe, run_dir: str | Path, *, resume: bool = False) -
     nothing behind (see `removed_on_failure`).
     """
     run_dir = Path(run_dir)
-    config = recipe.train_config()  # a bad [training] or [lora] table fails before anything
+    config = recipe.train_config()  # a bad [training], [lora] or [eval] fails before anything
     recipe.lora_config()
+    recipe.eval_config()
     if not resume and holds_run(run_dir):
         raise InputError(
             f"{run_dir} already holds a training run; continue it with --resume {run_dir}, "
