@@ -41,7 +41,7 @@ def test_the_lora_table_becomes_a_lora_config() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("--lora.rnak=4", r"\[lora\]: unknown key\(s\) rnak; known: alpha, dropout, rank"),
+        ("--lora.rnak=4", r"\[lora\]: unknown key\(s\) rnak; known: alpha, base_dtype, dropout"),
         ('--lora.rank="big"', r"\[lora\]: rank='big' must be an integer"),
         ("--lora.alpha=0", r"\[lora\]: alpha=0 must be > 0"),
     ],

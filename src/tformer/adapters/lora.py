@@ -10,13 +10,18 @@ and its update is added by a forward hook on that layer: the blocks know nothing
 base tensors keep their names, and the Trainer (which optimises the parameters that require a
 gradient) trains the adapters alone without a change. Merging adds B A into W for inference
 at the base model's speed; unmerging subtracts it again.
+
+The frozen base may be held in bfloat16 (`base_dtype`), half its memory, where the hardware
+computes bf16 natively: the base then runs in bf16, while the adapters (and the modules
+trained in full) keep float32 weights, take their inputs in float32 and hand their results
+back in the base's dtype, so the optimizer updates float32 tensors only.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -26,10 +31,12 @@ from torch.utils.hooks import RemovableHandle
 
 from tformer.errors import ConfigError, InputError
 from tformer.field_types import check_field_types
+from tformer.kernels import resolve_precision
 from tformer.models.heads import LMHead, TokenClassificationHead
 from tformer.quantize import Int4Linear, Int8Linear
 
 ALL_LINEAR = "all-linear"
+BASE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # and "auto"
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,10 @@ class LoraConfig:
     `train` names modules (by the same rule as a `targets` list) that are trained in full
     next to the adapters, PEFT's `modules_to_save`: a task head that starts from scratch,
     such as a new classifier, has nothing to adapt.
+
+    `base_dtype` holds the frozen base in "fp32", "bf16" (half the memory), or "auto": bf16
+    where the device computes it natively (see `tformer.kernels.bf16_is_fast`), else fp32.
+    It is not part of PEFT's format: the adapters themselves are float32 either way.
     """
 
     targets: tuple[str, ...] | str = ("q_proj", "v_proj")
@@ -52,9 +63,12 @@ class LoraConfig:
     dropout: float = 0.0
     rslora: bool = False  # scale by alpha / sqrt(rank) (Kalajdzievski 2023), PEFT's use_rslora
     train: tuple[str, ...] = ()
+    base_dtype: str = "fp32"
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        if self.base_dtype not in (*BASE_DTYPES, "auto"):
+            raise ConfigError(f"base_dtype={self.base_dtype!r}; use fp32, bf16 or auto")
         if self.rank < 1:
             raise ConfigError(f"rank={self.rank} must be >= 1 (the adapters' inner size)")
         if self.alpha <= 0:
@@ -120,8 +134,10 @@ class LoraAdapter(nn.Module):
         self.hook: RemovableHandle | None = None  # the layer's hook that adds the update
 
     def forward(self, x: Tensor) -> Tensor:
-        """(..., in) -> (..., out)."""
-        return F.linear(F.linear(self.dropout(x), self.A), self.B) * self.config.scaling
+        """(..., in) -> (..., out), computed in the adapter's own dtype (float32 next to a
+        bf16 base)."""
+        x = self.dropout(x.to(self.A.dtype))
+        return F.linear(F.linear(x, self.A), self.B) * self.config.scaling
 
     def delta_weight(self) -> Tensor:
         """scaling * B A, (out, in): what merging adds to the layer's weight."""
@@ -195,7 +211,53 @@ def add_lora(model: nn.Module, config: LoraConfig) -> dict[str, LoraAdapter]:
     for linear in chosen.values():
         linear.lora = LoraAdapter(linear, config)
         linear.lora.hook = linear.register_forward_hook(_add_update)
+    _hold_base_in(model, base_dtype(model, config), trained)
     return lora_adapters(model)
+
+
+def base_dtype(model: nn.Module, config: LoraConfig) -> torch.dtype:
+    """The dtype `config.base_dtype` means for the model's device ("auto": bf16 where it is
+    native there)."""
+    device = next(model.parameters()).device
+    return BASE_DTYPES[resolve_precision(config.base_dtype, device)]
+
+
+def _hold_base_in(model: nn.Module, dtype: torch.dtype, trained: dict[str, nn.Module]) -> None:
+    """Cast the frozen floating-point parameters to `dtype`; adapters and trained modules keep
+    theirs, and a trained module of another dtype than the base is wrapped to take its
+    inputs in its own dtype and return the base's."""
+    keep = {
+        id(p) for m in (*lora_adapters(model).values(), *trained.values()) for p in m.parameters()
+    }
+    for param in model.parameters():
+        if id(param) not in keep and param.is_floating_point() and param.dtype != dtype:
+            param.data = param.data.to(dtype)
+    for module in trained.values():
+        own = next(module.parameters()).dtype
+        if own != dtype:
+            module.register_forward_pre_hook(_inputs_to(own))
+            module.register_forward_hook(_output_to(dtype))
+
+
+def _inputs_to(dtype: torch.dtype) -> Callable[[nn.Module, tuple], tuple]:
+    """A forward pre-hook: floating-point inputs cast to `dtype`."""
+
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        return tuple(
+            a.to(dtype) if torch.is_tensor(a) and a.is_floating_point() else a for a in args
+        )
+
+    return hook
+
+
+def _output_to(dtype: torch.dtype) -> Callable[[nn.Module, tuple, object], object]:
+    """A forward hook: a floating-point output cast to `dtype`."""
+
+    def hook(module: nn.Module, args: tuple, output: object) -> object:
+        is_float = torch.is_tensor(output) and output.is_floating_point()
+        return output.to(dtype) if is_float else output
+
+    return hook
 
 
 def lora_adapters(model: nn.Module) -> dict[str, LoraAdapter]:
