@@ -27,7 +27,10 @@ from tformer.models import TformerModel, build_model  # noqa: E402
 from tformer.pretrained import gguf_export  # noqa: E402
 from tformer.pretrained.gguf_export import FILE_TYPES, save_gguf  # noqa: E402
 from tformer.pretrained.gguf_file import load_gguf_tokenizer  # noqa: E402
-from tformer.pretrained.gguf_layout import CONFIG_KEYS, TENSOR_NAMES, TOKEN_ROLES  # noqa: E402
+from tformer.pretrained.gguf_layout import (  # noqa: E402
+    ARCHITECTURES,
+    TOKEN_ROLES,
+)
 from tformer.tokenizer import Tokenizer  # noqa: E402
 
 TINY = {  # a Llama-shaped decoder; more rows than the tokenizer has tokens (padded)
@@ -179,14 +182,16 @@ def test_file_types_and_names_follow_the_gguf_package() -> None:
         assert gguf.GGMLQuantizationType[kind].name == kind
         assert gguf.LlamaFileType[file_type].name == file_type
     stems = {name.replace("{bid}", "{i}") for name in gguf.TENSOR_NAMES.values()}
-    assert {ours for ours, _ in TENSOR_NAMES} <= stems
     llm_keys = {
         value.removeprefix("{arch}.")
         for group in (gguf.Keys.LLM, gguf.Keys.Attention, gguf.Keys.Rope)
         for value in vars(group).values()
         if isinstance(value, str) and value.startswith("{arch}.")
     }
-    assert set(CONFIG_KEYS) <= llm_keys
+    for arch in ARCHITECTURES:  # the tables import reads with (export: the decoders')
+        assert {ours for ours, _ in arch.tensor_names} <= stems, arch.name
+        assert set(arch.config_keys) <= llm_keys, arch.name
+        assert arch.name in gguf.MODEL_ARCH_NAMES.values()
     tokenizer_keys = {v for v in vars(gguf.Keys.Tokenizer).values() if isinstance(v, str)}
     assert {f"tokenizer.ggml.{key}" for key in TOKEN_ROLES.values()} <= tokenizer_keys
 

@@ -24,7 +24,6 @@ from tformer.models import TformerModel
 from tformer.pretrained.config_map import family_for_config, hf_config_from_model
 from tformer.pretrained.convert import hf_tensors
 from tformer.pretrained.gguf_layout import (
-    ARCHITECTURES,
     CONFIG_KEYS,
     FLOAT_KEYS,
     GGUF_ROPE_SCALINGS,
@@ -32,6 +31,7 @@ from tformer.pretrained.gguf_layout import (
     ROPE_SCALING_FACTOR,
     ROPE_SCALING_TYPE,
     TOKEN_ROLES,
+    WRITTEN,
     Architecture,
     architecture_for_model_type,
     gguf_name,
@@ -96,7 +96,7 @@ def _exportable(model: TformerModel) -> tuple[Architecture, dict[str, Any], Name
     arch = architecture_for_model_type(family.model_types[0])
     if arch is None:
         raise InputError(
-            f"GGUF export writes {', '.join(a.name for a in ARCHITECTURES)} models; this "
+            f"GGUF export writes {', '.join(a.name for a in WRITTEN)} models; this "
             f"model is a {family.model_types[0]} model"
         )
     scaling = model.config.rope_scaling
@@ -183,7 +183,7 @@ def _gguf_names(arch: Architecture, hf_names: list[str]) -> dict[str, str]:
     known = _tensor_names(gguf_package(), arch)
     names = {}
     for hf_name in hf_names:
-        name = gguf_name(hf_name)
+        name = gguf_name(hf_name, arch)
         stem = None if name is None else name.rsplit(".", 1)[0]
         if stem is None or _block_pattern(stem) not in known:
             raise InputError(

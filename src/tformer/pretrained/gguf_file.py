@@ -23,11 +23,10 @@ from tformer.errors import TformerError
 from tformer.lazy_tensors import LazyTensors
 from tformer.models import TformerModel
 from tformer.pretrained.convert import locate
-from tformer.pretrained.families import Family, family_for
+from tformer.pretrained.families import Family
 from tformer.pretrained.gguf_blocks import FOUR_BIT, int4_blocks
 from tformer.pretrained.gguf_layout import (
     ARCHITECTURES,
-    CONFIG_KEYS,
     GGUF_ROPE_SCALINGS,
     ROPE_DIMENSIONS,
     ROPE_SCALING_FACTOR,
@@ -109,19 +108,50 @@ def _architecture(meta: dict[str, Any], source: str) -> Architecture:
 def _hf_config(
     meta: dict[str, Any], tensor_names: set[str], rope_divisors: Tensor | None, source: str
 ) -> dict[str, Any]:
-    """config.json for the file; what GGUF says only by a tensor's presence (an output
-    matrix, Llama's optional attention and MLP biases) is read from `tensor_names`, Llama 3's
-    rope scaling from the `rope_freqs` tensor's values (`rope_divisors`)."""
+    """config.json for the file: the architecture's keys, the special tokens' ids, and what
+    only a decoder or only an encoder has (`_decoder_config`, `_encoder_config`)."""
     arch = _architecture(meta, source)
-    name = arch.name
-    hf = {v: meta[f"{name}.{k}"] for k, v in CONFIG_KEYS.items() if f"{name}.{k}" in meta}
+    hf = {
+        v: meta[f"{arch.name}.{k}"]
+        for k, v in arch.config_keys.items()
+        if f"{arch.name}.{k}" in meta
+    }
     hf.setdefault("vocab_size", len(meta["tokenizer.ggml.tokens"]))
+    for role, key in TOKEN_ROLES.items():
+        if role != "unk" and f"tokenizer.ggml.{key}" in meta:
+            hf[f"{role}_token_id"] = meta[f"tokenizer.ggml.{key}"]
+    if arch.encoder:
+        hf.update(_encoder_config(meta, arch, source))
+    else:
+        hf.update(_decoder_config(meta, hf, tensor_names, rope_divisors, source))
+    return {**hf, "model_type": arch.model_type, "architectures": [arch.hf_class]}
+
+
+def _decoder_config(
+    meta: dict[str, Any],
+    hf: dict[str, Any],
+    tensor_names: set[str],
+    rope_divisors: Tensor | None,
+    source: str,
+) -> dict[str, Any]:
+    """Rotary settings, and what GGUF says only by a tensor's presence: an output matrix,
+    Llama's optional attention and MLP biases (in `tensor_names`), Llama 3's rope scaling
+    (the `rope_freqs` tensor's values, `rope_divisors`)."""
+    name = meta["general.architecture"]
     head_dim = hf.get("head_dim", hf["hidden_size"] // hf["num_attention_heads"])
     if meta.get(f"{name}.{ROPE_DIMENSIONS}", head_dim) != head_dim:
         raise CheckpointError(f"{source}: partial rotary embeddings are not supported")
+    extra = {
+        "tie_word_embeddings": "output.weight" not in tensor_names,
+        "attention_bias": "blk.0.attn_output.bias" in tensor_names,
+        "mlp_bias": "blk.0.ffn_up.bias" in tensor_names,
+    }
     scaling = meta.get(f"{name}.{ROPE_SCALING_TYPE}", "none")
     if scaling in GGUF_ROPE_SCALINGS:
-        hf["rope_scaling"] = {"rope_type": scaling, "factor": meta[f"{name}.{ROPE_SCALING_FACTOR}"]}
+        extra["rope_scaling"] = {
+            "rope_type": scaling,
+            "factor": meta[f"{name}.{ROPE_SCALING_FACTOR}"],
+        }
     elif scaling != "none":
         raise CheckpointError(
             f"{source}: rope scaling {scaling!r} is not supported; supported: "
@@ -129,23 +159,30 @@ def _hf_config(
         )
     llama3 = None if rope_divisors is None else llama3_from_rope_freqs(rope_divisors, hf, source)
     if llama3 is not None:
-        if "rope_scaling" in hf:
+        if "rope_scaling" in extra:
             raise CheckpointError(
                 f"{source}: both {scaling!r} rope scaling and a Llama 3 {ROPE_FREQS} tensor; "
                 "tformer applies one scaling"
             )
-        hf["rope_scaling"] = llama3
-    for role, key in TOKEN_ROLES.items():
-        if role != "unk" and f"tokenizer.ggml.{key}" in meta:
-            hf[f"{role}_token_id"] = meta[f"tokenizer.ggml.{key}"]
-    return {
-        **hf,
-        "model_type": arch.model_type,
-        "architectures": [next(iter(family_for(arch.model_type).architectures))],
-        "tie_word_embeddings": "output.weight" not in tensor_names,
-        "attention_bias": "blk.0.attn_output.bias" in tensor_names,
-        "mlp_bias": "blk.0.ffn_up.bias" in tensor_names,
-    }
+        extra["rope_scaling"] = llama3
+    return extra
+
+
+def _encoder_config(meta: dict[str, Any], arch: Architecture, source: str) -> dict[str, Any]:
+    """An embedding encoder's settings: bidirectional attention and mean pooling (what
+    tformer's embedding head computes) are required, not assumed."""
+    if meta.get(f"{arch.name}.attention.causal", False):
+        raise CheckpointError(f"{source}: a causal {arch.name!r} encoder is not supported")
+    mean = gguf_package().PoolingType.MEAN
+    pooling = meta.get(f"{arch.name}.pooling_type", mean)
+    if pooling != mean:
+        raise CheckpointError(
+            f"{source}: {arch.name}.pooling_type={pooling} is not supported; tformer's "
+            f"embedding head pools by the mean ({int(mean)})"
+        )
+    if "tokenizer.ggml.token_type_count" not in meta:
+        return {}
+    return {"type_vocab_size": meta["tokenizer.ggml.token_type_count"]}
 
 
 def _dequantise(tensor: Any, source: str) -> Tensor:
@@ -200,7 +237,7 @@ def load_gguf(
     quantize: str | None = None,
     many_rows: bool = False,
 ) -> tuple[TformerModel, Tokenizer]:
-    """The model and tokenizer of a llama/qwen2/qwen3 GGUF file: dequantised to `dtype`, or
+    """The model and tokenizer of a GGUF file (see ARCHITECTURES): dequantised to `dtype`, or
     with weight-only quantised linear layers (`quantize`: "int8" or "int4", `many_rows` as in
     `quantize.quantize_int8`). With "int4", layers stored as Q4_0/Q4_1 keep the file's own
     blocks (`gguf_blocks`) and are never dequantised."""
@@ -212,14 +249,13 @@ def load_gguf(
     weights = [t for t in reader.tensors if t is not rope]
     divisors = None if rope is None else _dequantise(rope, source)
     hf_config = _hf_config(meta, {t.name for t in weights}, divisors, source)
-    permuted = arch.interleaved_rope
-    tensors = _hf_tensors(weights, hf_config, permuted, source)
+    tensors = _hf_tensors(weights, hf_config, arch, source)
     if quantize is None:
         model = model_from_hf(hf_config, tensors, source, dtype)
     else:
         model, family = empty_hf_model(hf_config, tensors, source)
         blocks = (
-            _file_blocks(model, family, weights, hf_config, permuted, tensors)
+            _file_blocks(model, family, weights, hf_config, arch, tensors)
             if quantize == "int4"
             else {}
         )
@@ -237,12 +273,12 @@ def _file_blocks(
     family: Family,
     gguf_tensors: Any,
     hf_config: dict[str, Any],
-    permuted: bool,
+    arch: Architecture,
     tensors: LazyTensors,
 ) -> dict[str, Callable[[], Int4Blocks]]:
     """For each layer `quantize_int4` stores in 4 bits whose weight the file holds as 4-bit
     blocks (in the layer's own layout: no transform, no fused q/k/v), a loader of them."""
-    stored = {hf_name(t.name): t for t in gguf_tensors}
+    stored = {hf_name(t.name, arch): t for t in gguf_tensors}
     prefix = hf_prefix(family, tensors)
     found: dict[str, Callable[[], Int4Blocks]] = {}
     for name in int4_layers(model):
@@ -251,7 +287,7 @@ def _file_blocks(
             continue
         tensor = stored.get(mapped.hf_name)
         if tensor is not None and tensor.tensor_type.name in FOUR_BIT:
-            heads = rope_heads(mapped.hf_name, hf_config) if permuted else None
+            heads = rope_heads(mapped.hf_name, hf_config) if arch.interleaved_rope else None
             found[name] = partial(_blocks_in_hf_order, tensor, heads)
     return found
 
@@ -274,21 +310,21 @@ def load_gguf_tokenizer(path: str | Path) -> Tokenizer:
     return _tokenizer(_metadata(_read(Path(path))), str(path))
 
 
-def _hf_name(gguf_name: str, source: str) -> str:
-    name = hf_name(gguf_name)
+def _hf_name(gguf_name: str, arch: Architecture, source: str) -> str:
+    name = hf_name(gguf_name, arch)
     if name is None:
         raise CheckpointError(f"{source}: GGUF tensor {gguf_name!r} has no place in the model")
     return name
 
 
 def _hf_tensors(
-    gguf_tensors: Any, hf_config: dict[str, Any], permuted: bool, source: str
+    gguf_tensors: Any, hf_config: dict[str, Any], arch: Architecture, source: str
 ) -> LazyTensors:
     """Every tensor under its Hugging Face name, dequantised (q/k rows back in HF order when
-    llama.cpp `permuted` them) only when looked up, so loading holds one at a time."""
+    llama.cpp permuted them) only when looked up, so loading holds one at a time."""
 
     def loader(tensor: Any, name: str) -> Callable[[], Tensor]:
-        heads = rope_heads(name, hf_config) if permuted else None
+        heads = rope_heads(name, hf_config) if arch.interleaved_rope else None
 
         def load() -> Tensor:
             value = _dequantise(tensor, source)
@@ -296,5 +332,5 @@ def _hf_tensors(
 
         return load
 
-    named = [(_hf_name(tensor.name, source), tensor) for tensor in gguf_tensors]
+    named = [(_hf_name(tensor.name, arch, source), tensor) for tensor in gguf_tensors]
     return LazyTensors({name: loader(tensor, name) for name, tensor in named})

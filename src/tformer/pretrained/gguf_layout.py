@@ -10,38 +10,10 @@ them, `gguf_export.py` writes with them. Names follow llama.cpp's converter
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """One `general.architecture` tformer reads and writes."""
-
-    name: str  # general.architecture
-    model_type: str  # the Hugging Face model_type it corresponds to (a `families/` record)
-    # llama.cpp's converter reorders q/k rows for the interleaved rotary it runs for this
-    # architecture ("llama"); Qwen2/Qwen3 run rotate-half rotary ("neox") and keep HF's order.
-    interleaved_rope: bool
-    biases: tuple[str, ...]  # the projections llama.cpp's loader reads a bias for
-    # llama.cpp's loader reads Llama 3's rope scaling as a `rope_freqs` tensor (gguf_rope.py)
-    rope_freqs: bool = False
-
-
-_ATTENTION = ("attn_q", "attn_k", "attn_v")
-ARCHITECTURES = (
-    Architecture(
-        "llama",
-        "llama",
-        True,
-        (*_ATTENTION, "attn_output", "ffn_gate", "ffn_up", "ffn_down"),
-        rope_freqs=True,
-    ),
-    Architecture("qwen2", "qwen2", False, _ATTENTION),
-    Architecture("qwen3", "qwen3", False, ()),
-)
 
 
 def gguf_package() -> Any:
@@ -53,7 +25,7 @@ def gguf_package() -> Any:
     return gguf
 
 
-CONFIG_KEYS = {  # "<architecture>.<key>" -> config.json key
+CONFIG_KEYS = {  # the decoders' "<architecture>.<key>" -> config.json key
     "embedding_length": "hidden_size",
     "block_count": "num_hidden_layers",
     "feed_forward_length": "intermediate_size",
@@ -76,9 +48,13 @@ TOKEN_ROLES = {  # special-token role -> tokenizer.ggml.<key>
     "eos": "eos_token_id",
     "unk": "unknown_token_id",
     "pad": "padding_token_id",
+    "sep": "seperator_token_id",  # BERT's [SEP] (sic: llama.cpp's spelling); [CLS] is bos
+    "mask": "mask_token_id",
 }
 
-TENSOR_NAMES = (  # GGUF name -> Hugging Face name, before ".weight"/".bias"; {i}: block index
+# The decoders' tensors (llama, qwen2, qwen3): GGUF name -> Hugging Face name, before
+# ".weight"/".bias"; {i}: block index
+TENSOR_NAMES = (
     ("token_embd", "model.embed_tokens"),
     ("output_norm", "model.norm"),
     ("output", "lm_head"),
@@ -94,8 +70,73 @@ TENSOR_NAMES = (  # GGUF name -> Hugging Face name, before ".weight"/".bias"; {i
     ("blk.{i}.ffn_up", "model.layers.{i}.mlp.up_proj"),
     ("blk.{i}.ffn_down", "model.layers.{i}.mlp.down_proj"),
 )
+# llama.cpp's "bert" (sentence-embedding encoders such as all-MiniLM): its converter keeps
+# only the encoder of a BertModel (no pooler, no MLM head) under these names.
+BERT_TENSOR_NAMES = (
+    ("token_embd", "embeddings.word_embeddings"),
+    ("token_types", "embeddings.token_type_embeddings"),
+    ("position_embd", "embeddings.position_embeddings"),
+    ("token_embd_norm", "embeddings.LayerNorm"),
+    ("blk.{i}.attn_q", "encoder.layer.{i}.attention.self.query"),
+    ("blk.{i}.attn_k", "encoder.layer.{i}.attention.self.key"),
+    ("blk.{i}.attn_v", "encoder.layer.{i}.attention.self.value"),
+    ("blk.{i}.attn_output", "encoder.layer.{i}.attention.output.dense"),
+    ("blk.{i}.attn_output_norm", "encoder.layer.{i}.attention.output.LayerNorm"),
+    ("blk.{i}.ffn_up", "encoder.layer.{i}.intermediate.dense"),
+    ("blk.{i}.ffn_down", "encoder.layer.{i}.output.dense"),
+    ("blk.{i}.layer_output_norm", "encoder.layer.{i}.output.LayerNorm"),
+)
+BERT_CONFIG_KEYS = {
+    "embedding_length": "hidden_size",
+    "block_count": "num_hidden_layers",
+    "feed_forward_length": "intermediate_size",
+    "attention.head_count": "num_attention_heads",
+    "context_length": "max_position_embeddings",
+    "attention.layer_norm_epsilon": "layer_norm_eps",
+}
 ROPE_PERMUTED = {"q_proj": "num_attention_heads", "k_proj": "num_key_value_heads"}
 SUFFIX = r"(?P<suffix>\.weight|\.bias)"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One `general.architecture` tformer reads (and, for decoders, writes)."""
+
+    name: str  # general.architecture
+    model_type: str  # the Hugging Face model_type it corresponds to (a `families/` record)
+    hf_class: str  # the Hugging Face model class it loads as (its task head)
+    # llama.cpp's converter reorders q/k rows for the interleaved rotary it runs for this
+    # architecture ("llama"); Qwen2/Qwen3 run rotate-half rotary ("neox") and keep HF's order.
+    interleaved_rope: bool = False
+    biases: tuple[str, ...] = ()  # the projections llama.cpp's loader reads a bias for
+    # llama.cpp's loader reads Llama 3's rope scaling as a `rope_freqs` tensor (gguf_rope.py)
+    rope_freqs: bool = False
+    tensor_names: tuple[tuple[str, str], ...] = TENSOR_NAMES  # GGUF <-> HF, see TENSOR_NAMES
+    config_keys: dict[str, str] = field(default_factory=lambda: CONFIG_KEYS)
+    encoder: bool = False  # an embedding model (llama.cpp's "bert"), not a decoder
+
+
+_ATTENTION = ("attn_q", "attn_k", "attn_v")
+ARCHITECTURES = (
+    Architecture(
+        "llama",
+        "llama",
+        "LlamaForCausalLM",
+        interleaved_rope=True,
+        biases=(*_ATTENTION, "attn_output", "ffn_gate", "ffn_up", "ffn_down"),
+        rope_freqs=True,
+    ),
+    Architecture("qwen2", "qwen2", "Qwen2ForCausalLM", biases=_ATTENTION),
+    Architecture("qwen3", "qwen3", "Qwen3ForCausalLM"),
+    Architecture(
+        "bert",
+        "bert",
+        "BertModel",
+        tensor_names=BERT_TENSOR_NAMES,
+        config_keys=BERT_CONFIG_KEYS,
+        encoder=True,
+    ),
+)
 
 
 def architecture(name: str) -> Architecture | None:
@@ -103,13 +144,16 @@ def architecture(name: str) -> Architecture | None:
     return next((a for a in ARCHITECTURES if a.name == name), None)
 
 
+WRITTEN = tuple(a for a in ARCHITECTURES if not a.encoder)  # the architectures export writes
+
+
 def architecture_for_model_type(model_type: str) -> Architecture | None:
-    """The GGUF architecture a Hugging Face `model_type` is written as, if there is one."""
-    return next((a for a in ARCHITECTURES if a.model_type == model_type), None)
+    """The GGUF architecture a Hugging Face `model_type` is written as, if tformer writes one."""
+    return next((a for a in WRITTEN if a.model_type == model_type), None)
 
 
-def _rename(name: str, source_side: int) -> str | None:
-    for pair in TENSOR_NAMES:
+def _rename(name: str, source_side: int, table: tuple[tuple[str, str], ...]) -> str | None:
+    for pair in table:
         pattern = re.escape(pair[source_side]).replace(r"\{i\}", r"(?P<i>\d+)") + SUFFIX
         match = re.fullmatch(pattern, name)
         if match:
@@ -118,14 +162,14 @@ def _rename(name: str, source_side: int) -> str | None:
     return None
 
 
-def hf_name(gguf_name: str) -> str | None:
-    """The Hugging Face name of GGUF tensor `gguf_name`, or None if the table has none."""
-    return _rename(gguf_name, 0)
+def hf_name(gguf_name: str, arch: Architecture) -> str | None:
+    """The Hugging Face name of GGUF tensor `gguf_name`, or None if `arch` has none."""
+    return _rename(gguf_name, 0, arch.tensor_names)
 
 
-def gguf_name(hf_name: str) -> str | None:
-    """The GGUF name of Hugging Face tensor `hf_name`, or None if the table has none."""
-    return _rename(hf_name, 1)
+def gguf_name(hf_name: str, arch: Architecture) -> str | None:
+    """The GGUF name of Hugging Face tensor `hf_name`, or None if `arch` has none."""
+    return _rename(hf_name, 1, arch.tensor_names)
 
 
 def rope_heads(hf_name: str, hf_config: dict[str, int]) -> int | None:

@@ -7,6 +7,7 @@ the chat template), so the pipelines and `generate` never care where a tokenizer
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ def wordpiece_from_vocab(vocab_file: Path) -> Tokenizer:
 class GGUFVocabulary:
     """The tokenizer a GGUF file describes in its `tokenizer.ggml.*` metadata."""
 
-    model: str  # "gpt2" (byte-level BPE) or "llama" (SentencePiece BPE)
+    model: str  # "gpt2" (byte-level BPE), "llama" (SentencePiece BPE) or "bert" (WordPiece)
     tokens: Sequence[str]
     token_types: Sequence[int] = ()
     merges: Sequence[str] = ()  # "left right" pairs, best first
@@ -97,12 +98,17 @@ class GGUFVocabulary:
 def tokenizer_from_gguf(vocabulary: GGUFVocabulary) -> Tokenizer:
     """A Tokenizer for a GGUF vocabulary; control tokens (<|im_start|>, <s>...) are matched
     whole and count as special, user-defined ones are matched whole but decode like text."""
-    builders = {"gpt2": _byte_level_bpe, "llama": _sentencepiece_bpe}
+    builders = {"gpt2": _byte_level_bpe, "llama": _sentencepiece_bpe, "bert": _wordpiece}
     if vocabulary.model not in builders:
         raise InputError(
             f"GGUF tokenizer model {vocabulary.model!r} is not supported; supported: "
-            "gpt2 (byte-level BPE), llama (SentencePiece BPE)"
+            "gpt2 (byte-level BPE), llama (SentencePiece BPE), bert (WordPiece)"
         )
+    if vocabulary.model == "bert":  # `gguf`'s converter names [CLS] and [SEP] as bos and eos
+        ids = vocabulary.special_ids
+        roles = {"cls": ids.get("bos"), "sep": ids.get("eos")}
+        ids = {**{r: i for r, i in roles.items() if i is not None}, **ids}
+        vocabulary = dataclasses.replace(vocabulary, special_ids=ids)
     backend = builders[vocabulary.model](vocabulary)
     kinds = list(zip(vocabulary.tokens, vocabulary.token_types, strict=False))  # may be absent
     backend.add_special_tokens(
@@ -113,7 +119,7 @@ def tokenizer_from_gguf(vocabulary: GGUFVocabulary) -> Tokenizer:
     )
     tokens = vocabulary.tokens
     specials = {r: tokens[i] for r, i in vocabulary.special_ids.items() if 0 <= i < len(tokens)}
-    if vocabulary.add_bos and "bos" in specials:
+    if vocabulary.add_bos and "bos" in specials and backend.post_processor is None:
         bos = specials["bos"]
         backend.post_processor = processors.TemplateProcessing(
             single=f"{bos} $A",
@@ -162,6 +168,32 @@ def _sentencepiece_bpe(vocabulary: GGUFVocabulary) -> Backend:
     if vocabulary.add_space_prefix:  # drop the space the prefix "▁" decodes to
         steps.append(decoders.Strip(" ", 1, 0))
     backend.decoder = decoders.Sequence(steps)
+    return backend
+
+
+def _wordpiece(vocabulary: GGUFVocabulary) -> Backend:
+    """BERT's WordPiece (uncased). llama.cpp's converter writes a word-initial piece as
+    "▁piece" and a continuation as the bare piece (vocab.txt's "##piece"); control tokens
+    ([CLS], [SEP], ...) as they are. Encodings become [CLS] text [SEP]."""
+    types = list(vocabulary.token_types) or [GGUF_NORMAL] * len(vocabulary.tokens)
+    pieces = [
+        token if kind == GGUF_CONTROL else token[1:] if token.startswith("▁") else f"##{token}"
+        for token, kind in zip(vocabulary.tokens, types, strict=True)
+    ]
+    tokens = vocabulary.tokens
+    specials = {r: tokens[i] for r, i in vocabulary.special_ids.items() if 0 <= i < len(tokens)}
+    missing = [role for role in ("unk", "cls", "sep") if role not in specials]
+    if missing:
+        raise InputError(
+            f"the GGUF WordPiece vocabulary names no {', '.join(missing)} token "
+            "(tokenizer.ggml.unknown_token_id, bos_token_id, seperator_token_id or eos_token_id)"
+        )
+    backend = Backend(
+        models.WordPiece({p: i for i, p in enumerate(pieces)}, unk_token=specials["unk"])
+    )
+    # llama.cpp lower-cases every WordPiece vocabulary (the file has no casing flag)
+    bert_text_handling(backend, lowercase=True, strip_accents=None)
+    wrap_cls_sep(backend, specials)
     return backend
 
 
