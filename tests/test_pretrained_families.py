@@ -235,6 +235,17 @@ def test_exported_model_loads_in_transformers_with_same_outputs(hf_checkpoint, t
     assert_close(run_tformer(model, ids, mask), run_hf(reloaded, ids, mask), mask)
 
 
+def test_explain_writes_a_report_for_every_imported_family(hf_checkpoint, tmp_path) -> None:
+    """`tformer explain` on each Hugging Face directory of the table (ids as text: no
+    tokenizer), one self-contained report with its heatmaps."""
+    from tformer.cli import main
+
+    _, directory = hf_checkpoint
+    out = tmp_path / "report.html"
+    assert main(["explain", str(directory), "--text", "5 9 3 17 8", "--out", str(out)]) == 0
+    assert "<canvas" in out.read_text()
+
+
 def test_native_llama_style_model_exports_to_transformers(tmp_path: Path) -> None:
     config = ModelConfig(
         arch="decoder", vocab_size=VOCAB, d_model=32, n_heads=4, n_kv_heads=1, n_layers=2,
