@@ -23,11 +23,12 @@ from tformer.errors import TformerError
 from tformer.lazy_tensors import LazyTensors
 from tformer.models import TformerModel
 from tformer.pretrained.convert import locate
-from tformer.pretrained.families import Family
+from tformer.pretrained.families import Family, family_for
 from tformer.pretrained.gguf_blocks import FOUR_BIT, int4_blocks
 from tformer.pretrained.gguf_layout import (
     ARCHITECTURES,
     GGUF_ROPE_SCALINGS,
+    IMPORTED_KEYS,
     ROPE_DIMENSIONS,
     ROPE_SCALING_FACTOR,
     ROPE_SCALING_TYPE,
@@ -36,6 +37,7 @@ from tformer.pretrained.gguf_layout import (
     architecture,
     gguf_package,
     hf_name,
+    per_head_qkv,
     rope_heads,
     unpermute_rope,
 )
@@ -111,11 +113,10 @@ def _hf_config(
     """config.json for the file: the architecture's keys, the special tokens' ids, and what
     only a decoder or only an encoder has (`_decoder_config`, `_encoder_config`)."""
     arch = _architecture(meta, source)
-    hf = {
-        v: meta[f"{arch.name}.{k}"]
-        for k, v in arch.config_keys.items()
-        if f"{arch.name}.{k}" in meta
-    }
+    # decoders also read the keys only import needs (Phi-3's window, GPT-NeoX's norm eps and
+    # residual layout)
+    keys = arch.config_keys if arch.encoder else {**arch.config_keys, **IMPORTED_KEYS}
+    hf = {v: meta[f"{arch.name}.{k}"] for k, v in keys.items() if f"{arch.name}.{k}" in meta}
     hf.setdefault("vocab_size", len(meta["tokenizer.ggml.tokens"]))
     for role, key in TOKEN_ROLES.items():
         if role != "unk" and f"tokenizer.ggml.{key}" in meta:
@@ -139,13 +140,20 @@ def _decoder_config(
     (the `rope_freqs` tensor's values, `rope_divisors`)."""
     name = meta["general.architecture"]
     head_dim = hf.get("head_dim", hf["hidden_size"] // hf["num_attention_heads"])
-    if meta.get(f"{name}.{ROPE_DIMENSIONS}", head_dim) != head_dim:
-        raise CheckpointError(f"{source}: partial rotary embeddings are not supported")
-    extra = {
+    rotated = meta.get(f"{name}.{ROPE_DIMENSIONS}", head_dim)
+    extra: dict[str, Any] = {
         "tie_word_embeddings": "output.weight" not in tensor_names,
         "attention_bias": "blk.0.attn_output.bias" in tensor_names,
         "mlp_bias": "blk.0.ffn_up.bias" in tensor_names,
     }
+    if rotated != head_dim:
+        model_type = _architecture(meta, source).model_type
+        if "rotary_fraction" not in dict(family_for(model_type).config_keys):
+            raise CheckpointError(
+                f"{source}: partial rotary embeddings ({rotated} of {head_dim} features per "
+                f"head) are not supported for GGUF architecture {name!r}"
+            )
+        extra["partial_rotary_factor"] = rotated / head_dim
     scaling = meta.get(f"{name}.{ROPE_SCALING_TYPE}", "none")
     if scaling in GGUF_ROPE_SCALINGS:
         extra["rope_scaling"] = {
@@ -320,14 +328,17 @@ def _hf_name(gguf_name: str, arch: Architecture, source: str) -> str:
 def _hf_tensors(
     gguf_tensors: Any, hf_config: dict[str, Any], arch: Architecture, source: str
 ) -> LazyTensors:
-    """Every tensor under its Hugging Face name, dequantised (q/k rows back in HF order when
-    llama.cpp permuted them) only when looked up, so loading holds one at a time."""
+    """Every tensor under its Hugging Face name, dequantised (q/k rows back in HF order where
+    llama.cpp permuted or regrouped them) only when looked up, so loading holds one at a time."""
 
     def loader(tensor: Any, name: str) -> Callable[[], Tensor]:
         heads = rope_heads(name, hf_config) if arch.interleaved_rope else None
+        regrouped = arch.qkv_per_head and ".query_key_value." in name
 
         def load() -> Tensor:
             value = _dequantise(tensor, source)
+            if regrouped:
+                return per_head_qkv(value, hf_config["num_attention_heads"])
             return value if heads is None else unpermute_rope(value, heads)
 
         return load

@@ -15,6 +15,8 @@ from typing import Any
 
 from torch import Tensor
 
+from tformer.pretrained.convert import fuse_rows, split_rows
+
 
 def gguf_package() -> Any:
     """The `gguf` package, imported only when a GGUF file is read or written (optional)."""
@@ -42,6 +44,13 @@ FLOAT_KEYS = ("rope.freq_base", "attention.layer_norm_rms_epsilon")  # the rest 
 ROPE_DIMENSIONS = "rope.dimension_count"  # rotated features per head; tformer rotates all
 ROPE_SCALING_TYPE, ROPE_SCALING_FACTOR = "rope.scaling.type", "rope.scaling.factor"
 GGUF_ROPE_SCALINGS = ("linear",)  # the ones written as rope.scaling.* keys ("llama3": a tensor)
+# keys only import reads ("<architecture>.<key>" -> config.json key): Phi-3's window (which
+# llama.cpp's converter writes), GPT-NeoX's LayerNorm eps and residual layout
+IMPORTED_KEYS = {
+    "attention.sliding_window": "sliding_window",
+    "attention.layer_norm_epsilon": "layer_norm_eps",
+    "use_parallel_residual": "use_parallel_residual",
+}
 
 TOKEN_ROLES = {  # special-token role -> tokenizer.ggml.<key>
     "bos": "bos_token_id",
@@ -69,6 +78,24 @@ TENSOR_NAMES = (
     ("blk.{i}.ffn_gate", "model.layers.{i}.mlp.gate_proj"),
     ("blk.{i}.ffn_up", "model.layers.{i}.mlp.up_proj"),
     ("blk.{i}.ffn_down", "model.layers.{i}.mlp.down_proj"),
+)
+# Phi-3 fuses q/k/v in attn_qkv and gate/up in ffn_up, as its Hugging Face checkpoint does
+_FUSED_IN_PHI3 = ("attn_q", "attn_k", "attn_v", "ffn_gate", "ffn_up")
+PHI3_TENSOR_NAMES = (
+    *(pair for pair in TENSOR_NAMES if pair[0].rsplit(".", 1)[-1] not in _FUSED_IN_PHI3),
+    ("blk.{i}.attn_qkv", "model.layers.{i}.self_attn.qkv_proj"),
+    ("blk.{i}.ffn_up", "model.layers.{i}.mlp.gate_up_proj"),  # the gate rows, then the up rows
+)
+GPTNEOX_TENSOR_NAMES = (
+    ("token_embd", "gpt_neox.embed_in"),
+    ("output_norm", "gpt_neox.final_layer_norm"),
+    ("output", "embed_out"),
+    ("blk.{i}.attn_norm", "gpt_neox.layers.{i}.input_layernorm"),
+    ("blk.{i}.attn_qkv", "gpt_neox.layers.{i}.attention.query_key_value"),
+    ("blk.{i}.attn_output", "gpt_neox.layers.{i}.attention.dense"),
+    ("blk.{i}.ffn_norm", "gpt_neox.layers.{i}.post_attention_layernorm"),
+    ("blk.{i}.ffn_up", "gpt_neox.layers.{i}.mlp.dense_h_to_4h"),
+    ("blk.{i}.ffn_down", "gpt_neox.layers.{i}.mlp.dense_4h_to_h"),
 )
 # llama.cpp's "bert" (sentence-embedding encoders such as all-MiniLM): its converter keeps
 # only the encoder of a BertModel (no pooler, no MLM head) under these names.
@@ -114,6 +141,10 @@ class Architecture:
     tensor_names: tuple[tuple[str, str], ...] = TENSOR_NAMES  # GGUF <-> HF, see TENSOR_NAMES
     config_keys: dict[str, str] = field(default_factory=lambda: CONFIG_KEYS)
     encoder: bool = False  # an embedding model (llama.cpp's "bert"), not a decoder
+    # llama.cpp's converter regroups GPT-NeoX's query_key_value rows (each head's q, k, v in
+    # turn) as all q, then all k, then all v
+    qkv_per_head: bool = False
+    exported: bool = True  # False: read only (export is checked against llama.cpp per arch)
 
 
 _ATTENTION = ("attn_q", "attn_k", "attn_v")
@@ -128,6 +159,16 @@ ARCHITECTURES = (
     ),
     Architecture("qwen2", "qwen2", "Qwen2ForCausalLM", biases=_ATTENTION),
     Architecture("qwen3", "qwen3", "Qwen3ForCausalLM"),
+    Architecture("phi3", "phi3", "Phi3ForCausalLM", tensor_names=PHI3_TENSOR_NAMES, exported=False),
+    Architecture(
+        "gptneox",
+        "gpt_neox",
+        "GPTNeoXForCausalLM",
+        biases=("attn_qkv", "attn_output", "ffn_up", "ffn_down"),
+        tensor_names=GPTNEOX_TENSOR_NAMES,
+        qkv_per_head=True,
+        exported=False,
+    ),
     Architecture(
         "bert",
         "bert",
@@ -144,7 +185,8 @@ def architecture(name: str) -> Architecture | None:
     return next((a for a in ARCHITECTURES if a.name == name), None)
 
 
-WRITTEN = tuple(a for a in ARCHITECTURES if not a.encoder)  # the architectures export writes
+# the architectures export writes
+WRITTEN = tuple(a for a in ARCHITECTURES if not a.encoder and a.exported)
 
 
 def architecture_for_model_type(model_type: str) -> Architecture | None:
@@ -202,3 +244,9 @@ def permute_rope(t: Tensor, n_heads: int) -> Tensor:
 def unpermute_rope(t: Tensor, n_heads: int) -> Tensor:
     """Undo `permute_rope`: llama.cpp's q/k row order back to Hugging Face's."""
     return _reorder(t, n_heads, to_pairs=False)
+
+
+def per_head_qkv(t: Tensor, n_heads: int) -> Tensor:
+    """llama.cpp's gptneox attn_qkv rows (all q, all k, all v) back in GPT-NeoX's order (each
+    head's q, k, v in turn), (3 * hidden[, in]) -> the same shape. A bias moves with its rows."""
+    return fuse_rows(split_rows(t, [t.shape[0] // 3] * 3, 1), n_heads)
