@@ -172,4 +172,4 @@ def test_import_only_architectures_use_llama_cpp_names() -> None:
         gguf.Keys.LLM.USE_PARALLEL_RESIDUAL,
     }
     for arch in ("phi3", "gptneox"):
-        assert {ours for ours, _ in architecture(arch).names} <= stems
+        assert {ours for ours, _ in architecture(arch).tensor_names} <= stems
