@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tformer.pretrained.families.record import Family, classes
+from tformer.pretrained.families.record import SIZE_KEYS, Family, classes
 
 _POST_NORM_ENCODER = {
     "arch": "encoder",
@@ -14,12 +14,7 @@ _POST_NORM_ENCODER = {
 }
 # config.json keys of BERT and the families that kept its BertConfig (RoBERTa, XLM-R)
 _BERT_KEYS = (
-    ("vocab_size", "vocab_size"),
-    ("d_model", "hidden_size"),
-    ("n_heads", "num_attention_heads"),
-    ("n_layers", "num_hidden_layers"),
-    ("d_ff", "intermediate_size"),
-    ("max_seq_len", "max_position_embeddings"),
+    *SIZE_KEYS,
     ("type_vocab_size", "type_vocab_size"),
     ("norm_eps", "layer_norm_eps"),
     ("activation", "hidden_act"),

@@ -11,7 +11,7 @@ transformers version reads them); transformers >= 5 files keep them in `rope_par
 from __future__ import annotations
 
 from tformer.pretrained.families.gpt2 import GPT2
-from tformer.pretrained.families.record import Family
+from tformer.pretrained.families.record import SIZE_KEYS, Family
 
 _QKV = "{p}layers.{i}.attention.query_key_value"  # each head's q, k, v rows in turn
 GPT_NEOX = Family(
@@ -21,12 +21,7 @@ GPT_NEOX = Family(
     base_prefix="gpt_neox.",
     fixed={**GPT2.fixed, "positional": "rotary"},  # GPT-2's pre-norm LayerNorm decoder
     config_keys=(
-        ("vocab_size", "vocab_size"),
-        ("d_model", "hidden_size"),
-        ("n_heads", "num_attention_heads"),
-        ("n_layers", "num_hidden_layers"),
-        ("d_ff", "intermediate_size"),
-        ("max_seq_len", "max_position_embeddings"),
+        *SIZE_KEYS,
         ("rope_theta", "rotary_emb_base"),
         ("rotary_fraction", "rotary_pct"),
         ("norm_eps", "layer_norm_eps"),

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tformer.checkpoint import CheckpointError
-from tformer.pretrained.families.record import Family, classes
+from tformer.pretrained.families.record import SIZE_KEYS, Family, classes
 
 
 def _rope_theta(block_type: str, default: float) -> Callable[[dict[str, Any]], float]:
@@ -77,12 +77,7 @@ MODERNBERT = Family(
         "pooler_norm": True,
     },
     config_keys=(
-        ("vocab_size", "vocab_size"),
-        ("d_model", "hidden_size"),
-        ("n_heads", "num_attention_heads"),
-        ("n_layers", "num_hidden_layers"),
-        ("d_ff", "intermediate_size"),
-        ("max_seq_len", "max_position_embeddings"),
+        *SIZE_KEYS,
         ("norm_eps", "norm_eps"),
         ("norm_bias", "norm_bias"),
         ("activation", "hidden_activation"),

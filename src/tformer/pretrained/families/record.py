@@ -84,6 +84,15 @@ class Family:
 
 
 ATTENTION = ("q_proj", "k_proj", "v_proj")  # the HF names most families give q, k, v
+# the config.json keys of a model's sizes, as most families since BERT name them
+SIZE_KEYS = (
+    ("vocab_size", "vocab_size"),
+    ("d_model", "hidden_size"),
+    ("n_heads", "num_attention_heads"),
+    ("n_layers", "num_hidden_layers"),
+    ("d_ff", "intermediate_size"),
+    ("max_seq_len", "max_position_embeddings"),
+)
 
 
 def classes(prefix: str, heads: dict[str, str]) -> dict[str, str]:

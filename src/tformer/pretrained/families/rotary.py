@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tformer.pretrained.families.record import ATTENTION, Family
+from tformer.pretrained.families.record import ATTENTION, SIZE_KEYS, Family
 
 ROTARY_DECODER = {
     "arch": "decoder",
@@ -20,14 +20,9 @@ ROTARY_DECODER = {
 }
 # config.json keys the Llama-derived families share (their differences are in `fixed`)
 ROTARY_KEYS = (
-    ("vocab_size", "vocab_size"),
-    ("d_model", "hidden_size"),
-    ("n_heads", "num_attention_heads"),
+    *SIZE_KEYS,
     ("n_kv_heads", "num_key_value_heads"),
     ("head_dim", "head_dim"),
-    ("n_layers", "num_hidden_layers"),
-    ("d_ff", "intermediate_size"),
-    ("max_seq_len", "max_position_embeddings"),
     ("rope_theta", "rope_theta"),
     ("norm_eps", "rms_norm_eps"),
     ("activation", "hidden_act"),
