@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from tformer.adapters import add_lora
+from tformer.adapters import add_lora, merge_and_unload_lora
 from tformer.checkpoint import (
     CheckpointError,
     load_weights,
@@ -148,6 +148,8 @@ def evaluate_run(
         model = build_recipe_model(recipe, data, recipe.train_config().seed).eval()
     else:
         model = load_run_model(ckpt, recipe)
+    if recipe.lora_config() is not None:  # the same outputs; decoding then runs at the base's
+        model = merge_and_unload_lora(model)  # speed, without two adapter products per layer
     _, val = build_streams(data, recipe.train_config(), Distributed())
     metrics: dict[str, Any] = {"checkpoint": str(ckpt or "base"), "split": split}
     if split == "val":
