@@ -65,11 +65,46 @@ def _bart() -> torch.nn.Module:
     return transformers.BartForConditionalGeneration(config)
 
 
-HF_MODELS = {"llama": _llama, "bert": _bert, "bart": _bart}
+_IDS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+
+
+def _gpt2() -> torch.nn.Module:
+    """q, k and v fused into one Conv1D (c_attn), every weight stored transposed."""
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, **_IDS)
+    return transformers.GPT2LMHeadModel(config)
+
+
+def _phi3() -> torch.nn.Module:
+    """qkv_proj fused with GQA (parts of unequal size), gate_up_proj fused; half of each head
+    rotated, which only Phi-3 holds (with full rotary the model would export as Llama)."""
+    config = transformers.Phi3Config(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, intermediate_size=48, max_position_embeddings=64,
+        partial_rotary_factor=0.5, **_IDS,
+    )  # fmt: skip
+    return transformers.Phi3ForCausalLM(config)
+
+
+def _gpt_neox() -> torch.nn.Module:
+    """query_key_value fused per head: head 0's q, k, v rows, then head 1's..."""
+    config = transformers.GPTNeoXConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=40, max_position_embeddings=64, rotary_pct=0.5, **_IDS,
+    )  # fmt: skip
+    return transformers.GPTNeoXForCausalLM(config)
+
+
+HF_MODELS = {
+    "llama": _llama, "bert": _bert, "bart": _bart,
+    "gpt2": _gpt2, "phi3": _phi3, "gpt_neox": _gpt_neox,
+}  # fmt: skip
 PEFT_TARGETS = {  # HF module names, for adapters PEFT writes
     "llama": ["q_proj", "o_proj", "down_proj"],
     "bert": ["query", "attention.output.dense", "intermediate.dense"],
     "bart": ["q_proj", "out_proj", "fc2"],
+    "gpt2": ["c_attn", "mlp.c_proj"],
+    "phi3": ["qkv_proj", "gate_up_proj", "o_proj"],
+    "gpt_neox": ["query_key_value", "dense_4h_to_h"],
 }
 
 
@@ -153,7 +188,8 @@ def test_peft_adapters_load_in_tformer_with_the_same_logits(pair, tmp_path, rslo
     adapted.save_pretrained(tmp_path / "adapter")
     ours = _ours(hf_dir)
     loaded = load_peft_adapters(ours, tmp_path / "adapter")
-    assert len(loaded) == len(_peft_lora_names(adapted)) >= 6
+    names = hf_module_names(ours)  # a fused HF layer's adapter is one per part here
+    assert {names[n] for n in loaded} == _peft_lora_names(adapted) and len(loaded) >= 6
     ids = _ids()
     theirs = _logits(adapted.eval(), ids)
     with adapted.disable_adapter():
@@ -347,13 +383,30 @@ def test_quantised_layers_are_refused() -> None:
         add_lora(model, LoraConfig())
 
 
-def test_fused_gpt2_attention_cannot_be_saved_in_peft_format(tmp_path) -> None:
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=4)
-    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hf")
-    model, _ = tformer.load(tmp_path / "hf")
-    add_lora(model, LoraConfig(targets=["q_proj"]))
-    with pytest.raises(InputError, match="c_attn"):
-        save_peft_adapters(model, tmp_path / "adapter")
+def test_adapters_on_some_parts_of_a_fused_layer_are_one_larger_peft_adapter(tmp_path) -> None:
+    """q and v adapted, k not: GPT-2's c_attn gets one rank-2r adapter whose update is zero
+    on k's rows, in rank_pattern / alpha_pattern; PEFT agrees, and it loads back equal."""
+    torch.manual_seed(0)
+    hf = _gpt2()
+    hf.save_pretrained(tmp_path / "hf")
+    hf = hf.double().eval()
+    ours = _ours(tmp_path / "hf")
+    add_lora(ours, LoraConfig(targets=["q_proj", "v_proj"], rank=3, alpha=6.0, rslora=True))
+    _randomise_adapters(ours)
+    save_peft_adapters(ours, tmp_path / "adapter")
+    saved = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved["target_modules"] == ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"]
+    assert set(saved["rank_pattern"].values()) == {6} and saved["fan_in_fan_out"] is True
+    adapted = peft.PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()
+    ids = _ids()
+    expected = _logits(ours.eval(), ids)
+    _assert_close(_logits(adapted, ids), expected)
+    update = adapted.base_model.model.transformer.h[0].attn.c_attn.get_delta_weight("default")
+    assert update[:, 32:64].abs().max() == 0 < update[:, :32].abs().min()  # (in, out): k's columns
+
+    again = _ours(tmp_path / "hf")
+    load_peft_adapters(again, tmp_path / "adapter")
+    _assert_close(_logits(again.eval(), ids), expected)
 
 
 def _peft_dir(tmp_path: Path, **changes: object) -> tuple[tformer.TformerModel, Path]:
