@@ -14,6 +14,7 @@ benchmarks' (`benchmarks/llamacpp.py`: one batch of sequences).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,12 @@ from tformer.assets import smollm2_gguf  # noqa: E402
 from tformer.generation import generate  # noqa: E402
 from tformer.models import TformerModel  # noqa: E402
 from tformer.pretrained import save_gguf  # noqa: E402
-from tformer.pretrained.gguf_file import load_gguf  # noqa: E402
+from tformer.pretrained.gguf_file import (  # noqa: E402
+    load_gguf,
+    load_gguf_tokenizer,
+    load_gguf_vocabulary,
+)
+from tformer.pretrained.tokenizers import tokenizer_from_gguf  # noqa: E402
 from tformer.tokenizer import Tokenizer  # noqa: E402
 
 # max |llama.cpp - tformer| logit over a sequence, as a fraction of the logits' std
@@ -135,6 +141,40 @@ def test_llama_cpp_tokenises_like_tformer_and_reads_the_chat_template(
         assert lc.llama_vocab_n_tokens(vocab) == vocab_size
         assert lc.llama_vocab_bos(vocab) == tokenizer.token_id("bos")
         assert lc.llama_vocab_eos(vocab) == tokenizer.token_id("eos")
+
+
+# digits in runs of 1-5, contractions in both cases, newline and space runs, non-Latin digits
+SPLIT_TEXTS = [
+    "In 2024, 42 cats paid $1,234.56 for 7 fish!",
+    "I'M here; you'RE not. They'll've gone\n\n\nok",
+    "x  \n  y\t\tz   end  ",
+    "١٢٣ and ４５ are digits too",
+]
+
+
+@pytest.mark.parametrize("pre", ["smollm", "llama-bpe", "qwen2", "gpt-2"])
+def test_llama_cpp_splits_text_as_tformer_for_each_pre_tokenizer(
+    tmp_path: Path, pre: str, llama_cpp_model: Any
+) -> None:
+    """SmolLM2's vocabulary under each of llama.cpp's split rules: exported with them (the
+    file names them in tokenizer.ggml.pre), llama.cpp tokenises as tformer does; the rules
+    differ on these texts, so each is checked, not the same one four times."""
+    vocabulary = dataclasses.replace(load_gguf_vocabulary(smollm2_gguf()), pre=pre)
+    tokenizer = tokenizer_from_gguf(vocabulary)
+    path = save_gguf(tiny_model(vocab_size=49152), tmp_path / "t.gguf", tokenizer)
+    assert load_gguf_vocabulary(path).pre == pre
+    vocab = lc.llama_model_get_vocab(llama_cpp_model(path, vocab_only=True))
+    for text in SPLIT_TEXTS:
+        assert _llama_cpp_tokens(vocab, text) == tokenizer.encode(text), text
+
+
+def test_smollm2s_own_file_splits_digits_as_llama_cpp_does(llama_cpp_model: Any) -> None:
+    """The file as the package ships it ("smollm": every digit its own piece)."""
+    tokenizer = load_gguf_tokenizer(smollm2_gguf())
+    vocab = lc.llama_model_get_vocab(llama_cpp_model(smollm2_gguf(), vocab_only=True))
+    for text in SPLIT_TEXTS:
+        assert _llama_cpp_tokens(vocab, text) == tokenizer.encode(text), text
+    assert [tokenizer.decode([i]) for i in tokenizer.encode("2024")] == ["2", "0", "2", "4"]
 
 
 def _llama_cpp_tokens(vocab: Any, text: str) -> list[int]:

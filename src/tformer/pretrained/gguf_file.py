@@ -213,14 +213,14 @@ def _dequantise(tensor: Any, source: str) -> Tensor:
     return torch.from_numpy(out)
 
 
-def _tokenizer(meta: dict[str, Any], source: str) -> Tokenizer:
+def _vocabulary(meta: dict[str, Any]) -> GGUFVocabulary:
     ids = {
         r: meta[f"tokenizer.ggml.{k}"]
         for r, k in TOKEN_ROLES.items()
         if f"tokenizer.ggml.{k}" in meta
     }
     model = meta.get("tokenizer.ggml.model", "<missing>")
-    vocabulary = GGUFVocabulary(
+    return GGUFVocabulary(
         model=model,
         tokens=meta["tokenizer.ggml.tokens"],
         token_types=meta.get("tokenizer.ggml.token_type", ()),
@@ -231,9 +231,13 @@ def _tokenizer(meta: dict[str, Any], source: str) -> Tokenizer:
         # llama.cpp adds BOS to a SentencePiece vocabulary unless the file says otherwise
         add_bos=meta.get("tokenizer.ggml.add_bos_token", model == "llama"),
         add_space_prefix=meta.get("tokenizer.ggml.add_space_prefix", True),
+        pre=meta.get("tokenizer.ggml.pre") if model == "gpt2" else None,  # byte-level only
     )
+
+
+def _tokenizer(meta: dict[str, Any], source: str) -> Tokenizer:
     try:
-        return tokenizer_from_gguf(vocabulary)
+        return tokenizer_from_gguf(_vocabulary(meta))
     except TformerError as error:  # a vocabulary tformer cannot rebuild
         raise CheckpointError(f"{source}: {error}") from error
 
@@ -316,6 +320,11 @@ def _blocks_in_hf_order(tensor: Any, heads: int | None) -> Int4Blocks:
 def load_gguf_tokenizer(path: str | Path) -> Tokenizer:
     """Only the tokenizer of a GGUF file: its metadata, without dequantising any tensor."""
     return _tokenizer(_metadata(_read(Path(path))), str(path))
+
+
+def load_gguf_vocabulary(path: str | Path) -> GGUFVocabulary:
+    """The tokenizer metadata of a GGUF file as it is stored, before a Tokenizer is built."""
+    return _vocabulary(_metadata(_read(Path(path))))
 
 
 def _hf_name(gguf_name: str, arch: Architecture, source: str) -> str:

@@ -17,6 +17,7 @@ from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
 from tokenizers import Tokenizer as Backend
 
 from tformer.errors import InputError
+from tformer.pretrained.split_rules import pre_name, split_rules
 from tformer.tokenizer import (
     TOKENIZER_FILE,
     Tokenizer,
@@ -33,9 +34,6 @@ SENTENCEPIECE_FILES = ("source.spm", "target.spm", "spiece.model", "sentencepiec
 BERT_SPECIALS = {"unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "pad": "[PAD]", "mask": "[MASK]"}
 # llama.cpp's token types (tokenizer.ggml.token_type)
 GGUF_NORMAL, GGUF_CONTROL, GGUF_USER_DEFINED, GGUF_UNUSED = 1, 3, 4, 5
-# The byte-level pre-tokenizer `_byte_level_bpe` builds: GPT-2's split regex, which llama.cpp
-# runs for tokenizer.ggml.pre = "gpt-2".
-BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
 
 
 def tokenizer_from_hf_directory(directory: Path) -> Tokenizer | None:
@@ -134,10 +132,13 @@ def _pairs(merges: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _byte_level_bpe(vocabulary: GGUFVocabulary) -> Backend:
-    """GPT-2's byte-level BPE: text is bytes spelled as printable characters."""
+    """GPT-2's byte-level BPE: text is bytes spelled as printable characters, cut into
+    pieces first by the split rules `tokenizer.ggml.pre` names (`split_rules`)."""
     vocab = {token: i for i, token in enumerate(vocabulary.tokens)}
-    backend = Backend(models.BPE(vocab, _pairs(vocabulary.merges)))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    rules = split_rules(vocabulary.pre)
+    model = models.BPE(vocab, _pairs(vocabulary.merges), ignore_merges=rules.ignore_merges)
+    backend = Backend(model)
+    backend.pre_tokenizer = rules.pre_tokenizer()
     backend.decoder = decoders.ByteLevel()
     return backend
 
@@ -204,13 +205,11 @@ def gguf_vocabulary(tokenizer: Tokenizer, vocab_size: int, roles: Sequence[str])
     token per embedding row. `roles`: the special-token roles the file can name."""
     spec = json.loads(tokenizer.backend.to_str())
     pre = spec.get("pre_tokenizer") or {}
-    if (
-        spec["model"]["type"] != "BPE"
-        or spec.get("normalizer") is not None
-        or {k: pre.get(k) for k in BYTE_LEVEL} != BYTE_LEVEL
-    ):
+    pre_type = pre_name(tokenizer.backend)
+    if spec["model"]["type"] != "BPE" or spec.get("normalizer") is not None or pre_type is None:
         raise InputError(
-            "GGUF export writes byte-level BPE tokenizers (GPT-2 style, as SmolLM2's) only; "
+            "GGUF export writes byte-level BPE tokenizers (GPT-2 style, as SmolLM2's) whose "
+            "split rules llama.cpp names; "
             f"this one is {spec['model']['type']} with pre-tokenizer {pre.get('type')!r} "
             f"and normalizer {(spec.get('normalizer') or {}).get('type')!r}"
         )
@@ -230,7 +229,7 @@ def gguf_vocabulary(tokenizer: Tokenizer, vocab_size: int, roles: Sequence[str])
     add_bos, add_eos = _added_around_text(tokenizer, ids)
     return GGUFVocabulary(
         model="gpt2",
-        pre="gpt-2",
+        pre=pre_type,
         tokens=tokens,
         token_types=types,
         merges=[m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]],
