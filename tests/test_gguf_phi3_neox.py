@@ -170,6 +170,8 @@ def test_import_only_architectures_use_llama_cpp_names() -> None:
     assert {f"{{arch}}.{key}" for key in IMPORTED_KEYS} == {
         *keys,
         gguf.Keys.LLM.USE_PARALLEL_RESIDUAL,
+        gguf.Keys.LLM.ATTN_LOGIT_SOFTCAPPING,
+        gguf.Keys.LLM.FINAL_LOGIT_SOFTCAPPING,
     }
-    for arch in ("phi3", "gptneox"):
+    for arch in ("phi3", "gptneox", "gemma", "gemma2", "gemma3"):
         assert {ours for ours, _ in architecture(arch).tensor_names} <= stems

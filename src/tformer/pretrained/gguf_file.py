@@ -139,6 +139,7 @@ def _decoder_config(
     Llama's optional attention and MLP biases (in `tensor_names`), Llama 3's rope scaling
     (the `rope_freqs` tensor's values, `rope_divisors`)."""
     name = meta["general.architecture"]
+    arch = _architecture(meta, source)
     head_dim = hf.get("head_dim", hf["hidden_size"] // hf["num_attention_heads"])
     rotated = meta.get(f"{name}.{ROPE_DIMENSIONS}", head_dim)
     extra: dict[str, Any] = {
@@ -146,9 +147,13 @@ def _decoder_config(
         "attention_bias": "blk.0.attn_output.bias" in tensor_names,
         "mlp_bias": "blk.0.ffn_up.bias" in tensor_names,
     }
+    if arch.large_model_blocks is not None:
+        large = hf["num_hidden_layers"] == arch.large_model_blocks
+        extra["query_pre_attn_scalar"] = (
+            hf["hidden_size"] // hf["num_attention_heads"] if large else head_dim
+        )
     if rotated != head_dim:
-        model_type = _architecture(meta, source).model_type
-        if "rotary_fraction" not in dict(family_for(model_type).config_keys):
+        if "rotary_fraction" not in dict(family_for(arch.model_type).config_keys):
             raise CheckpointError(
                 f"{source}: partial rotary embeddings ({rotated} of {head_dim} features per "
                 f"head) are not supported for GGUF architecture {name!r}"
@@ -338,14 +343,18 @@ def _hf_tensors(
     gguf_tensors: Any, hf_config: dict[str, Any], arch: Architecture, source: str
 ) -> LazyTensors:
     """Every tensor under its Hugging Face name, dequantised (q/k rows back in HF order where
-    llama.cpp permuted or regrouped them) only when looked up, so loading holds one at a time."""
+    llama.cpp permuted or regrouped them, Gemma's norm weights without the 1 llama.cpp adds)
+    only when looked up, so loading holds one at a time."""
 
     def loader(tensor: Any, name: str) -> Callable[[], Tensor]:
         heads = rope_heads(name, hf_config) if arch.interleaved_rope else None
         regrouped = arch.qkv_per_head and ".query_key_value." in name
+        offset = arch.norm_offset if name.endswith("norm.weight") else 0.0
 
         def load() -> Tensor:
             value = _dequantise(tensor, source)
+            if offset:
+                return value - offset
             if regrouped:
                 return per_head_qkv(value, hf_config["num_attention_heads"])
             return value if heads is None else unpermute_rope(value, heads)

@@ -50,6 +50,8 @@ IMPORTED_KEYS = {
     "attention.sliding_window": "sliding_window",
     "attention.layer_norm_epsilon": "layer_norm_eps",
     "use_parallel_residual": "use_parallel_residual",
+    "attn_logit_softcapping": "attn_logit_softcapping",  # Gemma 2's caps
+    "final_logit_softcapping": "final_logit_softcapping",
 }
 
 TOKEN_ROLES = {  # special-token role -> tokenizer.ggml.<key>
@@ -85,6 +87,20 @@ PHI3_TENSOR_NAMES = (
     *(pair for pair in TENSOR_NAMES if pair[0].rsplit(".", 1)[-1] not in _FUSED_IN_PHI3),
     ("blk.{i}.attn_qkv", "model.layers.{i}.self_attn.qkv_proj"),
     ("blk.{i}.ffn_up", "model.layers.{i}.mlp.gate_up_proj"),  # the gate rows, then the up rows
+)
+# Gemma 2 and 3: the "sandwich" norms, named by llama.cpp after their place, not by HF's
+# (HF's post_attention_layernorm normalises the attention output here, not the MLP input)
+_SANDWICH = ("blk.{i}.ffn_norm", "blk.{i}.attn_q_norm", "blk.{i}.attn_k_norm")
+GEMMA2_TENSOR_NAMES = (
+    *(pair for pair in TENSOR_NAMES if pair[0] not in _SANDWICH),
+    ("blk.{i}.post_attention_norm", "model.layers.{i}.post_attention_layernorm"),
+    ("blk.{i}.ffn_norm", "model.layers.{i}.pre_feedforward_layernorm"),
+    ("blk.{i}.post_ffw_norm", "model.layers.{i}.post_feedforward_layernorm"),
+)
+GEMMA3_TENSOR_NAMES = (
+    *GEMMA2_TENSOR_NAMES,
+    ("blk.{i}.attn_q_norm", "model.layers.{i}.self_attn.q_norm"),
+    ("blk.{i}.attn_k_norm", "model.layers.{i}.self_attn.k_norm"),
 )
 GPTNEOX_TENSOR_NAMES = (
     ("token_embd", "gpt_neox.embed_in"),
@@ -145,6 +161,13 @@ class Architecture:
     # turn) as all q, then all k, then all v
     qkv_per_head: bool = False
     exported: bool = True  # False: read only (export is checked against llama.cpp per arch)
+    # Gemma's RMSNorm scales by (1 + w) and stores w; llama.cpp's converter adds the 1 to
+    # every "*norm.weight" and its graph scales by the stored value, so import subtracts it
+    norm_offset: float = 0.0
+    # llama.cpp's Gemma 2/3 rule for the scores' factor, by model size: 1/sqrt(hidden /
+    # heads) in the 27B model (this many blocks), 1/sqrt(head_dim) in every other; no key
+    # says it (transformers' query_pre_attn_scalar)
+    large_model_blocks: int | None = None
 
 
 _ATTENTION = ("attn_q", "attn_k", "attn_v")
@@ -160,6 +183,25 @@ ARCHITECTURES = (
     Architecture("qwen2", "qwen2", "Qwen2ForCausalLM", biases=_ATTENTION),
     Architecture("qwen3", "qwen3", "Qwen3ForCausalLM"),
     Architecture("phi3", "phi3", "Phi3ForCausalLM", tensor_names=PHI3_TENSOR_NAMES, exported=False),
+    Architecture("gemma", "gemma", "GemmaForCausalLM", exported=False, norm_offset=1.0),
+    Architecture(
+        "gemma2",
+        "gemma2",
+        "Gemma2ForCausalLM",
+        tensor_names=GEMMA2_TENSOR_NAMES,
+        exported=False,
+        norm_offset=1.0,
+        large_model_blocks=46,
+    ),
+    Architecture(
+        "gemma3",
+        "gemma3_text",
+        "Gemma3ForCausalLM",
+        tensor_names=GEMMA3_TENSOR_NAMES,
+        exported=False,
+        norm_offset=1.0,
+        large_model_blocks=62,
+    ),
     Architecture(
         "gptneox",
         "gpt_neox",
