@@ -32,7 +32,7 @@ def modernbert(cls_name: str, **options) -> torch.nn.Module:
         vocab_size=VOCAB, hidden_size=30, num_hidden_layers=4, num_attention_heads=3,
         intermediate_size=44, max_position_embeddings=64, local_attention=WINDOW,
         global_rope_theta=1e4, local_rope_theta=500.0, pad_token_id=0, bos_token_id=1,
-        eos_token_id=2, num_labels=3, **options,
+        eos_token_id=2, **{"num_labels": 3, **options},
     )  # fmt: skip
     torch.manual_seed(0)
     return randomise(getattr(transformers, cls_name)(config))
@@ -46,6 +46,7 @@ MODELS = {
     "classify-cls": ("ModernBertForSequenceClassification", {}),
     "classify-mean": ("ModernBertForSequenceClassification", {"classifier_pooling": "mean"}),
     "tokens": ("ModernBertForTokenClassification", {"classifier_bias": True}),
+    "qa": ("ModernBertForQuestionAnswering", {"num_labels": 2}),  # the tagger's layers
 }  # fmt: skip
 
 

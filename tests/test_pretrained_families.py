@@ -347,6 +347,20 @@ def test_unsupported_setting_is_refused_not_ignored(tmp_path: Path) -> None:
         tformer.load(tmp_path)
 
 
+def test_bart_with_untied_embeddings_is_refused_not_read_from_shared(tmp_path: Path) -> None:
+    """transformers >= 5 then computes with separate encoder and decoder embeddings and never
+    reads `shared`; tformer's one matrix cannot hold them, so it says so."""
+    config = _bart().config
+    config.tie_word_embeddings = False
+    model = transformers.BartForConditionalGeneration(config)
+    with torch.no_grad():
+        model.model.encoder.embed_tokens.weight.normal_()
+    assert not torch.equal(model.model.encoder.embed_tokens.weight, model.model.shared.weight)
+    model.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match=r"tie_word_embeddings=False; tformer supports only"):
+        tformer.load(tmp_path)
+
+
 @pytest.mark.parametrize("legacy", [False, True], ids=["rope_parameters", "rope_scaling"])
 def test_llama3_rope_matches_transformers_beyond_the_original_context(
     tmp_path: Path, legacy: bool

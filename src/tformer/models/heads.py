@@ -150,7 +150,8 @@ class TokenClassificationHead(nn.Module):
     classifier, and `pooler_norm` normalises it after (ModernBERT's dense, GELU, norm).
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, outputs: int | None = None) -> None:
+        """`outputs`: the classifier's size when it is not the config's labels (SpanHead)."""
         super().__init__()
         self.pooler = (
             Linear(config.d_model, config.d_model, bias=config.use_head_bias)
@@ -164,7 +165,7 @@ class TokenClassificationHead(nn.Module):
         )
         self.pooler_norm = norm_for(config) if config.pooler and config.pooler_norm else None
         self.dropout = nn.Dropout(config.dropout)
-        self.classifier = Linear(config.d_model, config.n_labels)
+        self.classifier = Linear(config.d_model, outputs or config.n_labels)
 
     def classify(self, x: Tensor) -> Tensor:
         """(..., d_model) -> (..., n_labels): the pooler's transform (if any), the classifier."""
@@ -198,9 +199,11 @@ class SequenceClassificationHead(TokenClassificationHead):
         return self.classify(pooled)
 
 
-class SpanHead(nn.Module):
+class SpanHead(TokenClassificationHead):
     """Extractive question answering (BERT paper, 4.2): a start and an end logit per token,
-    (B, T, d_model) -> (B, 2, T), row 0 the starts and row 1 the ends.
+    (B, T, d_model) -> (B, 2, T), row 0 the starts and row 1 the ends. A two-way tagger's
+    layers: BERT's is the classifier alone, ModernBERT's has its dense + GELU + norm first
+    (`pooler`), as for tagging.
 
     Laid out as two classifications over the T positions, so the loss is the token
     cross-entropy of labels (B, 2) = (start, end) positions: the mean of the start and end
@@ -210,19 +213,14 @@ class SpanHead(nn.Module):
     """
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.dropout = nn.Dropout(config.dropout)
-        self.span = Linear(config.d_model, 2)
+        super().__init__(config, outputs=2)
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-        logits = self.span(self.dropout(hidden)).transpose(1, 2)  # (B, T, 2) -> (B, 2, T)
+        logits = self.classify(hidden).transpose(1, 2)  # (B, T, 2) -> (B, 2, T)
         if attention_mask is None:
             return logits
         padding = (attention_mask == 0).unsqueeze(1)  # (B, 1, T)
         return logits.masked_fill(padding, torch.finfo(logits.dtype).min)
-
-    def loss(self, logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
-        return token_cross_entropy(logits, labels, label_smoothing)
 
 
 class EmbeddingHead(nn.Module):

@@ -85,6 +85,9 @@ BART = Family(
         ("{s}.embeddings.norm", "{p}{s}.layernorm_embedding"),
     ),
     ignored=(r"(encoder|decoder)\.embed_tokens\.weight$",),
-    must_be={"normalize_before": False, "add_final_layer_norm": False},
+    # tie_word_embeddings=False unties, in transformers >= 5, the encoder's and the decoder's
+    # embeddings from `shared` too (which is then unused): three matrices where tformer's
+    # encoder-decoder has one, so refused rather than read from `shared` and silently wrong
+    must_be={"normalize_before": False, "add_final_layer_norm": False, "tie_word_embeddings": True},
     same=BART_SAME,
 )

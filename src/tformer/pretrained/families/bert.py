@@ -59,7 +59,7 @@ _ENCODER_HEADS = {
     "ForQuestionAnswering": "question-answering",
 }
 # every *ForQuestionAnswering of these families names its start/end projection alike
-_SPAN_HEAD = ("head.span", "qa_outputs")
+_SPAN_HEAD = {"question-answering": (("head.classifier", "qa_outputs"),)}
 
 BERT = Family(
     model_types=("bert",),
@@ -78,7 +78,6 @@ BERT = Family(
         ("head.proj.bias", "cls.predictions.bias"),
         ("head.pooler", "{p}pooler.dense"),
         ("head.classifier", "classifier"),
-        _SPAN_HEAD,
     ),
     ignored=(
         r"position_ids$",
@@ -87,6 +86,7 @@ BERT = Family(
         r"cls\.predictions\.decoder\.bias$",
     ),
     must_be=_BERT_MUST_BE,
+    head_tensors=_SPAN_HEAD,
     at_least={"type_vocab_size": 1},
 )
 
@@ -112,11 +112,11 @@ ROBERTA = Family(
         ("head.proj.weight", "lm_head.decoder.weight"),
         ("head.proj.bias", "lm_head.bias"),
         ("head.classifier", "classifier"),
-        _SPAN_HEAD,
     ),
     ignored=(r"position_ids$", r"pooler\.dense\."),
     must_be=_BERT_MUST_BE,
     head_tensors={
+        **_SPAN_HEAD,
         "sequence-classification": (
             ("head.pooler", "classifier.dense"),
             ("head.classifier", "classifier.out_proj"),
@@ -183,9 +183,9 @@ DISTILBERT = Family(
         ("head.proj", "vocab_projector"),
         ("head.pooler", "pre_classifier"),
         ("head.classifier", "classifier"),
-        _SPAN_HEAD,
     ),
     ignored=(r"position_ids$",),
+    head_tensors=_SPAN_HEAD,
     # a sinusoidal table would be read as a learned one: untested, so refused
     must_be={"sinusoidal_pos_embds": False},
 )

@@ -59,6 +59,7 @@ MODERNBERT = Family(
             "Model": "embedding",
             "ForSequenceClassification": "sequence-classification",
             "ForTokenClassification": "token-classification",
+            "ForQuestionAnswering": "question-answering",  # the tagger's layers, 2 outputs
         },
     ),
     bare_architectures=("ModernBertModel",),
