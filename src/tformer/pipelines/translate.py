@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from tformer.data.collate import pad, padding_mask
 from tformer.errors import InputError
@@ -28,10 +29,16 @@ def require_encoder_decoder(model: TformerModel, task: str) -> EncoderDecoder:
 
 @torch.no_grad()
 def decode_sources(
-    model: TformerModel, sources: Sequence[Sequence[int]], *, batch_size: int = 100, **options: Any
+    model: TformerModel,
+    sources: Sequence[Sequence[int]],
+    *,
+    batch_size: int = 100,
+    progress: bool = False,
+    **options: Any,
 ) -> list[list[int]]:
     """Each source's generated tokens, cut at EOS, decoded `batch_size` sources at a time
-    (batches follow the given order: sort by length first for less padding).
+    (batches follow the given order: sort by length first for less padding); `progress`
+    shows a bar of the sources done (on stderr), for long evaluations.
 
     The sources of an encoder-decoder are right-padded; the prompts of a decoder-only LM are
     left-padded (`left_pad`), so that each continues from its own last token.
@@ -43,12 +50,15 @@ def decode_sources(
     end_ids = end_token_ids(model.config)
     left = not isinstance(model, EncoderDecoder)
     outputs: list[list[int]] = []
+    bar = tqdm(total=len(sources), unit="example", desc="decoding", disable=not progress)
     for start in range(0, len(sources), batch_size):
         chunk = [list(s) for s in sources[start : start + batch_size]]
         ids = pad(chunk, model.config.pad_id or 0, left=left).to(device)  # (B, S_max)
         mask = padding_mask(chunk, left=left).to(device)
         new = generate(model, ids, mask, **options)  # (B, T_new)
         outputs += [until_end(row, end_ids) for row in new.tolist()]
+        bar.update(len(chunk))
+    bar.close()
     return outputs
 
 

@@ -66,7 +66,7 @@ def task_metrics(
         )
     pairs = data.extras["test"] if split == "test" else data.val
     if data.task == "copy":
-        return {"exact_match": exact_match(model, pairs)}  # type: ignore[arg-type]
+        return {"exact_match": exact_match(model, pairs, progress=True)}  # type: ignore[arg-type]
     if data.task == "seq2seq":
         references = data.extras["test_references"] if split == "test" else None
         if references is None:
@@ -79,6 +79,7 @@ def task_metrics(
             references,
             num_beams=num_beams,
             max_new_tokens=min(model.config.max_seq_len - 1, int(longest * 1.5) + 10),
+            progress=True,
         )
         return {"bleu": score}
     return {}
@@ -99,6 +100,7 @@ def answer_metrics(
         prompts[:count],
         batch_size=config.batch_size,
         max_new_tokens=config.max_new_tokens,
+        progress=True,
     )
     samples = [
         {"reference": r, "answer": a} for r, a in zip(references[:SAMPLES], answers, strict=False)
