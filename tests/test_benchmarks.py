@@ -169,6 +169,24 @@ def test_generation_contenders_time_exactly_n_new_tokens_per_row(tiny: Weights) 
     assert all(len(m.throughputs) == 2 and m.median > 0 for m in measured)
 
 
+def test_a_prefill_case_counts_the_prompts_tokens(tiny: Weights) -> None:
+    pytest.importorskip("transformers")
+    prompt = list(range(3, 43))  # 40 tokens
+    case = generation_case(
+        "prefill-tiny",
+        [BY_NAME[name] for name in ("transformers", "tformer")],
+        batch=1,
+        new_tokens=1,
+        inputs=lambda: (tiny, [prompt]),
+        isolated=False,
+        prompt_tokens=len(prompt),
+    )
+    assert (case.work_per_step, case.unit) == (40, "prompt tokens")
+    measured = run_case(case, rounds=1, steps_per_round=1, warmup=0, device=CPU)
+    assert [m.contender for m in measured] == ["transformers", "tformer"]
+    assert all(m.median > 0 for m in measured)
+
+
 def test_a_contender_that_stops_early_fails_the_step(tiny: Weights, monkeypatch) -> None:
     def short(weights: Weights, prompts: list[list[int]], max_new_tokens: int):
         return lambda n: torch.zeros(len(prompts), n - 1, dtype=torch.long)
