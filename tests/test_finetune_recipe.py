@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import tformer
 from tformer.adapters import LoraConfig, load_peft_adapters
 from tformer.checkpoint import ADAPTERS, latest_checkpoint, read_weights
 from tformer.cli import main
@@ -17,6 +18,7 @@ from tformer.config import ModelConfig
 from tformer.data import build_task_data
 from tformer.errors import ConfigError
 from tformer.models import DecoderOnlyLM, TformerModel
+from tformer.tokenizer import Tokenizer
 from tformer.training import load_recipe, train_recipe
 from tformer.training.evaluate_run import load_run_model
 
@@ -60,15 +62,37 @@ def test_a_bare_dropout_override_means_the_lora_one_only_where_there_is_a_lora_t
     assert "[lora]" not in plain.to_toml()
 
 
-def save_base(directory: Path) -> Path:
-    """A pretrained stand-in: the recipe's model with its data's tokenizer, saved as a tformer
-    checkpoint (fresh weights from another seed than the run's)."""
+def save_base(directory: Path, **data_changes: object) -> Path:
+    """A pretrained stand-in: the recipe's model with its data's tokenizer (`data_changes`
+    to the [data] table), saved as a tformer checkpoint (fresh weights from another seed
+    than the run's)."""
     recipe = load_recipe(RECIPE)
-    data = build_task_data(dict(recipe.data), directory, [PROJECT], recipe.model["max_seq_len"])
+    table = {**recipe.data, **data_changes}
+    data = build_task_data(table, directory, [PROJECT], recipe.model["max_seq_len"])
     config = ModelConfig.from_dict({**recipe.model, **data.model_fields})
     torch.manual_seed(7)
     DecoderOnlyLM(config).save_pretrained(directory / "base", data.tokenizer)
     return directory / "base"
+
+
+def test_a_lora_run_merges_into_a_gguf_file_that_loads_as_the_runs_model(tmp_path) -> None:
+    """`convert RUN OUT --merge-lora --to gguf` (float32: exact); GGUF files hold byte-level
+    BPE tokenizers, so the base has one here."""
+    pytest.importorskip("gguf")
+    base = save_base(tmp_path, tokenizer="bpe", vocab_size=300)
+    run = tmp_path / "run"
+    args = ["train", "--out", str(run), str(RECIPE), *FEW_STEPS]
+    assert main([*args, f"--model.init_from={base}", f"--data.tokenizer={base}"]) == 0
+    gguf_file = tmp_path / "merged.gguf"
+    args = ["convert", str(run), str(gguf_file), "--merge-lora", "--to", "gguf", "--type", "f32"]
+    assert main(args) == 0
+    trained = load_run_model(latest_checkpoint(run), load_recipe(run / "recipe.toml"))
+    from_gguf, tokenizer = tformer.load(gguf_file)
+    expected = Tokenizer.load(latest_checkpoint(run)).encode("2+2=4")
+    assert tokenizer is not None and tokenizer.encode("2+2=4") == expected
+    ids = torch.randint(3, 300, (2, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(from_gguf(ids).logits, trained(ids).logits, atol=1e-5, rtol=1e-5)
 
 
 def test_train_cli_fine_tunes_the_adapters_of_a_saved_base_only(tmp_path) -> None:

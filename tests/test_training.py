@@ -172,6 +172,22 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp
     assert result.step < 50
 
 
+def test_a_target_validation_loss_stops_the_run_at_the_first_evaluation_reaching_it(tmp_path):
+    """Evaluations every 2 steps: the run stops at the first whose loss is at or below the
+    target (set between the losses of the 1st and the 3rd evaluation of an unstopped run)."""
+    free = _tiny_trainer(tmp_path / "free", lr=3e-3, eval_every=2, max_steps=12)
+    free.fit()
+    losses = [m["val_loss"] for m in read_metrics(tmp_path / "free") if m["kind"] == "eval"]
+    assert losses[2] < losses[0]
+    target = (losses[0] + losses[2]) / 2
+    expected = 2 * next(i + 1 for i, loss in enumerate(losses) if loss <= target)
+    stopped = _tiny_trainer(tmp_path / "stopped", lr=3e-3, eval_every=2, max_steps=12)
+    stopped.config = stopped.config.replace(target_val_loss=target)
+    result = stopped.fit()
+    assert result.stopped_early and result.step == expected < 12
+    assert result.val_loss <= target
+
+
 def test_grad_accumulation_equals_one_big_batch(tmp_path):
     big = _tiny_trainer(tmp_path / "a", dropout=0.0, grad_accum_steps=1, max_steps=1)
     big.train_data.plan = ShuffledBatches(len(big.train_data.dataset), 8, 0)

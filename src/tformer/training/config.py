@@ -50,6 +50,7 @@ class TrainConfig:
     save_every: int = 0  # 0: only at the end
     keep_last: int = 2
     early_stopping_patience: int = 0  # evaluations without improvement; 0 disables
+    target_val_loss: float | None = None  # stop after the first evaluation at or below it
     max_time_s: float | None = None  # stop (and save) after this much training time
     time_budget_s: float | None = None  # size max_steps to this much training (budget.py)
     progress: bool = True
@@ -74,6 +75,8 @@ class TrainConfig:
             raise ConfigError(f"lr={self.lr} must be positive")
         if self.schedule == "noam" and self.warmup_steps < 1:
             raise ConfigError("schedule='noam' needs warmup_steps >= 1")
+        if self.target_val_loss is not None and self.target_val_loss <= 0:
+            raise ConfigError(f"target_val_loss={self.target_val_loss} must be positive")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ConfigError(f"time_budget_s={self.time_budget_s} must be positive")
         if self.keep_last < 1:

@@ -211,7 +211,8 @@ class Trainer:
         self.metrics.truncate_after(self.step)
 
     def _after_eval(self, metrics: dict[str, float]) -> bool:
-        """Log, keep the best checkpoint; True if early stopping says stop."""
+        """Log, keep the best checkpoint; True if the run should stop: early stopping, or
+        the validation loss has reached `target_val_loss` (time-to-target runs)."""
         self.metrics.write(
             "eval",
             self.step,
@@ -219,13 +220,15 @@ class Trainer:
             val_perplexity=metrics["perplexity"],
             val_accuracy=metrics["accuracy"],
         )
+        target = self.config.target_val_loss
+        reached = target is not None and metrics["loss"] <= target
         if self.best_val_loss is None or metrics["loss"] < self.best_val_loss:
             self.best_val_loss, self.bad_evals = metrics["loss"], 0
             self.save(self.run_dir / BEST)
-            return False
+            return reached
         self.bad_evals += 1
         patience = self.config.early_stopping_patience
-        return patience > 0 and self.bad_evals >= patience
+        return reached or (patience > 0 and self.bad_evals >= patience)
 
     # ---- the loop -------------------------------------------------------------------
     def _log_train(self, grad_norm: float, force: bool) -> dict[str, float] | None:
