@@ -29,5 +29,5 @@ def test_llama3_takes_a_piece_that_is_a_token_whole() -> None:
 
 def test_a_file_without_the_key_gets_gpt2s_rules_and_an_unknown_name_is_refused() -> None:
     assert split_rules(None) is GPT2_RULES
-    with pytest.raises(InputError, match="'tekken'.*not supported.*smollm"):
+    with pytest.raises(InputError, match=r"'tekken'.*not supported.*smollm"):
         split_rules("tekken")
