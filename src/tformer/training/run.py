@@ -90,8 +90,8 @@ def build_recipe_model(recipe: Recipe, data: TaskData, seed: int) -> TformerMode
 def peft_refusal(model: TformerModel) -> str | None:
     """Why PEFT's format cannot hold the model's adapters (None: it can). Asked before the
     first step, so that a run never finds out at its end: a model no Hugging Face family
-    holds (e.g. a mean-pooled classifier) or a fused layer keeps its adapters in the run's
-    checkpoints only."""
+    holds (e.g. a mean-pooled classifier), or a layer trained in full that is part of a fused
+    Hugging Face layer, keeps its adapters in the run's checkpoints only."""
     try:
         peft_target_names(model)
     except TformerError as error:
