@@ -99,8 +99,10 @@ def hf_module_names(model: TformerModel) -> dict[str, str]:
     return {layer: m.name for m in hf_modules(model).values() for layer in m.layers}
 
 
-def _hf_names_of(model: TformerModel, layers: list[str]) -> dict[str, str]:
-    names = hf_module_names(model)
+def _hf_names_of(modules: dict[str, HFModule], layers: list[str]) -> dict[str, str]:
+    """tformer layer -> the HF module holding it, for `layers`; an InputError naming any
+    that no HF linear module holds."""
+    names = {layer: m.name for m in modules.values() for layer in m.layers}
     missing = [n for n in layers if n not in names]
     if missing:
         raise InputError(
@@ -110,19 +112,19 @@ def _hf_names_of(model: TformerModel, layers: list[str]) -> dict[str, str]:
     return {n: names[n] for n in layers}
 
 
-def peft_target_names(model: TformerModel) -> dict[str, str]:
-    """tformer layer -> Hugging Face module name, for every adapter of `model`; an InputError
-    if PEFT's format cannot hold them (no adapters, differing configs, a model no HF family
-    holds, a layer with no HF linear). Training calls it before the first step, so a run
-    never finds out at its end that its adapters cannot be saved."""
+def _peft_layout(
+    model: TformerModel,
+) -> tuple[dict[str, HFModule], dict[str, str], dict[str, str]]:
+    """The model's HF linear modules, and the HF module of every adapter and of every layer
+    trained in full (modules_to_save); an InputError if PEFT's format cannot hold them."""
     adapters = lora_adapters(model)
     if not adapters:
         raise InputError("the model has no LoRA adapters to save (add them with add_lora)")
     if len({a.config for a in adapters.values()}) > 1:
         raise InputError("the adapters differ in rank, alpha or dropout; PEFT's file holds one")
     config = next(iter(adapters.values())).config
-    trained = _hf_names_of(model, list(_trained_linears(model, config)))  # modules_to_save
     modules = hf_modules(model)
+    trained = _hf_names_of(modules, list(_trained_linears(model, config)))
     fused = sorted({hf for hf in trained.values() if len(modules[hf].layers) > 1})
     if fused:
         raise InputError(
@@ -130,7 +132,15 @@ def peft_target_names(model: TformerModel) -> dict[str, str]:
             "PEFT's modules_to_save would replace whole; train the whole layer's parts "
             "through adapters instead"
         )
-    return _hf_names_of(model, list(adapters))
+    return modules, _hf_names_of(modules, list(adapters)), trained
+
+
+def peft_target_names(model: TformerModel) -> dict[str, str]:
+    """tformer layer -> Hugging Face module name, for every adapter of `model`; an InputError
+    if PEFT's format cannot hold them (no adapters, differing configs, a model no HF family
+    holds, a layer with no HF linear). Training calls it before the first step, so a run
+    never finds out at its end that its adapters cannot be saved."""
+    return _peft_layout(model)[1]
 
 
 def _peft_alpha(config: LoraConfig, rank: int) -> float:
@@ -179,11 +189,10 @@ def save_peft_adapters(model: TformerModel, directory: str | Path) -> Path:
     Modules trained in full (`LoraConfig.train`) go in whole, as PEFT's `modules_to_save`.
     Adapters on the parts of a fused HF layer (GPT-2's c_attn, Phi-3's qkv_proj) become one
     adapter of that layer (`_fused_update`), its larger rank in PEFT's `rank_pattern`."""
-    hf_names = peft_target_names(model)
+    modules, hf_names, trained = _peft_layout(model)
     adapters = lora_adapters(model)
     config = next(iter(adapters.values())).config
     layers = dict(model.named_modules())
-    modules = hf_modules(model)
     tensors = {}
     rank_pattern: dict[str, int] = {}
     alpha_pattern: dict[str, float] = {}
@@ -194,7 +203,6 @@ def save_peft_adapters(model: TformerModel, directory: str | Path) -> Path:
         if A.shape[0] != config.rank:  # PEFT matches a key as a regex ending a module name
             rank_pattern[re.escape(hf_name)] = A.shape[0]
             alpha_pattern[re.escape(hf_name)] = _peft_alpha(config, A.shape[0])
-    trained = _hf_names_of(model, list(_trained_linears(model, config)))
     for name, hf_name in trained.items():
         for part, tensor in layers[name].named_parameters():
             tensors[f"{PEFT_PREFIX}{hf_name}.{part}"] = tensor.detach().contiguous()
