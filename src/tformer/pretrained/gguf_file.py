@@ -124,12 +124,13 @@ def _hf_config(
     if arch.encoder:
         hf.update(_encoder_config(meta, arch, source))
     else:
-        hf.update(_decoder_config(meta, hf, tensor_names, rope_divisors, source))
+        hf.update(_decoder_config(meta, arch, hf, tensor_names, rope_divisors, source))
     return {**hf, "model_type": arch.model_type, "architectures": [arch.hf_class]}
 
 
 def _decoder_config(
     meta: dict[str, Any],
+    arch: Architecture,
     hf: dict[str, Any],
     tensor_names: set[str],
     rope_divisors: Tensor | None,
@@ -138,8 +139,7 @@ def _decoder_config(
     """Rotary settings, and what GGUF says only by a tensor's presence: an output matrix,
     Llama's optional attention and MLP biases (in `tensor_names`), Llama 3's rope scaling
     (the `rope_freqs` tensor's values, `rope_divisors`)."""
-    name = meta["general.architecture"]
-    arch = _architecture(meta, source)
+    name = arch.name
     head_dim = hf.get("head_dim", hf["hidden_size"] // hf["num_attention_heads"])
     rotated = meta.get(f"{name}.{ROPE_DIMENSIONS}", head_dim)
     extra: dict[str, Any] = {

@@ -78,11 +78,13 @@ def split_rules(pre: str | None) -> SplitRules:
     return found
 
 
-def pre_name(backend: Backend) -> str | None:
-    """The `tokenizer.ggml.pre` name of a byte-level BPE tokenizer's split rules (the first
-    name of the rules it was built with), or None if they are none of `RULES`."""
-    ours = json.loads(backend.to_str()).get("pre_tokenizer")
-    return next((r.names[0] for r in RULES if _serialised(r.pre_tokenizer()) == ours), None)
+def pre_name(pre_tokenizer: dict | None) -> str | None:
+    """The `tokenizer.ggml.pre` name of a byte-level BPE tokenizer's split rules, given its
+    tokenizer.json `pre_tokenizer` entry (the first name of the rules it was built with), or
+    None if they are none of `RULES`."""
+    return next(
+        (r.names[0] for r in RULES if _serialised(r.pre_tokenizer()) == pre_tokenizer), None
+    )
 
 
 def _serialised(pre_tokenizer: pre_tokenizers.PreTokenizer) -> dict:

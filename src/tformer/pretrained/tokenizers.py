@@ -205,7 +205,7 @@ def gguf_vocabulary(tokenizer: Tokenizer, vocab_size: int, roles: Sequence[str])
     token per embedding row. `roles`: the special-token roles the file can name."""
     spec = json.loads(tokenizer.backend.to_str())
     pre = spec.get("pre_tokenizer") or {}
-    pre_type = pre_name(tokenizer.backend)
+    pre_type = pre_name(spec.get("pre_tokenizer"))
     if spec["model"]["type"] != "BPE" or spec.get("normalizer") is not None or pre_type is None:
         raise InputError(
             "GGUF export writes byte-level BPE tokenizers (GPT-2 style, as SmolLM2's) whose "
