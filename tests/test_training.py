@@ -126,16 +126,17 @@ def _losses(run_dir) -> list[tuple]:
     ]
 
 
-def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path, optimizer):
     # log_every=2 and save_every=3: a log window spans the checkpoint it resumes from
-    whole = _tiny_trainer(tmp_path / "whole", log_every=2)
+    whole = _tiny_trainer(tmp_path / "whole", log_every=2, optimizer=optimizer)
     whole.fit()
-    first = _tiny_trainer(tmp_path / "split", save_every=3, log_every=2)
+    first = _tiny_trainer(tmp_path / "split", save_every=3, log_every=2, optimizer=optimizer)
     first.config = first.config.replace(max_steps=5)  # stop at 5: last checkpoint is step 3
     first.fit()
     (tmp_path / "split" / "checkpoints" / "step-00000005").rename(tmp_path / "unused")
     torch.manual_seed(123)  # a resumed process starts with unrelated RNG state
-    resumed = _tiny_trainer(tmp_path / "split", save_every=3, log_every=2)
+    resumed = _tiny_trainer(tmp_path / "split", save_every=3, log_every=2, optimizer=optimizer)
     resumed.fit(list_checkpoints(tmp_path / "split")[-1])
     for a, b in zip(
         whole.model.state_dict().values(), resumed.model.state_dict().values(), strict=True

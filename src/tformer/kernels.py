@@ -111,7 +111,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 
 
 def compute_dtype(device: torch.device | str) -> torch.dtype:
-    """The dtype quantised layers multiply in: bfloat16 where it is fast, else float32."""
+    """The dtype of products whose precision is ours to choose (quantised layers, Muon's
+    orthogonalisation): bfloat16 where it is fast, else float32."""
     return torch.bfloat16 if bf16_is_fast(device) else torch.float32
 
 

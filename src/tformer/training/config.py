@@ -10,6 +10,7 @@ from tformer.errors import ConfigError
 from tformer.field_types import check_field_types
 
 SCHEDULES = ("cosine", "noam", "constant")
+OPTIMIZERS = ("adamw", "muon")  # muon: Muon for the blocks' matrices, AdamW for the rest
 PRECISIONS = ("auto", "bf16", "fp32")
 DISTRIBUTED = ("ddp", "fsdp")  # how several processes share the model (distributed.py)
 
@@ -30,6 +31,7 @@ class TrainConfig:
     batch_size: int = 32
     grad_accum_steps: int = 1
     lr: float = 1e-3
+    optimizer: str = "adamw"  # or "muon" (muon.py); lr and schedule serve both kinds of step
     min_lr: float | None = None  # cosine floor; None: lr / 10
     schedule: str = "cosine"
     warmup_steps: int = 100
@@ -59,6 +61,15 @@ class TrainConfig:
         check_field_types(self)
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule={self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer={self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+            )
+        if self.optimizer == "muon" and self.distributed == "fsdp":
+            raise ConfigError(
+                'optimizer="muon" needs whole matrices; distributed="fsdp" shards them '
+                '(use distributed="ddp")'
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"precision={self.precision!r}; choose one of {', '.join(PRECISIONS)}"

@@ -1,4 +1,5 @@
-"""AdamW with decoupled weight decay on matrices only, and the learning-rate schedules."""
+"""The optimizers (AdamW; Muon for the blocks' matrices with AdamW for the rest), weight decay
+on matrices only, and the learning-rate schedules."""
 
 from __future__ import annotations
 
@@ -8,18 +9,32 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from tformer import kernels
 from tformer.training.config import TrainConfig
+from tformer.training.muon import MuonAdamW, block_matrices
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay on 2-D weights (matrices, embeddings) but not on biases or norm
-    gains, as in GPT-2/nanoGPT. Fused kernel where the device supports it."""
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """`config.optimizer`: AdamW, or Muon for the blocks' matrices and AdamW for the rest
+    (`muon.py`). Weight decay on 2-D weights (matrices, embeddings) but not on biases or norm
+    gains, as in GPT-2/nanoGPT. AdamW alone uses the fused kernel where the device has one."""
     params = [p for p in model.parameters() if p.requires_grad]
+    kwargs = {"lr": config.lr, "betas": (config.beta1, config.beta2), "eps": config.eps}
+    if config.optimizer == "muon":
+        matrices = block_matrices(model)
+        orthogonal = {id(p) for p in matrices}
+        rest = [p for p in params if id(p) not in orthogonal]
+        groups = [
+            {"params": matrices, "weight_decay": config.weight_decay, "muon": True},
+            {"params": [p for p in rest if p.dim() >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        device = params[0].device if params else torch.device("cpu")
+        return MuonAdamW(groups, compute_dtype=kernels.compute_dtype(device), **kwargs)
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    kwargs = {"lr": config.lr, "betas": (config.beta1, config.beta2), "eps": config.eps}
     try:
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError):  # no fused kernel for this device/dtype
