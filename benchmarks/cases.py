@@ -8,6 +8,7 @@ from benchmarks.decoding import generation_cases
 from benchmarks.encoder import encoder_inference_case
 from benchmarks.harness import Case
 from benchmarks.startup import startup_case
+from benchmarks.time_to_target import time_to_target_case
 from benchmarks.training import gpt_training_case, scaling_cases, seq2seq_training_case
 
 
@@ -22,6 +23,7 @@ def build_cases(quick: bool, device: torch.device, names: list[str] | None = Non
     cases += scaling_cases(quick, device)
     cases += generation_cases(quick, device)
     cases += startup_case(device)
+    cases += [] if quick else time_to_target_case(device)  # whole training runs: minutes
     if names:
         cases = [c for c in cases if any(c.name.startswith(n) for n in names)]
     return cases

@@ -70,6 +70,11 @@ def _ratios(record: dict[str, object]) -> str:
     return ", ".join(f"{ratio:.2f}x {peer}" for peer, ratio in ratios.items())
 
 
+def _rate(value: float) -> str:
+    """One decimal, or three significant digits for slow steps (0.0347 runs/s)."""
+    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"
+
+
 def markdown(records: list[dict[str, object]], facts: dict[str, object]) -> str:
     lines = [
         f"Device: {facts['device']}; CPU {facts['cpu_model']} (torch capability "
@@ -84,8 +89,8 @@ def markdown(records: list[dict[str, object]], facts: dict[str, object]) -> str:
         peak = "" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
         mfu = "" if r["mfu"] is None else f"{100 * r['mfu']:.0f}%"
         lines.append(
-            f"| {r['case']} | {r['contender']} | {r['median']:.1f} {r['unit']} | "
-            f"{r['min']:.1f}–{r['max']:.1f} | {peak} | {_ratios(r)} | {mfu} |"
+            f"| {r['case']} | {r['contender']} | {_rate(r['median'])} {r['unit']} | "
+            f"{_rate(r['min'])}–{_rate(r['max'])} | {peak} | {_ratios(r)} | {mfu} |"
         )
     return (
         "\n".join(lines + _memory_table(records) + _checks_table(records) + _notes(records)) + "\n"
