@@ -21,6 +21,7 @@ from benchmarks.harness import Case, Contender, run_case
 from benchmarks.isolation import WorkerError, WorkerStep
 from benchmarks.perplexity import perplexity_checks
 from benchmarks.report import markdown, rows, write
+from benchmarks.time_to_target import TrainingRun
 from benchmarks.training import gpt_config, matmul_flops, training_flops
 from tformer import ModelConfig, build_model
 from tformer.pretrained import save_hf_directory
@@ -334,3 +335,21 @@ def test_peak_memory_gets_its_own_ratio_against_each_peer(monkeypatch) -> None:
     assert ours["ours_over_peer"] == {"peer": pytest.approx(0.5)}  # twice as slow to start
     assert ours["peak_over_peer"] == {"peer": pytest.approx(1.5)}
     assert "| startup | tformer | 1.50x peer |" in markdown([ours], FACTS)
+
+
+def test_a_training_run_step_times_a_whole_process_and_reads_its_loss_and_peak(tmp_path) -> None:
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        '[model]\narch = "decoder"\nd_model = 32\nn_heads = 2\nn_layers = 1\nd_ff = 64\n'
+        'max_seq_len = 16\npositional = "learned"\n'
+        f'[data]\ntask = "causal-lm"\npath = "{tmp_path / "text.txt"}"\ntokenizer = "char"\n'
+        "[training]\nmax_steps = 3\nbatch_size = 4\nwarmup_steps = 1\neval_every = 3\n"
+        'optimizer = "muon"\n'
+    )
+    (tmp_path / "text.txt").write_text("to be or not to be, that is the question\n" * 40)
+    run = TrainingRun(str(recipe))
+    run()
+    assert len(run.wall_s) == len(run.val_loss) == len(run.train_s) == 1
+    assert 0 < run.train_s[0] < run.wall_s[0]  # the loop is part of the process's time
+    assert 0 < run.val_loss[0] < 10
+    assert 50 < run.close() < 4000  # a Python process with torch: tens to hundreds of MiB
