@@ -1,11 +1,14 @@
 """The model's Linear: the split float32 path equals the plain product, and is used only for
-few-row CPU inference with more than one thread."""
+few-row CPU inference with more than one thread, on CPUs where it was measured faster."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 import torch
 
+from tformer import kernels
 from tformer.modules import linear as linear_module
 from tformer.modules.linear import Linear, split_linear
 
@@ -25,8 +28,12 @@ def test_split_product_equals_the_plain_product(parts: int, bias: bool, shape: t
     torch.testing.assert_close(out, reference, rtol=1e-5, atol=1e-6)
 
 
-def test_split_path_only_for_few_row_float32_inference(torch_threads, monkeypatch) -> None:
+@pytest.mark.parametrize("measured_faster", [True, False])
+def test_split_path_only_for_few_row_float32_inference_where_it_is_faster(
+    torch_threads, monkeypatch, measured_faster: bool
+) -> None:
     torch_threads(2)
+    monkeypatch.setattr(kernels, "split_measured_fast", lambda parts: measured_faster)
     calls: list[int] = []
     real = linear_module.split_linear
 
@@ -43,7 +50,29 @@ def test_split_path_only_for_few_row_float32_inference(torch_threads, monkeypatc
     layer.float()
     out = layer(torch.randn(1, 24))  # gradients recorded: plain
     out.sum().backward()
-    assert calls == [2] and layer.weight.grad is not None
+    assert calls == ([2] if measured_faster else []) and layer.weight.grad is not None
+
+
+@pytest.mark.parametrize("slowed", ["linear", "bmm"])
+def test_the_split_is_measured_faster_exactly_when_the_plain_product_is_slower(
+    monkeypatch, slowed: str
+) -> None:
+    def slow(real):
+        def wrapper(*args, **kwargs):
+            time.sleep(2e-4)
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    if slowed == "linear":
+        monkeypatch.setattr(torch.nn.functional, "linear", slow(torch.nn.functional.linear))
+    else:
+        monkeypatch.setattr(torch, "bmm", slow(torch.bmm))
+    kernels.split_measured_fast.cache_clear()
+    try:
+        assert kernels.split_measured_fast(2, shape=(64, 32)) is (slowed == "linear")
+    finally:
+        kernels.split_measured_fast.cache_clear()
 
 
 def test_state_dict_is_that_of_nn_linear() -> None:

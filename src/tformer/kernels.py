@@ -13,7 +13,9 @@ Rules:
   AVX2-only x86) PyTorch emulates it, many times slower than fp32, so
   `resolve_precision("auto")` and `compute_dtype` choose float32 there.
 * `linear_split_parts`: few-row float32 products on the CPU split the weight's output rows
-  over the threads (MKL's kernel for a product with so few rows runs on one thread).
+  over the threads where that was measured faster, once per process: on the AVX512-BF16
+  EPYC MKL's kernel for a product with so few rows runs on one thread and the split is 1.8x
+  faster; on the AMX Xeon the split is 0.5-0.7x as fast.
 * `explicit_attention`: bfloat16 training on the CPU over short keys runs softmax(QK^T)V
   written out (the CPU flash kernel's bf16 backward is slower there), and so does attention
   with soft-capped scores everywhere (no fused kernel caps them).
@@ -30,6 +32,7 @@ from __future__ import annotations
 import functools
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +44,7 @@ EXPLICIT_MAX_KEYS = 256  # from 512 keys on the fused kernel wins in bf16 traini
 DENSE_MIN_ROWS = 8  # int4/int8 vs dense bf16 products on SmolLM2's shapes, AMX: equal at ~6
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16, AMX; Arm BF16
 _BF16_MIN_SPEEDUP = 0.5  # measured fallback: bf16 at least half as fast as fp32 counts
+_SPLIT_MIN_SPEEDUP = 1.25  # the split must win clearly: a near-tie is noise, not a reason
 
 
 @dataclass(frozen=True)
@@ -119,11 +123,12 @@ def compute_dtype(device: torch.device | str) -> torch.dtype:
 def linear_split_parts(x: Tensor, weight: Tensor) -> int:
     """Into how many blocks of output rows to split x W^T (0 or 1: don't split).
 
-    PyTorch sends a float32 product with few rows to MKL, whose kernel for it runs on one
-    thread however many torch uses; one batched matmul over a block of W's rows per thread
-    is spread over all of them. bf16 products are threaded already; training (gradients),
-    long inputs and `torch.compile` (which fuses its own way, and for which reading the
-    thread count would break the graph) keep the plain product.
+    On some CPUs PyTorch sends a float32 product with few rows to an MKL kernel that runs on
+    one thread however many torch uses; one batched matmul over a block of W's rows per
+    thread is spread over all of them. Whether this CPU is one of those is measured once
+    (`split_measured_fast`). bf16 products are threaded already; training (gradients), long
+    inputs and `torch.compile` (which fuses its own way, and for which reading the thread
+    count would break the graph) keep the plain product.
     """
     if torch.compiler.is_compiling() or torch.is_grad_enabled():
         return 0
@@ -131,9 +136,34 @@ def linear_split_parts(x: Tensor, weight: Tensor) -> int:
         return 0
     parts = torch.get_num_threads()
     few_rows = x.numel() <= SPLIT_MAX_ROWS * x.shape[-1]
-    if parts > 1 and few_rows and weight.shape[0] % parts == 0 and weight.is_contiguous():
-        return parts
-    return 0
+    fits = parts > 1 and few_rows and weight.shape[0] % parts == 0 and weight.is_contiguous()
+    return parts if fits and split_measured_fast(parts) else 0
+
+
+@functools.cache
+def split_measured_fast(parts: int, rows: int = 1, shape: tuple[int, int] = (2048, 512)) -> bool:
+    """Whether the split product (`modules.linear.split_linear`: one bmm over `parts` blocks
+    of the weight's rows) of `rows` float32 rows runs `_SPLIT_MIN_SPEEDUP` times faster than
+    `F.linear` here; timed on a (2048 x 512) weight, best of 5, a few milliseconds."""
+    out_features, in_features = shape
+    x = torch.randn(rows, in_features)
+    weight = torch.randn(out_features, in_features)
+    blocks = weight.view(parts, -1, in_features).transpose(1, 2)  # (P, in, out/P)
+
+    def best_seconds(product: Callable[[], Tensor], repeats: int = 10) -> float:
+        product()  # warm-up
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(repeats):
+                product()
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    with torch.no_grad():
+        plain = best_seconds(lambda: torch.nn.functional.linear(x, weight))
+        split = best_seconds(lambda: torch.bmm(x.expand(parts, *x.shape), blocks))
+    return plain / split >= _SPLIT_MIN_SPEEDUP
 
 
 def explicit_attention(q: Tensor, key_len: int, *, capped: bool = False) -> bool:
