@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.harness import Case, Contender, Step
+from benchmarks.harness import Case, Contender
 
 PROJECT = Path(__file__).resolve().parent.parent
 TARGET = 1.88
@@ -84,9 +84,6 @@ def time_to_target_case(device: torch.device) -> list[Case]:
         return []
     runs = {name: TrainingRun(recipe) for name, recipe in RECIPES.items()}
 
-    def setup(name: str) -> Step:
-        return runs[name]
-
     def checks() -> dict[str, dict[str, float]]:
         return {
             name: {
@@ -102,7 +99,7 @@ def time_to_target_case(device: torch.device) -> list[Case]:
     return [
         Case(
             name="time-to-target",
-            contenders=[Contender(name, lambda n=name: setup(n)) for name in RECIPES],
+            contenders=[Contender(name, lambda r=run: r) for name, run in runs.items()],
             work_per_step=1,
             unit="runs",
             ours=("tformer-muon",),
