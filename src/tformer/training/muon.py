@@ -35,9 +35,10 @@ EPS = 1e-7
 
 
 def orthogonalize(updates: Tensor, steps: int = NS_STEPS) -> Tensor:
-    """Newton-Schulz iteration: (n, rows, cols) -> each matrix's U S' V^T, S' within about
-    [0.5, 1.5] of 1 (not exactly UV^T: the coefficients trade convergence for speed, which
-    the papers found not to hurt training). Runs in `updates`' dtype."""
+    """Newton-Schulz iteration: (n, rows, cols) -> each matrix's U S' V^T for its SVD U S V^T,
+    with S' about 0.7-1.2 where S spans two decades (values far below the largest grow less):
+    not exactly U V^T, since the coefficients trade convergence for speed, which the papers
+    found not to hurt training. Runs in `updates`' dtype."""
     a, b, c = NS_COEFFICIENTS
     tall = updates.shape[-2] > updates.shape[-1]
     x = updates.mT if tall else updates  # (n, short, long): the Gram matrix is the small side
