@@ -52,15 +52,13 @@ def orthogonalize(updates: Tensor, steps: int = NS_STEPS) -> Tensor:
 def block_matrices(model: nn.Module) -> list[nn.Parameter]:
     """The trainable 2-D weights inside the model's transformer blocks (attention and
     feed-forward projections): what Muon updates."""
-    seen: set[int] = set()
-    matrices = []
-    for module in model.modules():
-        if isinstance(module, TransformerBlock):
-            for p in module.parameters():
-                if p.requires_grad and p.dim() == 2 and id(p) not in seen:
-                    seen.add(id(p))
-                    matrices.append(p)
-    return matrices
+    return [
+        p
+        for module in model.modules()
+        if isinstance(module, TransformerBlock)
+        for p in module.parameters()
+        if p.requires_grad and p.dim() == 2
+    ]
 
 
 class MuonAdamW(torch.optim.Optimizer):
@@ -98,7 +96,10 @@ class MuonAdamW(torch.optim.Optimizer):
         for shape, same in by_shape.items():
             updates = []
             for p in same:
-                momentum = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                momentum = state["momentum_buffer"]
                 momentum.lerp_(p.grad, 1 - MOMENTUM)
                 updates.append(p.grad.lerp(momentum, MOMENTUM))  # Nesterov
             stacked = torch.stack(updates).to(self.compute_dtype)  # (n, rows, cols)

@@ -20,21 +20,17 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
     gains, as in GPT-2/nanoGPT. AdamW alone uses the fused kernel where the device has one."""
     params = [p for p in model.parameters() if p.requires_grad]
     kwargs = {"lr": config.lr, "betas": (config.beta1, config.beta2), "eps": config.eps}
-    if config.optimizer == "muon":
-        matrices = block_matrices(model)
-        orthogonal = {id(p) for p in matrices}
-        rest = [p for p in params if id(p) not in orthogonal]
-        groups = [
-            {"params": matrices, "weight_decay": config.weight_decay, "muon": True},
-            {"params": [p for p in rest if p.dim() >= 2], "weight_decay": config.weight_decay},
-            {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        device = params[0].device if params else torch.device("cpu")
-        return MuonAdamW(groups, compute_dtype=kernels.compute_dtype(device), **kwargs)
+    orthogonal = block_matrices(model) if config.optimizer == "muon" else []
+    taken = {id(p) for p in orthogonal}
+    rest = [p for p in params if id(p) not in taken]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
     ]
+    if orthogonal:
+        muon = {"params": orthogonal, "weight_decay": config.weight_decay, "muon": True}
+        dtype = kernels.compute_dtype(orthogonal[0].device)
+        return MuonAdamW([muon, *groups], compute_dtype=dtype, **kwargs)
     try:
         return torch.optim.AdamW(groups, fused=True, **kwargs)
     except (RuntimeError, TypeError):  # no fused kernel for this device/dtype
