@@ -33,7 +33,7 @@ def test_split_path_only_for_few_row_float32_inference_where_it_is_faster(
     torch_threads, monkeypatch, measured_faster: bool
 ) -> None:
     torch_threads(2)
-    monkeypatch.setattr(kernels, "split_measured_fast", lambda parts: measured_faster)
+    monkeypatch.setattr(kernels, "split_measured_fast", lambda split, parts: measured_faster)
     calls: list[int] = []
     real = linear_module.split_linear
 
@@ -70,7 +70,7 @@ def test_the_split_is_measured_faster_exactly_when_the_plain_product_is_slower(
         monkeypatch.setattr(torch, "bmm", slow(torch.bmm))
     kernels.split_measured_fast.cache_clear()
     try:
-        assert kernels.split_measured_fast(2, shape=(64, 32)) is (slowed == "linear")
+        assert kernels.split_measured_fast(split_linear, 2, shape=(64, 32)) is (slowed == "linear")
     finally:
         kernels.split_measured_fast.cache_clear()
 

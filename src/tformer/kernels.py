@@ -45,6 +45,8 @@ DENSE_MIN_ROWS = 8  # int4/int8 vs dense bf16 products on SmolLM2's shapes, AMX:
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16, AMX; Arm BF16
 _BF16_MIN_SPEEDUP = 0.5  # measured fallback: bf16 at least half as fast as fp32 counts
 _SPLIT_MIN_SPEEDUP = 1.25  # the split must win clearly: a near-tie is noise, not a reason
+# (x, weight, bias, parts) -> x W^T + b computed as `parts` blocks of W's output rows
+SplitProduct = Callable[[Tensor, Tensor, "Tensor | None", int], Tensor]
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,9 @@ def compute_dtype(device: torch.device | str) -> torch.dtype:
     return torch.bfloat16 if bf16_is_fast(device) else torch.float32
 
 
-def linear_split_parts(x: Tensor, weight: Tensor) -> int:
-    """Into how many blocks of output rows to split x W^T (0 or 1: don't split).
+def linear_split_parts(x: Tensor, weight: Tensor, split: SplitProduct) -> int:
+    """Into how many blocks of output rows to split x W^T (0 or 1: don't split); `split` is
+    the split product (`modules.linear.split_linear`), timed once against the plain one.
 
     On some CPUs PyTorch sends a float32 product with few rows to an MKL kernel that runs on
     one thread however many torch uses; one batched matmul over a block of W's rows per
@@ -137,18 +140,18 @@ def linear_split_parts(x: Tensor, weight: Tensor) -> int:
     parts = torch.get_num_threads()
     few_rows = x.numel() <= SPLIT_MAX_ROWS * x.shape[-1]
     fits = parts > 1 and few_rows and weight.shape[0] % parts == 0 and weight.is_contiguous()
-    return parts if fits and split_measured_fast(parts) else 0
+    return parts if fits and split_measured_fast(split, parts) else 0
 
 
 @functools.cache
-def split_measured_fast(parts: int, rows: int = 1, shape: tuple[int, int] = (2048, 512)) -> bool:
-    """Whether the split product (`modules.linear.split_linear`: one bmm over `parts` blocks
-    of the weight's rows) of `rows` float32 rows runs `_SPLIT_MIN_SPEEDUP` times faster than
-    `F.linear` here; timed on a (2048 x 512) weight, best of 5, a few milliseconds."""
-    out_features, in_features = shape
-    x = torch.randn(rows, in_features)
-    weight = torch.randn(out_features, in_features)
-    blocks = weight.view(parts, -1, in_features).transpose(1, 2)  # (P, in, out/P)
+def split_measured_fast(
+    split: SplitProduct, parts: int, rows: int = 1, shape: tuple[int, int] = (2048, 512)
+) -> bool:
+    """Whether `split` over `parts` blocks of `rows` float32 rows runs `_SPLIT_MIN_SPEEDUP`
+    times faster than `F.linear` here; timed on a (2048 x 512) weight, best of 5, a few
+    milliseconds."""
+    x = torch.randn(rows, shape[1])
+    weight = torch.randn(*shape)
 
     def best_seconds(product: Callable[[], Tensor], repeats: int = 10) -> float:
         product()  # warm-up
@@ -162,8 +165,8 @@ def split_measured_fast(parts: int, rows: int = 1, shape: tuple[int, int] = (204
 
     with torch.no_grad():
         plain = best_seconds(lambda: torch.nn.functional.linear(x, weight))
-        split = best_seconds(lambda: torch.bmm(x.expand(parts, *x.shape), blocks))
-    return plain / split >= _SPLIT_MIN_SPEEDUP
+        split_s = best_seconds(lambda: split(x, weight, None, parts))
+    return plain / split_s >= _SPLIT_MIN_SPEEDUP
 
 
 def explicit_attention(q: Tensor, key_len: int, *, capped: bool = False) -> bool:

@@ -1,10 +1,11 @@
 """The model's linear layer: `nn.Linear`, with the few-row split `kernels` may choose.
 
 Decoding multiplies a few activation rows by every weight matrix. Where
-`kernels.linear_split_parts` says so (few-row float32 products on the CPU, whose MKL kernel
-runs on one thread), the product is computed as one block of the weight's output rows per
-thread in a single batched matmul, which PyTorch spreads over its threads. Same parameters,
-same state dict, same result as `nn.Linear`.
+`kernels.linear_split_parts` says so (few-row float32 products on a CPU where the split was
+measured faster: there MKL's kernel for them runs on one thread), the product is computed
+as one block of the weight's output rows per thread in a single batched matmul, which
+PyTorch spreads over its threads. Same parameters, same state dict, same result as
+`nn.Linear`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Linear(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., in_features) -> (..., out_features)."""
-        parts = kernels.linear_split_parts(x, self.weight)
+        parts = kernels.linear_split_parts(x, self.weight, split_linear)
         if parts > 1:
             return split_linear(x, self.weight, self.bias, parts)
         return F.linear(x, self.weight, self.bias)
