@@ -51,3 +51,16 @@ def test_cpu_facts_are_those_torch_reports() -> None:
     info = kernels.cpu_info()
     assert info.capability == torch.backends.cpu.get_cpu_capability()
     assert info.model and info.bf16_source in ("cpu flags", "measured")
+
+
+@pytest.mark.parametrize("capability", ["AVX512", "AVX2"])
+def test_decode_step_compiles_frozen_everywhere_on_the_cpu_and_autotunes_with_avx512(
+    monkeypatch, capability: str
+) -> None:
+    monkeypatch.setattr(kernels, "cpu_info", lambda: kernels.CPUInfo("x", capability, True, "x"))
+    options = kernels.decode_compile_options("cpu")
+    assert options["freezing"] and options["cpp.enable_concat_linear"]
+    assert options.get("max_autotune", False) == (capability == "AVX512")
+    with torch._inductor.config.patch(options):  # every name is one of inductor's options
+        assert torch._inductor.config.freezing
+    assert kernels.decode_compile_options("meta") == {}

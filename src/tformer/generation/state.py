@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from tformer.generation.compiled import compiled_step
 from tformer.generation.config import GenerationConfig
 from tformer.models import DecoderOnlyLM, EncoderDecoder
 from tformer.modules.kv_cache import KVCache
@@ -81,7 +82,7 @@ class DecodingState:
         self.static_cache = config.static_cache or config.compile_step
         self._step: Callable[..., Tensor] = self._forward
         if config.compile_step:
-            self._step = torch.compile(self._forward, dynamic=False)
+            self._step = compiled_step(model, self._forward)
 
     @property
     def generated(self) -> Tensor:
