@@ -205,7 +205,7 @@ def dense_rows(device: torch.device | str) -> int | None:
     return DENSE_MIN_ROWS if bf16_is_fast(device) else None
 
 
-def decode_compile_options(device: torch.device | str) -> dict[str, bool]:
+def decode_compile_options(device: torch.device | str) -> dict[str, bool | int]:
     """Inductor options for `torch.compile` of a decode step (`generation.compiled`).
 
     On the CPU: `freezing` makes the weights constants of the compiled code, which
@@ -221,6 +221,8 @@ def decode_compile_options(device: torch.device | str) -> dict[str, bool]:
     options = {"freezing": True, "cpp.enable_concat_linear": True}
     if cpu_info().capability == "AVX512":
         options["max_autotune"] = True
+        # not a choice, a courtesy: its timing tables would otherwise fill the terminal
+        options |= {"autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
     return options
 
 

@@ -42,7 +42,13 @@ def add_decoding_options(
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--seed", type=int, help="seed for reproducible sampling")
     p.add_argument("--static-cache", action="store_true", help="preallocated KV cache")
-    p.add_argument("--compile", action="store_true", help="torch.compile the decode step")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the decode step (with a static KV cache); on the CPU compiled ahead of "
+        "time once per model and shape (minutes) and kept in the cache directory "
+        "($TFORMER_CACHE_DIR), which later runs load in a second",
+    )
     p.add_argument(
         "--prompt-lookup",
         type=int,

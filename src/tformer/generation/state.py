@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from tformer.generation.compiled import compiled_step
+from tformer.generation.compiled import decode_step, step_capacity
 from tformer.generation.config import GenerationConfig
 from tformer.models import DecoderOnlyLM, EncoderDecoder
 from tformer.modules.kv_cache import KVCache
@@ -72,7 +72,10 @@ class DecodingState:
         batch, self.prompt_len = prompt.shape
         self.length = self.prompt_len
         self.window_start = 0  # the token column held in the cache's first slot
-        self.tokens = prompt.new_zeros((batch, self.prompt_len + config.max_new_tokens))
+        width = self.prompt_len + config.max_new_tokens
+        if config.compile_step:  # a static cache of a power of two: one step serves many
+            width = step_capacity(width, model.config.max_seq_len)
+        self.tokens = prompt.new_zeros((batch, width))
         self.tokens[:, : self.prompt_len] = prompt
         self.mask = torch.zeros_like(self.tokens)
         self.mask[:, : self.prompt_len] = prompt_mask
@@ -82,7 +85,7 @@ class DecodingState:
         self.static_cache = config.static_cache or config.compile_step
         self._step: Callable[..., Tensor] = self._forward
         if config.compile_step:
-            self._step = compiled_step(model, self._forward)
+            self._step = decode_step(model, self._forward)
 
     @property
     def generated(self) -> Tensor:

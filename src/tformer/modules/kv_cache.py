@@ -203,6 +203,28 @@ class KVCache:
             layer.value = _resized(layer.value, capacity, self.longest)
         self.capacity = capacity
 
+    def fixed_buffers(self) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+        """A fixed-capacity cache as tensors: lengths (B,), keys and values per layer
+        (B, H_kv, capacity, hd). A step compiled ahead of time takes these and writes them
+        in place (`from_fixed_buffers` rebuilds the cache around them while it is traced)."""
+        if self.capacity is None or self.lengths is None:
+            raise InputError("fix the cache's capacity (after filling it) before a compiled step")
+        keys = [layer.key for layer in self.self_attn]
+        values = [layer.value for layer in self.self_attn]
+        assert all(t is not None for t in (*keys, *values))
+        return self.lengths, keys, values  # type: ignore[return-value]
+
+    @classmethod
+    def from_fixed_buffers(
+        cls, lengths: Tensor, keys: list[Tensor], values: list[Tensor]
+    ) -> KVCache:
+        """The fixed-capacity cache that holds these buffers (see `fixed_buffers`)."""
+        cache = cls(len(keys))
+        for layer, key, value in zip(cache.self_attn, keys, values, strict=True):
+            layer.key, layer.value = key, value
+        cache.lengths, cache.capacity = lengths, keys[0].shape[2]
+        return cache
+
     def drop_oldest(self, count: int) -> None:
         """Forget the `count` oldest slots of every row of a growing cache with rows of one
         length: a window sliding over a generation longer than the model's context. Later
