@@ -3,10 +3,12 @@
 A decoder-only model on the CPU gets its static-cache step compiled ahead of time by
 AOTInductor into a package (`PackagedStep`): `torch.export` traces the step with the KV
 cache's buffers as inputs written in place, inductor compiles it to C++ with the options
-`kernels.decode_compile_options` chooses, and the package is kept under the cache
-directory (`pretrained.cache.cache_root`: `$TFORMER_CACHE_DIR`, else
-`$XDG_CACHE_HOME/tformer`, else `~/.cache/tformer`), named by everything it depends on: the weights' bytes, the model's config, the step's input
-shapes, torch, the CPU's capability and the thread count. A later process that decodes with
+`kernels.decode_compile_options` chooses, and the package is kept in `decode-steps/` of
+the cache directory (`pretrained.cache.cache_root`: `$TFORMER_CACHE_DIR`, else
+`$XDG_CACHE_HOME/tformer`, else `~/.cache/tformer`), named by everything it depends on: the
+weights' bytes, the model's config, the step's input shapes, torch, the CPU's capability
+and the thread count. Packages are not removed (each holds its weights: 150-650 MB for
+SmolLM2); deleting the directory costs only a compile. A later process that decodes with
 the same weights and shapes loads it in a fraction of a second; nothing is traced again,
 and no Python runs between the step's kernels. The cache holds `step_capacity` slots (a
 power of two), so generations of similar lengths share one package.
