@@ -65,12 +65,13 @@ def _step_args(batch: int, capacity: int) -> tuple:
 
 def test_a_package_is_named_by_weights_and_input_shapes(tmp_path) -> None:
     model = llama()
-    step = compiled.PackagedStep(model, tmp_path, fallback=lambda: None)  # type: ignore[arg-type]
+    step = compiled.PackagedStep(model, model.forward, tmp_path)
     path = step._package(_step_args(1, 16))
     assert path == step._package(_step_args(1, 16))
     assert path.parent == tmp_path and path.suffix == ".pt2"
     others = {step._package(_step_args(2, 16)), step._package(_step_args(1, 32))}
-    other_weights = compiled.PackagedStep(llama(d_ff=64), tmp_path, fallback=lambda: None)  # type: ignore[arg-type]
+    other = llama(d_ff=64)
+    other_weights = compiled.PackagedStep(other, other.forward, tmp_path)
     others.add(other_weights._package(_step_args(1, 16)))
     assert path not in others and len(others) == 3
 

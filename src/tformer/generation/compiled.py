@@ -60,8 +60,9 @@ def decode_step(model: nn.Module, forward: Step) -> Step:
     """The compiled form of `forward`, a decoding state's step: a package compiled ahead of
     time for decoder-only models on the CPU, else `torch.compile`d."""
     root = cache_root()
-    if isinstance(model, DecoderOnlyLM) and _device(model).type == "cpu" and root is not None:
-        return PackagedStep(model, root / "decode-steps", lambda: compiled_step(model, forward))
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    if isinstance(model, DecoderOnlyLM) and on_cpu and root is not None:
+        return PackagedStep(model, forward, root / "decode-steps")
     return compiled_step(model, forward)
 
 
@@ -104,7 +105,7 @@ def compiled_step(model: nn.Module, forward: Step) -> Step:
         # to drop the frozen constants (other models compile again too, on their next call)
         torch._dynamo.reset()
     _compiled_versions[model] = versions
-    options = kernels.decode_compile_options(_device(model))
+    options = kernels.decode_compile_options(next(model.parameters()).device)
     step = torch.compile(forward, dynamic=False)
 
     def run(*args: Any) -> Tensor:
@@ -118,13 +119,14 @@ def compiled_step(model: nn.Module, forward: Step) -> Step:
 
 
 class _StepModule(nn.Module):
-    """A decoder-only model's static-cache step over tensors alone, as `torch.export` takes
-    it: ids (N, 1), mask (N, capacity), positions (N, 1), then the cache's buffers, which
-    the step writes in place. Returns the logits (N, V) after the new token."""
+    """A decoding state's static-cache step over tensors alone, as `torch.export` takes it:
+    ids (N, 1), mask (N, capacity), positions (N, 1), then the cache's buffers, which the
+    step writes in place. Returns the logits (N, V) after the new token."""
 
-    def __init__(self, model: DecoderOnlyLM) -> None:
+    def __init__(self, model: DecoderOnlyLM, step: Step) -> None:
         super().__init__()
-        self.model = model
+        self.model = model  # registered: export takes its weights as the module's parameters
+        self.step = step  # which runs `model`
 
     def forward(
         self,
@@ -135,23 +137,18 @@ class _StepModule(nn.Module):
         keys: list[Tensor],
         values: list[Tensor],
     ) -> Tensor:
-        cache = KVCache.from_fixed_buffers(lengths, keys, values)
-        out = self.model(
-            ids, attention_mask=mask, position_ids=positions, cache=cache, logits_to_keep=1
-        )
-        assert out.logits is not None
-        return out.logits[:, -1]
+        return self.step(ids, mask, positions, KVCache.from_fixed_buffers(lengths, keys, values))
 
 
 class PackagedStep:
-    """The static-cache decode step of `model` as an AOTInductor package in `directory`,
-    found there or compiled into it at the first call (minutes; a line on stderr says so).
-    Where the package cannot be written, the `fallback` step runs instead."""
+    """`forward`, a static-cache decode step of `model`, as an AOTInductor package in
+    `directory`, found there or compiled into it at the first call (minutes; a line on
+    stderr says so). Where the package cannot be written, it is compiled just in time."""
 
-    def __init__(self, model: DecoderOnlyLM, directory: Path, fallback: Callable[[], Step]) -> None:
+    def __init__(self, model: DecoderOnlyLM, forward: Step, directory: Path) -> None:
         self.model = model
+        self.forward = forward
         self.directory = directory
-        self.fallback = fallback
         self.run: Step | None = None
 
     def __call__(self, ids: Tensor, mask: Tensor, positions: Tensor, cache: KVCache) -> Tensor:
@@ -168,7 +165,7 @@ class PackagedStep:
                 self._compile(args, path)
             except OSError as error:
                 print(f"tformer: not keeping the compiled decode step: {error}", file=sys.stderr)
-                return self.fallback()
+                return compiled_step(self.model, self.forward)
         runner = _loaded(path)
 
         def run(ids: Tensor, mask: Tensor, positions: Tensor, cache: KVCache) -> Tensor:
@@ -204,7 +201,8 @@ class PackagedStep:
             with torch.inference_mode(False), torch.no_grad():
                 # clones made outside inference mode: export writes its inputs in place
                 examples = torch.utils._pytree.tree_map(lambda t: t.clone(), args)
-                program = torch.export.export(_StepModule(self.model), examples, strict=False)
+                step = _StepModule(self.model, self.forward)
+                program = torch.export.export(step, examples, strict=False)
                 torch._inductor.aoti_compile_and_package(
                     program,
                     package_path=str(partial),
@@ -226,7 +224,3 @@ def _package_options() -> dict[str, bool | int]:
 def _loaded(path: Path) -> Callable[..., Tensor]:
     """A loaded package, kept for the process (later generations reuse it)."""
     return torch._inductor.aoti_load_package(str(path))
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(itertools.chain(model.parameters(), model.buffers())).device
