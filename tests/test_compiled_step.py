@@ -6,6 +6,7 @@ References: eager decoding of the same model (tokens), hand-counted capacities."
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -74,6 +75,49 @@ def test_a_package_is_named_by_weights_and_input_shapes(tmp_path) -> None:
     other_weights = compiled.PackagedStep(other, other.forward, tmp_path)
     others.add(other_weights._package(_step_args(1, 16)))
     assert path not in others and len(others) == 3
+
+
+def _aged_packages(directory, count: int) -> list:
+    """`count` package files, the first the most recently used (a minute apart)."""
+    paths = [directory / f"{i}.pt2" for i in range(count)]
+    for age, path in enumerate(paths):
+        path.write_bytes(b"")
+        os.utime(path, (1e9 - 60 * age, 1e9 - 60 * age))
+    return paths
+
+
+def test_only_the_most_recently_used_packages_are_kept(tmp_path) -> None:
+    paths = _aged_packages(tmp_path, 5)
+    partial = tmp_path / ".9.1234.pt2"  # another process is writing it
+    partial.write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("")
+    compiled.remove_unused_packages(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".9.1234.pt2",
+        "0.pt2",
+        "1.pt2",
+        "notes.txt",
+    ]
+    assert paths[0].exists() and paths[1].exists()
+
+
+def test_using_a_package_keeps_it_and_writing_one_removes_the_oldest(monkeypatch, tmp_path) -> None:
+    model = llama()
+    step = compiled.PackagedStep(model, model.forward, tmp_path)
+    args = _step_args(1, 16)
+    path = step._package(args)
+    monkeypatch.setattr(compiled, "_loaded", lambda found: lambda *inputs: found)
+    monkeypatch.setattr(compiled, "KEPT_PACKAGES", 3)
+    old = _aged_packages(tmp_path, 3)
+    monkeypatch.setattr(step, "_compile", lambda args, into: into.write_bytes(b""))
+    step._prepare(args[0], args[1], args[2], KVCache.from_fixed_buffers(*args[3:]))
+    assert path.exists() and old[0].exists() and old[1].exists() and not old[2].exists()
+
+    os.utime(path, (1e8, 1e8))  # the oldest now; found again, it becomes the newest
+    compiled.PackagedStep(model, model.forward, tmp_path)._prepare(
+        args[0], args[1], args[2], KVCache.from_fixed_buffers(*args[3:])
+    )
+    assert path.stat().st_mtime > old[0].stat().st_mtime
 
 
 def test_cache_off_compiles_just_in_time(monkeypatch) -> None:

@@ -7,8 +7,9 @@ cache's buffers as inputs written in place, inductor compiles it to C++ with the
 the cache directory (`pretrained.cache.cache_root`: `$TFORMER_CACHE_DIR`, else
 `$XDG_CACHE_HOME/tformer`, else `~/.cache/tformer`), named by everything it depends on: the
 weights' bytes, the model's config, the step's input shapes, torch, the CPU's capability
-and the thread count. Packages are not removed (each holds its weights: 150-650 MB for
-SmolLM2); deleting the directory costs only a compile. A later process that decodes with
+and the thread count. Each package holds its weights (150-650 MB for SmolLM2), so the
+directory keeps the `KEPT_PACKAGES` most recently used (using one marks it; writing one
+removes the oldest beyond them); deleting the directory costs only a compile. A later process that decodes with
 the same weights and shapes loads it in a fraction of a second; nothing is traced again,
 and no Python runs between the step's kernels. The cache holds `step_capacity` slots (a
 power of two), so generations of similar lengths share one package.
@@ -25,6 +26,7 @@ package's name changes with the weights' bytes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import itertools
@@ -45,6 +47,8 @@ from tformer.modules.kv_cache import KVCache
 from tformer.pretrained.cache import cache_root
 
 Step = Callable[[Tensor, Tensor, Tensor, KVCache], Tensor]  # (ids, mask, positions, cache)
+# packages kept in the directory: a few models x batch sizes x capacities (a few GB)
+KEPT_PACKAGES = 8
 
 # model -> its weights' versions when a just-in-time step was last compiled for it
 _compiled_versions: weakref.WeakKeyDictionary[nn.Module, tuple[int, ...]] = (
@@ -166,6 +170,9 @@ class PackagedStep:
             except OSError as error:
                 print(f"tformer: not keeping the compiled decode step: {error}", file=sys.stderr)
                 return compiled_step(self.model, self.forward)
+            remove_unused_packages(self.directory, keep=KEPT_PACKAGES)
+        else:
+            _mark_used(path)
         runner = _loaded(path)
 
         def run(ids: Tensor, mask: Tensor, positions: Tensor, cache: KVCache) -> Tensor:
@@ -211,6 +218,25 @@ class PackagedStep:
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
+
+
+def _mark_used(path: Path) -> None:
+    """Make `path` the most recently used package (its modification time: access times are
+    often not kept)."""
+    with contextlib.suppress(OSError):  # a read-only cache still serves its packages
+        os.utime(path)
+
+
+def remove_unused_packages(directory: Path, keep: int) -> None:
+    """Delete all but the `keep` most recently used packages in `directory` (not the ones
+    being written: hidden names). A process running a deleted package is unaffected: it has
+    loaded it."""
+    used_at = {}
+    for package in directory.glob("[!.]*.pt2"):
+        with contextlib.suppress(FileNotFoundError):  # removed by another process meanwhile
+            used_at[package] = package.stat().st_mtime_ns
+    for old in sorted(used_at, key=used_at.__getitem__, reverse=True)[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def _package_options() -> dict[str, bool | int]:
