@@ -15,11 +15,11 @@ import torch
 
 import tformer
 from benchmarks.__main__ import schedule
-from benchmarks.decoders import BY_NAME, Generator, Weights
+from benchmarks.decoders import BY_NAME, Generator, Ours, Weights
 from benchmarks.decoding import decode_step, generation_case
 from benchmarks.harness import Case, Contender, run_case
 from benchmarks.isolation import WorkerError, WorkerStep
-from benchmarks.perplexity import perplexity_checks
+from benchmarks.perplexity import perplexity_checks, step_perplexity
 from benchmarks.report import markdown, rows, write
 from benchmarks.time_to_target import TrainingRun
 from benchmarks.training import gpt_config, matmul_flops, training_flops
@@ -230,18 +230,33 @@ def test_worker_processes_time_the_step_and_report_their_peak_memory(tiny: Weigh
 
 def test_perplexity_checks_each_precision_against_float32(tiny: Weights) -> None:
     generators = [BY_NAME[n] for n in ("tformer", "tformer-bf16", "tformer-int8")]
-    generators.append(BY_NAME["tformer-compiled"])  # same numbers as float32: not checked
+    generators.append(BY_NAME["tformer-static"])  # same numbers as float32: not checked
+    # a step option is checked through the step (compile_step=False: the eager step, fast)
+    generators.append(Generator("tformer-step", Ours(options={"compile_step": False})))
     ids = torch.randint(3, 64, (1, 40))
     checks = perplexity_checks(generators, tiny, ids)
-    assert set(checks) == {"tformer", "tformer-bf16", "tformer-int8"}
+    assert set(checks) == {"tformer", "tformer-bf16", "tformer-int8", "tformer-step"}
     model, _ = tformer.load(tiny.float32)
     with torch.no_grad():
         logits = model(ids[:, :-1]).logits
     expected = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:]).exp().item()
     assert checks["tformer"]["perplexity"] == pytest.approx(expected, rel=1e-5)
-    for name in ("tformer-bf16", "tformer-int8"):
+    for name in ("tformer-bf16", "tformer-int8", "tformer-step"):
         ratio = checks[name]["perplexity"] / expected
         assert checks[name]["perplexity_vs_fp32_pct"] == pytest.approx(100 * (ratio - 1))
+    assert checks["tformer-step"]["perplexity"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("options", [{}, {"static_cache": True}])
+def test_step_perplexity_feeds_the_true_tokens_through_the_decode_step(
+    tiny: Weights, options: dict[str, bool]
+) -> None:
+    model, _ = tformer.load(tiny.float32)
+    ids = torch.randint(3, 64, (1, 30))
+    with torch.no_grad():
+        logits = model(ids[:, :-1]).logits  # one pass: the independent reference
+    expected = torch.nn.functional.cross_entropy(logits[0], ids[0, 1:]).exp().item()
+    assert step_perplexity(model.eval(), ids, **options) == pytest.approx(expected, rel=1e-5)
 
 
 def test_llama_cpp_decodes_a_batch_as_each_row_alone() -> None:
