@@ -1,6 +1,7 @@
-"""Encoder inference: all-MiniLM-L6-v2 sentence embeddings, ours vs `transformers` BertModel
-and ONNX Runtime (fp32, and int8 weights quantised dynamically: sentence-transformers' CPU
-recipe). Each contender's embeddings are checked against ours (cosine similarity)."""
+"""Encoder inference: all-MiniLM-L6-v2 sentence embeddings, ours (float32, and bfloat16 as
+`tformer embed --dtype bfloat16` runs it) vs `transformers` BertModel and ONNX Runtime (fp32,
+and int8 weights quantised dynamically: sentence-transformers' CPU recipe). Every other
+contender's embeddings are checked against our float32 ones (cosine similarity)."""
 
 from __future__ import annotations
 
@@ -47,17 +48,20 @@ def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize((hidden * weights).sum(1) / weights.sum(1), dim=-1)
 
 
-def _ours(directory: Path, device: torch.device) -> Callable[[], torch.Tensor]:
-    """One batch's embeddings (B, 384) by tformer."""
+def _ours(
+    directory: Path, device: torch.device, dtype: torch.dtype = torch.float32
+) -> Callable[[], torch.Tensor]:
+    """One batch's embeddings (B, 384) by tformer, its encoder in `dtype`."""
     import tformer
 
-    model, _ = tformer.load(directory)
+    model, _ = tformer.load(directory, dtype=dtype)
     model = model.to(device).eval()
     ids, mask = _batch(directory, device)
 
     def embed() -> torch.Tensor:
         with torch.inference_mode():
-            return _mean_pool(model(ids, attention_mask=mask).last_hidden_state, mask)
+            hidden = model(ids, attention_mask=mask).last_hidden_state.float()
+            return _mean_pool(hidden, mask)
 
     return embed
 
@@ -102,10 +106,11 @@ def _onnxruntime(kind: str, directory: Path, device: torch.device) -> Callable[[
 
 
 def _cosines(directory: Path, device: torch.device) -> dict[str, dict[str, float]]:
-    """Each peer's lowest cosine similarity to our embeddings over the batch."""
+    """Each compared contender's lowest cosine similarity to our float32 embeddings over the
+    batch."""
     reference = _ours(directory, device)()
     found = {}
-    for name, make in PEERS.items():
+    for name, make in COMPARED.items():
         try:
             embeddings = make(directory, device)()
         except ImportError:
@@ -114,12 +119,15 @@ def _cosines(directory: Path, device: torch.device) -> dict[str, dict[str, float
     return found
 
 
-PEERS: dict[str, Callable[[Path, torch.device], Callable[[], torch.Tensor]]] = {
+# every contender but the reference (our float32 encoder), whose embeddings they are checked against
+COMPARED: dict[str, Callable[[Path, torch.device], Callable[[], torch.Tensor]]] = {
+    "tformer-bf16": functools.partial(_ours, dtype=torch.bfloat16),
     "transformers-sdpa": _transformers,
     "onnxruntime-fp32": functools.partial(_onnxruntime, "fp32"),
     "onnxruntime-int8": functools.partial(_onnxruntime, "int8"),
 }
 IMPORTS = {
+    "tformer-bf16": (),
     "transformers-sdpa": ("transformers.models.bert.modeling_bert",),
     "onnxruntime-fp32": ("onnxruntime",),
     "onnxruntime-int8": ("onnxruntime",),
@@ -140,13 +148,14 @@ def encoder_inference_case(device: torch.device) -> Case:
     contenders = [Contender("tformer", functools.partial(setup, _ours))]
     contenders += [
         Contender(name, functools.partial(setup, make), imports=IMPORTS[name])
-        for name, make in PEERS.items()
+        for name, make in COMPARED.items()
     ]
     return Case(
         name="encoder-embed-minilm",
         contenders=contenders,
         work_per_step=BATCH,
         unit="sentences",
+        ours=("tformer", "tformer-bf16"),
         notes="all-MiniLM-L6-v2, batch 32 of mixed-length sentences, mean pooling + L2 norm; "
         "ONNX Runtime: BertModel exported by torch.onnx (dynamo), int8 = its quantize_dynamic",
         params={"batch": BATCH},

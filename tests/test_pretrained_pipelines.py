@@ -3,6 +3,7 @@ weights: all-MiniLM-L6-v2 sentence embeddings, fill-mask, classification, and th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import tformer  # noqa: E402
+from tformer import kernels  # noqa: E402
 from tformer.assets import minilm_directory  # noqa: E402
 from tformer.cli import main  # noqa: E402
 from tformer.pipelines import classify, cosine_similarity, embed, fill_mask  # noqa: E402
@@ -168,6 +170,21 @@ def test_embed_and_fill_mask_commands(capsys: pytest.CaptureFixture[str]) -> Non
     assert "cosine similarity" in capsys.readouterr().out
     assert main(["fill-mask", str(_minilm_dir()), "Paris is the [MASK] of France."]) == 2
     assert "no masked-LM head" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "auto"])
+def test_embed_command_in_another_dtype_stays_close_to_float32(
+    dtype: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sentences = ["A cat sits on the mat.", "Stock markets fell sharply on Tuesday.", "Hi!"]
+    embedded = {}
+    for name in ("float32", dtype):
+        assert main(["embed", str(_minilm_dir()), *sentences, "--json", "--dtype", name]) == 0
+        embedded[name] = torch.tensor(json.loads(capsys.readouterr().out)["embeddings"])
+    cosines = (embedded["float32"] * embedded[dtype]).sum(-1)
+    assert cosines.min() > 0.99  # the bar for a reduced-precision path of ours
+    if dtype == "bfloat16" or kernels.bf16_is_fast("cpu"):
+        assert not torch.equal(embedded[dtype], embedded["float32"])  # it did run in bf16
 
 
 def test_convert_command_hf_to_tformer_and_back(tmp_path: Path) -> None:
