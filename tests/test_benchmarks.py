@@ -369,4 +369,7 @@ def test_a_training_run_step_times_a_whole_process_and_reads_its_loss_and_peak(t
     assert len(run.wall_s) == len(run.val_loss) == len(run.train_s) == 1
     assert 0 < run.train_s[0] < run.wall_s[0]  # the loop is part of the process's time
     assert 0 < run.val_loss[0] < 10
+    assert run.summary()["rounds_at_target"] == float(run.val_loss[0] <= 1.88)
+    run.val_loss += [1.0, 9.0]  # two more rounds, one reaching the target and one not
+    assert run.summary()["rounds_at_target"] == pytest.approx((1 + (run.val_loss[0] <= 1.88)) / 3)
     assert 50 < run.close() < 4000  # a Python process with torch: tens to hundreds of MiB
