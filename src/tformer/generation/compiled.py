@@ -33,6 +33,7 @@ import itertools
 import json
 import os
 import sys
+import warnings
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -205,7 +206,9 @@ class PackagedStep:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.stem}.{os.getpid()}.pt2")
         try:
-            with torch.inference_mode(False), torch.no_grad():
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                # torch's own, from inductor's autotuning: nothing a user can act on
+                warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
                 # clones made outside inference mode: export writes its inputs in place
                 examples = torch.utils._pytree.tree_map(lambda t: t.clone(), args)
                 step = _StepModule(self.model, self.forward)
