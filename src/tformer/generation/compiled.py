@@ -9,10 +9,10 @@ the cache directory (`pretrained.cache.cache_root`: `$TFORMER_CACHE_DIR`, else
 weights' bytes, the model's config, the step's input shapes, torch, the CPU's capability
 and the thread count. Each package holds its weights (150-650 MB for SmolLM2), so the
 directory keeps the `KEPT_PACKAGES` most recently used (using one marks it; writing one
-removes the oldest beyond them); deleting the directory costs only a compile. A later process that decodes with
-the same weights and shapes loads it in a fraction of a second; nothing is traced again,
-and no Python runs between the step's kernels. The cache holds `step_capacity` slots (a
-power of two), so generations of similar lengths share one package.
+removes the oldest beyond them); deleting the directory costs only a compile. A later
+process that decodes with the same weights and shapes loads it in a fraction of a second;
+nothing is traced again, and no Python runs between the step's kernels. The cache holds
+`step_capacity` slots (a power of two), so generations of similar lengths share one package.
 
 Other models and devices compile the step just in time (`torch.compile`, inductor's own
 caches carry it across processes; Dynamo traces it again in each), and so does a decoder-only
