@@ -26,7 +26,8 @@ def device_name(device: torch.device) -> str:
     """Names results files: the GPU, or the CPU's capability class and threads."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    capability = kernels.cpu_info().capability.lower()
+    cpu = kernels.cpu_info()
+    capability = cpu.capability.lower() + ("-amx" if cpu.amx else "")
     return f"{platform.machine()}-{capability} x{torch.get_num_threads()} threads"
 
 
@@ -40,6 +41,7 @@ def machine_facts(device: torch.device, quick: bool) -> dict[str, object]:
         "cpu_model": cpu.model,
         "cpu_capability": cpu.capability,
         "native_bf16": cpu.native_bf16,
+        "amx": cpu.amx,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -32,6 +32,7 @@ FACTS = {
     "cpu_model": "test CPU",
     "cpu_capability": "AVX2",
     "native_bf16": False,
+    "amx": False,
     "torch": "x",
     "matmul_fp32_gflops": 1.0,
     "matmul_bf16_gflops": 2.0,
@@ -284,6 +285,7 @@ def test_quick_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     machine = records[0]["machine"]  # every result names its CPU class
     assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert machine["cpu_model"] and isinstance(machine["native_bf16"], bool)
+    assert machine["amx"] == ("amx_tile" in Path("/proc/cpuinfo").read_text())
     assert {r.get("contender") for r in records[1:]} == {
         "tformer",
         "transformers-eager",

@@ -11,7 +11,7 @@ import os
 import pytest
 import torch
 
-from tformer import ModelConfig, build_model
+from tformer import ModelConfig, build_model, kernels
 from tformer.generation import compiled, generate
 from tformer.modules.kv_cache import KVCache
 
@@ -75,6 +75,21 @@ def test_a_package_is_named_by_weights_and_input_shapes(tmp_path) -> None:
     other_weights = compiled.PackagedStep(other, other.forward, tmp_path)
     others.add(other_weights._package(_step_args(1, 16)))
     assert path not in others and len(others) == 3
+
+
+def test_a_package_is_named_by_the_cpus_features_not_its_capability_alone(
+    monkeypatch, tmp_path
+) -> None:
+    """An AMX Xeon and an AVX-512 EPYC both report AVX512; a cache directory shared by both
+    must not hand one the other's package."""
+    model = llama()
+    step = compiled.PackagedStep(model, model.forward, tmp_path)
+    paths = set()
+    for flags in ({"avx512f"}, {"avx512f", "amx_tile"}):
+        cpu = kernels.CPUInfo("x", "AVX512", True, "cpu flags", frozenset(flags))
+        monkeypatch.setattr(kernels, "cpu_info", lambda cpu=cpu: cpu)
+        paths.add(step._package(_step_args(1, 16)))
+    assert len(paths) == 2
 
 
 def _aged_packages(directory, count: int) -> list:

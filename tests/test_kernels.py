@@ -3,6 +3,8 @@ natively, quantised layers follow the same choice, and the facts it reads are re
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -51,6 +53,12 @@ def test_cpu_facts_are_those_torch_reports() -> None:
     info = kernels.cpu_info()
     assert info.capability == torch.backends.cpu.get_cpu_capability()
     assert info.model and info.bf16_source in ("cpu flags", "measured")
+    cpuinfo = Path("/proc/cpuinfo")
+    rows = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    x86_flags = [row for row in rows if row.startswith("flags")]
+    if x86_flags:  # the first CPU's flags, as the OS lists them
+        assert info.flags == frozenset(x86_flags[0].partition(":")[2].split())
+    assert info.amx == ("amx_tile" in info.flags)
 
 
 @pytest.mark.parametrize("capability", ["AVX512", "AVX2"])

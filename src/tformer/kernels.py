@@ -61,6 +61,14 @@ class CPUInfo:
     capability: str  # torch.backends.cpu.get_cpu_capability(): "AVX512", "AVX2", "DEFAULT"...
     native_bf16: bool  # bf16 arithmetic in hardware (not emulated)
     bf16_source: str  # how native_bf16 was decided: "cpu flags" or "measured"
+    # the OS's feature flags (/proc/cpuinfo), empty where it gives none: code compiled for
+    # this CPU (a decode-step package) may use any of them, AMX tiles included
+    flags: frozenset[str] = frozenset()
+
+    @property
+    def amx(self) -> bool:
+        """Intel AMX tiles: the Xeon class, whose capability torch reports as AVX512 too."""
+        return "amx_tile" in self.flags
 
 
 @functools.cache
@@ -71,7 +79,7 @@ def cpu_info() -> CPUInfo:
     capability = torch.backends.cpu.get_cpu_capability()
     if flags is not None:
         native = any(flag in flags for flag in _BF16_CPU_FLAGS)
-        return CPUInfo(model, capability, native, "cpu flags")
+        return CPUInfo(model, capability, native, "cpu flags", frozenset(flags))
     return CPUInfo(model, capability, _bf16_measured_fast(), "measured")
 
 

@@ -6,8 +6,8 @@ cache's buffers as inputs written in place, inductor compiles it to C++ with the
 `kernels.decode_compile_options` chooses, and the package is kept in `decode-steps/` of
 the cache directory (`pretrained.cache.cache_root`: `$TFORMER_CACHE_DIR`, else
 `$XDG_CACHE_HOME/tformer`, else `~/.cache/tformer`), named by everything it depends on: the
-weights' bytes, the model's config, the step's input shapes, torch, the CPU's capability
-and the thread count. Each package holds its weights (150-650 MB for SmolLM2), so the
+weights' bytes, the model's config, the step's input shapes, torch, the CPU (model,
+capability, feature flags) and the thread count. Each package holds its weights (150-650 MB for SmolLM2), so the
 directory keeps the `KEPT_PACKAGES` most recently used (using one marks it; writing one
 removes the oldest beyond them); deleting the directory costs only a compile. A later
 process that decodes with the same weights and shapes loads it in a fraction of a second;
@@ -189,7 +189,9 @@ class PackagedStep:
             "config": self.model.config.to_dict(),
             "inputs": [(str(t.dtype), tuple(t.shape)) for t in leaves],
             "torch": torch.__version__,
-            "cpu": kernels.cpu_info().capability,
+            # a package may use any instruction this CPU has: capability alone does not
+            # tell an AMX Xeon from an AVX-512 EPYC (a shared cache directory sees both)
+            "cpu": _cpu_facts(),
             "threads": torch.get_num_threads(),
             "options": _package_options(),
         }
@@ -221,6 +223,11 @@ class PackagedStep:
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
+
+
+def _cpu_facts() -> dict[str, object]:
+    cpu = kernels.cpu_info()
+    return {"model": cpu.model, "capability": cpu.capability, "flags": sorted(cpu.flags)}
 
 
 def _mark_used(path: Path) -> None:
