@@ -1,5 +1,5 @@
 """Encoder inference: all-MiniLM-L6-v2 sentence embeddings, ours (float32, and bfloat16 as
-`tformer embed --dtype bfloat16` runs it) vs `transformers` BertModel and ONNX Runtime (fp32,
+`tformer embed --precision bf16` runs it) vs `transformers` BertModel and ONNX Runtime (fp32,
 and int8 weights quantised dynamically: sentence-transformers' CPU recipe). Every other
 contender's embeddings are checked against our float32 ones (cosine similarity)."""
 

@@ -172,19 +172,19 @@ def test_embed_and_fill_mask_commands(capsys: pytest.CaptureFixture[str]) -> Non
     assert "no masked-LM head" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "auto"])
-def test_embed_command_in_another_dtype_stays_close_to_float32(
-    dtype: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("precision", ["bf16", "auto"])
+def test_embed_command_in_another_precision_stays_close_to_float32(
+    precision: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     sentences = ["A cat sits on the mat.", "Stock markets fell sharply on Tuesday.", "Hi!"]
     embedded = {}
-    for name in ("float32", dtype):
-        assert main(["embed", str(_minilm_dir()), *sentences, "--json", "--dtype", name]) == 0
+    for name in ("fp32", precision):
+        assert main(["embed", str(_minilm_dir()), *sentences, "--json", "--precision", name]) == 0
         embedded[name] = torch.tensor(json.loads(capsys.readouterr().out)["embeddings"])
-    cosines = (embedded["float32"] * embedded[dtype]).sum(-1)
+    cosines = (embedded["fp32"] * embedded[precision]).sum(-1)
     assert cosines.min() > 0.99  # the bar for a reduced-precision path of ours
-    if dtype == "bfloat16" or kernels.bf16_is_fast("cpu"):
-        assert not torch.equal(embedded[dtype], embedded["float32"])  # it did run in bf16
+    if precision == "bf16" or kernels.bf16_is_fast("cpu"):
+        assert not torch.equal(embedded[precision], embedded["fp32"])  # it did run in bf16
 
 
 def test_convert_command_hf_to_tformer_and_back(tmp_path: Path) -> None:

@@ -128,6 +128,14 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return precision
 
 
+PRECISION_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # and "auto"
+
+
+def precision_dtype(precision: str, device: torch.device | str) -> torch.dtype:
+    """ "fp32", "bf16" or "auto" (`resolve_precision`) -> the torch dtype."""
+    return PRECISION_DTYPES[resolve_precision(precision, device)]
+
+
 def compute_dtype(device: torch.device | str) -> torch.dtype:
     """The dtype of products whose precision is ours to choose (quantised layers, Muon's
     orthogonalisation): bfloat16 where it is fast, else float32."""

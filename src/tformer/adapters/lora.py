@@ -31,12 +31,11 @@ from torch.utils.hooks import RemovableHandle
 
 from tformer.errors import ConfigError, InputError
 from tformer.field_types import check_field_types
-from tformer.kernels import resolve_precision
+from tformer.kernels import PRECISION_DTYPES, precision_dtype
 from tformer.models.heads import LMHead, TokenClassificationHead
 from tformer.quantize import Int4Linear, Int8Linear
 
 ALL_LINEAR = "all-linear"
-BASE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}  # and "auto"
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class LoraConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
-        if self.base_dtype not in (*BASE_DTYPES, "auto"):
+        if self.base_dtype not in (*PRECISION_DTYPES, "auto"):
             raise ConfigError(f"base_dtype={self.base_dtype!r}; use fp32, bf16 or auto")
         if self.rank < 1:
             raise ConfigError(f"rank={self.rank} must be >= 1 (the adapters' inner size)")
@@ -219,7 +218,7 @@ def base_dtype(model: nn.Module, config: LoraConfig) -> torch.dtype:
     """The dtype `config.base_dtype` means for the model's device ("auto": bf16 where it is
     native there)."""
     device = next(model.parameters()).device
-    return BASE_DTYPES[resolve_precision(config.base_dtype, device)]
+    return precision_dtype(config.base_dtype, device)
 
 
 def _hold_base_in(model: nn.Module, dtype: torch.dtype, trained: dict[str, nn.Module]) -> None:

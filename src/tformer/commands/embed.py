@@ -7,21 +7,16 @@ import json
 
 from tformer.commands import MODEL_HELP, read_texts
 
-DTYPES = ("float32", "bfloat16", "auto")
+PRECISIONS = ("fp32", "bf16", "auto")  # as a recipe's `precision`
 
 
 def run(args: argparse.Namespace) -> None:
-    import torch
-
     from tformer import kernels
     from tformer.loading import load
     from tformer.pipelines import cosine_similarity, embed
 
-    dtype = None
-    if args.dtype == "auto":  # the encoder runs on the CPU
-        dtype = kernels.compute_dtype("cpu")
-    elif args.dtype is not None:
-        dtype = getattr(torch, args.dtype)
+    # the encoder runs on the CPU; None: the weights' dtype as loaded
+    dtype = None if args.precision is None else kernels.precision_dtype(args.precision, "cpu")
     model, tokenizer = load(args.model, require_tokenizer=True, dtype=dtype)
     sentences = read_texts(args.sentences, args.file)
     vectors = embed(
@@ -52,13 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-truncate", action="store_true", help="reject longer sentences instead of cutting"
     )
     p.add_argument(
-        "--dtype",
-        choices=DTYPES,
-        help="the encoder's dtype (default: as loaded: float32 for Hugging Face and GGUF "
-        "weights, a tformer checkpoint's own). bfloat16 runs about twice as fast where the "
-        "CPU computes it natively (AVX512-BF16, AMX), at a cosine similarity of 0.9999 or more "
-        "to float32's embeddings (docs/performance.md), and many times slower where it is "
-        "emulated (AVX2 only). auto: bfloat16 where native, else float32",
+        "--precision",
+        choices=PRECISIONS,
+        help="the encoder's precision (default: the weights' as loaded: fp32 for Hugging Face "
+        "and GGUF weights, a tformer checkpoint's own). bf16 runs about twice as fast where "
+        "the CPU computes it natively (AVX512-BF16, AMX), at a cosine similarity of 0.9999 or "
+        "more to fp32's embeddings (docs/performance.md), and many times slower where it is "
+        "emulated (AVX2 only). auto: bf16 where native, else fp32 (as in recipes)",
     )
     p.add_argument("--json", action="store_true", help="print embeddings and similarities as JSON")
     p.set_defaults(handler=run)
