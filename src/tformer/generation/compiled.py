@@ -7,12 +7,13 @@ cache's buffers as inputs written in place, inductor compiles it to C++ with the
 the cache directory (`pretrained.cache.cache_root`: `$TFORMER_CACHE_DIR`, else
 `$XDG_CACHE_HOME/tformer`, else `~/.cache/tformer`), named by everything it depends on: the
 weights' bytes, the model's config, the step's input shapes, torch, the CPU (model,
-capability, feature flags) and the thread count. Each package holds its weights (150-650 MB for SmolLM2), so the
-directory keeps the `KEPT_PACKAGES` most recently used (using one marks it; writing one
-removes the oldest beyond them); deleting the directory costs only a compile. A later
-process that decodes with the same weights and shapes loads it in a fraction of a second;
-nothing is traced again, and no Python runs between the step's kernels. The cache holds
-`step_capacity` slots (a power of two), so generations of similar lengths share one package.
+capability, feature flags) and the thread count. Each package holds its weights (150-650 MB
+for SmolLM2), so the directory keeps the `KEPT_PACKAGES` most recently used (using one marks
+it; writing one removes the oldest beyond them); deleting the directory costs only a
+compile. A later process that decodes with the same weights and shapes loads it in a
+fraction of a second; nothing is traced again, and no Python runs between the step's
+kernels. The cache holds `step_capacity` slots (a power of two), so generations of similar
+lengths share one package.
 
 Other models and devices compile the step just in time (`torch.compile`, inductor's own
 caches carry it across processes; Dynamo traces it again in each), and so does a decoder-only
@@ -184,6 +185,7 @@ class PackagedStep:
     def _package(self, args: tuple[Any, ...]) -> Path:
         """Where the package for these weights and input shapes lives."""
         leaves = [*args[:4], *args[4], *args[5]]
+        cpu = kernels.cpu_info()
         facts = {
             "weights": weights_digest(self.model),
             "config": self.model.config.to_dict(),
@@ -191,7 +193,7 @@ class PackagedStep:
             "torch": torch.__version__,
             # a package may use any instruction this CPU has: capability alone does not
             # tell an AMX Xeon from an AVX-512 EPYC (a shared cache directory sees both)
-            "cpu": _cpu_facts(),
+            "cpu": {"model": cpu.model, "capability": cpu.capability, "flags": sorted(cpu.flags)},
             "threads": torch.get_num_threads(),
             "options": _package_options(),
         }
@@ -223,11 +225,6 @@ class PackagedStep:
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
-
-
-def _cpu_facts() -> dict[str, object]:
-    cpu = kernels.cpu_info()
-    return {"model": cpu.model, "capability": cpu.capability, "flags": sorted(cpu.flags)}
 
 
 def _mark_used(path: Path) -> None:
