@@ -78,7 +78,8 @@ def _rate(value: float) -> str:
 def markdown(records: list[dict[str, object]], facts: dict[str, object]) -> str:
     lines = [
         f"Device: {facts['device']}; CPU {facts['cpu_model']} (torch capability "
-        f"{facts['cpu_capability']}, native bf16: {facts['native_bf16']}, AMX: {facts['amx']}); torch {facts['torch']}; matmul peak "
+        f"{facts['cpu_capability']}, native bf16: {facts['native_bf16']}, AMX: {facts['amx']}); "
+        f"torch {facts['torch']}; matmul peak "
         f"{facts['matmul_fp32_gflops']:.0f} GFLOP/s fp32, {facts['matmul_bf16_gflops']:.0f} "
         "GFLOP/s bf16 (measured in the same run).",
         "",
