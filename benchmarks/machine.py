@@ -6,20 +6,39 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Callable
 
 import torch
 
 from benchmarks.harness import time_steps
 from tformer import kernels
 
+PEAK_PRODUCT_S = 0.05  # a square product this long is big enough to show a kernel's peak
+SMALLEST_SQUARE = 256
+
 
 def matmul_gflops(dtype: torch.dtype, size: int, device: torch.device, repeats: int) -> float:
-    """Best-of-3 GFLOP/s of a square (size x size) @ (size x size) product."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    torch.mm(a, b)  # warm-up: kernel selection, page faults
-    seconds = min(time_steps(lambda: torch.mm(a, b), repeats, device) for _ in range(3))
-    return 2 * size**3 / seconds / 1e9
+    """Best-of-3 GFLOP/s of a square (n x n) @ (n x n) product, n at most `size`.
+
+    n doubles from 256 while one product takes under `PEAK_PRODUCT_S`: a native kernel
+    reaches `size` (2048 fp32 on 2 AVX2 cores: ~0.2 s), while an emulated dtype stops small
+    (bf16 on AVX2 runs ~0.9 GFLOP/s: 20 s for one 2048 product, 10 min for the 31 products a
+    fixed size took, before any benchmark ran).
+    """
+
+    def square_product(n: int) -> Callable[[], torch.Tensor]:
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        torch.mm(a, b)  # warm-up: kernel selection, page faults
+        return lambda: torch.mm(a, b)
+
+    n = min(SMALLEST_SQUARE, size)
+    product = square_product(n)
+    while n * 2 <= size and time_steps(product, 1, device) < PEAK_PRODUCT_S:
+        n *= 2
+        product = square_product(n)
+    seconds = min(time_steps(product, repeats, device) for _ in range(3))
+    return 2 * n**3 / seconds / 1e9
 
 
 def device_name(device: torch.device) -> str:
