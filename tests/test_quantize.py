@@ -29,7 +29,7 @@ def test_int8_linear_matches_a_float_matmul_with_the_dequantised_weights() -> No
     x = torch.randn(3, 5, 64)
     reference = x @ (q.weight.float() * q.scale.float()[:, None]).T + linear.bias.detach()
     out = q(x)
-    assert out.shape == (3, 5, 32) and out.dtype == kernels.compute_dtype("cpu")
+    assert out.shape == (3, 5, 32) and out.dtype == kernels.weight_only_dtype()
     torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.02)  # bf16 activations
 
 
@@ -91,7 +91,7 @@ def test_int4_linear_matches_a_float_matmul_with_the_reference_weights() -> None
     expected, _ = min_max_groups(linear.weight, 32)
     x = torch.randn(3, 5, 64)
     out = Int4Linear(linear, group_size=32)(x)
-    assert out.shape == (3, 5, 32) and out.dtype == kernels.compute_dtype("cpu")
+    assert out.shape == (3, 5, 32) and out.dtype == kernels.weight_only_dtype()
     reference = x @ expected.T + linear.bias.detach()
     torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.02)  # bf16 activations
 

@@ -12,6 +12,9 @@ Rules:
   (CUDA with bf16, CPUs with AVX512-BF16 or AMX, Arm CPUs with BF16). Elsewhere (e.g.
   AVX2-only x86) PyTorch emulates it, many times slower than fp32, so
   `resolve_precision("auto")` and `compute_dtype` choose float32 there.
+* `weight_only_dtype`: weight-only quantised models run in bfloat16 on every CPU, native or
+  emulated: PyTorch's int4/int8 CPU kernels are vectorised for bfloat16 activations only
+  (float32 ones take a scalar loop, 10-30x slower on AVX2).
 * `linear_split_parts`: few-row float32 products on the CPU split the weight's output rows
   over the threads where that was measured faster, once per process: on the AVX512-BF16
   EPYC MKL's kernel for a product with so few rows runs on one thread and the split is 1.8x
@@ -137,9 +140,25 @@ def precision_dtype(precision: str, device: torch.device | str) -> torch.dtype:
 
 
 def compute_dtype(device: torch.device | str) -> torch.dtype:
-    """The dtype of products whose precision is ours to choose (quantised layers, Muon's
-    orthogonalisation): bfloat16 where it is fast, else float32."""
+    """The dtype of products whose precision is ours to choose (Muon's orthogonalisation):
+    bfloat16 where it is fast, else float32."""
     return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+
+
+def weight_only_dtype() -> torch.dtype:
+    """The dtype of a weight-only quantised model on the CPU: its activations, scales and the
+    layers left unquantised. bfloat16 on every CPU, also where bf16 matmuls are emulated.
+
+    PyTorch's x86 int4 and int8 kernels (`_weight_int4pack_mm_for_cpu`,
+    `_weight_int8pack_mm`) have vector code (AVX2 and AVX-512) for bfloat16 activations only,
+    which they widen to float32 for the FMAs; float32 activations take a scalar loop. On an
+    AVX2-only EPYC (2 threads, best of 3; docs/performance.md, "AVX2"): int4 90 us with bf16
+    against 1,101 us with float32 for one row of 576 -> 1536, 2.5 against 65 ms for 64 rows;
+    int8 76 against 773 us. What else a quantised model computes is elementwise or small,
+    where bf16 costs little even when emulated (whole-model bf16 decoding there: 19.3 tok/s
+    against float32's 12.5).
+    """
+    return torch.bfloat16
 
 
 def linear_split_parts(x: Tensor, weight: Tensor, split: SplitProduct) -> int:

@@ -4,8 +4,8 @@ Decoding one token multiplies a handful of activation rows by every weight matri
 speed is set by how many bytes of weights are read per token, not by arithmetic. Two layouts,
 each multiplied by a PyTorch CPU kernel that takes the activations and the packed weights
 directly (no dequantised copy is ever made). Activations, scales and the layers left
-unquantised use `kernels.compute_dtype`: bfloat16 where the CPU computes it natively, float32
-where bfloat16 would be emulated (and many times slower).
+unquantised are bfloat16 (`kernels.weight_only_dtype`), on every CPU: the kernels have vector
+code for bfloat16 activations only, also where bfloat16 matmuls are emulated (AVX2).
 
 * int8 (`quantize_int8`): one scale per output row (symmetric, absmax), a quarter of the
   float32 bytes; kernel `torch._weight_int8pack_mm`.
@@ -54,7 +54,7 @@ class WeightOnlyLinear(nn.Module):
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.compute_dtype = kernels.compute_dtype("cpu")
+        self.compute_dtype = kernels.weight_only_dtype()
         self.register_buffer("bias", _bias(linear, self.compute_dtype))
         self.dense_from_rows: int | None = None
 
@@ -194,7 +194,7 @@ def quantize_int8(
 ) -> nn.Module:
     """Replace the nn.Linear layers of `model` (in place) by Int8Linear, except those whose
     name ends with one of `keep`; everything else (kept layers, embeddings, norms) takes the
-    compute dtype (`kernels.compute_dtype`). Returns the model, in eval mode. CPU only.
+    dtype of weight-only models (`kernels.weight_only_dtype`). Returns the model, in eval mode. CPU only.
 
     The feed-forward down projections are kept by default: their inputs (the activated hidden
     units) have the largest outliers, and on SmolLM2-135M quantising them too moved held-out
@@ -220,7 +220,7 @@ def quantize_int4(
 ) -> nn.Module:
     """Replace the nn.Linear layers of `model` (in place) by Int4Linear with groups of
     `group_size` (those `int4_layers` names), the output projection by Int8Linear, and leave
-    the rest (`keep`, shapes the kernel cannot take) in the compute dtype, like everything
+    the rest (`keep`, shapes the kernel cannot take) in `kernels.weight_only_dtype`, like everything
     else. Returns the model, in eval mode.
 
     Why the output projection gets 8 bits: its rows are the logits, and 4-bit ones moved
@@ -278,7 +278,7 @@ def _replace_linears(
         if replacement is not None:
             parent_name, _, child_name = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child_name, replacement)
-    return model.to(kernels.compute_dtype("cpu"))
+    return model.to(kernels.weight_only_dtype())
 
 
 QUANTISED_LAYERS: dict[str, type[WeightOnlyLinear]] = {
@@ -315,7 +315,7 @@ def restore_quantised(
             raise CheckpointError(f"the prepared weights of {name} lack one of {required}")
         layer = kind.__new__(kind)
         nn.Module.__init__(layer)
-        layer.compute_dtype = kernels.compute_dtype("cpu")
+        layer.compute_dtype = kernels.weight_only_dtype()
         for attribute in LAYOUT_ATTRIBUTES:
             if attribute in record:
                 setattr(layer, attribute, record[attribute])

@@ -44,7 +44,7 @@ def prepared_variant(quantize: str, many_rows: bool) -> str:
     for many rows, the compute dtype, and the torch build and CPU class that set the int4
     kernel's packed layout (its blocks follow the CPU's vector width)."""
     capability = torch.backends.cpu.get_cpu_capability()
-    dtype = kernels.compute_dtype("cpu")
+    dtype = kernels.weight_only_dtype()
     return f"{quantize}|many_rows={many_rows}|{dtype}|torch {torch.__version__}|{capability}"
 
 
@@ -77,6 +77,6 @@ def open_prepared(directory: Path) -> tuple[TformerModel, Tokenizer | None]:
         raise CheckpointError(
             f"{directory} does not fit its config: empty {left[:4]}, unexpected {unexpected[:4]}"
         )
-    model = model.to(kernels.compute_dtype("cpu"))  # the tables derived from the config
+    model = model.to(kernels.weight_only_dtype())  # the tables derived from the config
     has_tokenizer = (directory / TOKENIZER_FILE).is_file()
     return model.eval(), Tokenizer.load(directory) if has_tokenizer else None
