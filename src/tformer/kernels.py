@@ -232,10 +232,11 @@ def dense_rows(device: torch.device | str) -> int | None:
     The int4/int8 CPU kernels take about the same time per activation row (249 us for 16
     rows of a 576 x 1536 weight, 46 us for one), while a native bf16 product of 16 rows
     costs what one row does (106 us; 4.7 ms vs int8's 12.7 ms for SmolLM2's 576 x 49152
-    output projection); from 8 rows on bf16 wins for every shape. Where bf16 is emulated the
-    dense alternative is float32, which beats int4 only from 32 rows on the AVX-512 machine
-    and is unmeasured on AVX2: there the quantised kernel always runs. Numbers:
-    docs/performance.md ("Serving"), `python -m benchmarks.quantized_rows`.
+    output projection); from 8 rows on bf16 wins for every shape. Where bf16 is emulated a
+    bf16 copy is slower than the kernel (AVX2 EPYC, 576 -> 1536 at 64 rows: 7.6 against
+    2.5 ms), so the quantised kernel always runs (a float32 copy would win there from ~8
+    rows, at twice a bf16 copy's bytes; not built). Numbers: docs/performance.md
+    ("Serving", "AVX2"), `python -m benchmarks.quantized_rows`.
     """
     return DENSE_MIN_ROWS if bf16_is_fast(device) else None
 
