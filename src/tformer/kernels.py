@@ -212,9 +212,9 @@ def explicit_attention(q: Tensor, key_len: int, *, capped: bool = False) -> bool
     """Whether softmax(QK^T)V written out beats SDPA's fused kernel for this call.
 
     Always when the scores are `capped` (soft-capping, tanh(s / cap) * cap): SDPA cannot
-    apply it, so the written-out path is the only one. Otherwise only bfloat16 training on the CPU with at most EXPLICIT_MAX_KEYS keys: there the CPU
-    flash-attention kernel's backward pass is slower than two bf16 batched matmuls and a
-    softmax; at longer keys, in float32 and in inference the fused kernel wins. The
+    apply it, so the written-out path is the only one. Otherwise only bfloat16 training on
+    the CPU with at most EXPLICIT_MAX_KEYS keys: there the CPU flash-attention kernel's
+    backward pass is slower than two bf16 batched matmuls and a softmax; at longer keys, in float32 and in inference the fused kernel wins. The
     (B, H, T, T) weights it materialises are small at such lengths.
     """
     return capped or (

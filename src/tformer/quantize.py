@@ -50,11 +50,11 @@ class WeightOnlyLinear(nn.Module):
     bias: Tensor | None
     dense: Tensor | None
     BUFFERS: tuple[str, ...] = ("bias", "dense")  # optional ones: None unless asked for
+    compute_dtype = kernels.weight_only_dtype()  # activations, scales, bias, dense copy
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.compute_dtype = kernels.weight_only_dtype()
         self.register_buffer("bias", _bias(linear, self.compute_dtype))
         self.dense_from_rows: int | None = None
 
@@ -194,7 +194,8 @@ def quantize_int8(
 ) -> nn.Module:
     """Replace the nn.Linear layers of `model` (in place) by Int8Linear, except those whose
     name ends with one of `keep`; everything else (kept layers, embeddings, norms) takes the
-    dtype of weight-only models (`kernels.weight_only_dtype`). Returns the model, in eval mode. CPU only.
+    dtype of weight-only models (`kernels.weight_only_dtype`). Returns the model, in eval
+    mode. CPU only.
 
     The feed-forward down projections are kept by default: their inputs (the activated hidden
     units) have the largest outliers, and on SmolLM2-135M quantising them too moved held-out
@@ -220,8 +221,8 @@ def quantize_int4(
 ) -> nn.Module:
     """Replace the nn.Linear layers of `model` (in place) by Int4Linear with groups of
     `group_size` (those `int4_layers` names), the output projection by Int8Linear, and leave
-    the rest (`keep`, shapes the kernel cannot take) in `kernels.weight_only_dtype`, like everything
-    else. Returns the model, in eval mode.
+    the rest (`keep`, shapes the kernel cannot take) in `kernels.weight_only_dtype`, like
+    everything else. Returns the model, in eval mode.
 
     Why the output projection gets 8 bits: its rows are the logits, and 4-bit ones moved
     SmolLM2-135M's held-out perplexity by +3.9% against float32 (8 bits: within 1%). GGUF's
@@ -315,7 +316,6 @@ def restore_quantised(
             raise CheckpointError(f"the prepared weights of {name} lack one of {required}")
         layer = kind.__new__(kind)
         nn.Module.__init__(layer)
-        layer.compute_dtype = kernels.weight_only_dtype()
         for attribute in LAYOUT_ATTRIBUTES:
             if attribute in record:
                 setattr(layer, attribute, record[attribute])

@@ -41,8 +41,9 @@ TENSORS_FILE = "weights.pt"
 
 def prepared_variant(quantize: str, many_rows: bool) -> str:
     """What prepared weights depend on besides the source file: the scheme, the dense copies
-    for many rows, the compute dtype, and the torch build and CPU class that set the int4
-    kernel's packed layout (its blocks follow the CPU's vector width)."""
+    for many rows, the weight-only dtype (`kernels.weight_only_dtype`), and the torch build
+    and CPU class that set the int4 kernel's packed layout (its blocks follow the CPU's
+    vector width)."""
     capability = torch.backends.cpu.get_cpu_capability()
     dtype = kernels.weight_only_dtype()
     return f"{quantize}|many_rows={many_rows}|{dtype}|torch {torch.__version__}|{capability}"
