@@ -1,12 +1,14 @@
 """`python -m benchmarks.quantized_rows`: what one weight-only quantised product costs per
 number of activation rows, against dense bf16 and fp32 products of the same weight.
 
-The rule behind `kernels.dense_rows`: decoding one sequence multiplies one row, a batched
-server 4 to 16, a prompt hundreds. The int4/int8 CPU kernels cost about the same per row,
-so they win for few rows (fewer bytes of weights to read) and lose to a native bf16 product
-for many. Shapes are SmolLM2-135M's (576 -> 1536, 1536 -> 576, and its 576 -> 49152 output
-projection). Medians of interleaved rounds, microseconds per product. Writes
-benchmarks/results/<device>-<date>-quantized-rows.md.
+The rule behind `kernels.dense_copy`: decoding one sequence multiplies one row, a batched
+server 4 to 32, a prompt hundreds. The int4/int8 CPU kernels cost about the same per row,
+so they win for few rows (fewer bytes of weights to read) and lose to a dense product for
+many: bf16 where it is native, float32 where it is emulated. Every product takes and returns
+activations in the weight-only dtype (`kernels.weight_only_dtype`), as the layers do, so the
+dense fp32 one includes its two conversions. Shapes are SmolLM2-135M's (576 -> 1536, 1536 ->
+576, and its 576 -> 49152 output projection). Medians of interleaved rounds, microseconds per
+product. Writes benchmarks/results/<device>-<date>-quantized-rows.md.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from tformer.quantize import Int4Linear, Int8Linear, int4_supported
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHAPES = ((576, 1536), (1536, 576), (576, 49152))
-ROWS = (1, 4, 8, 16, 32, 64)
+ROWS = (1, 4, 8, 16, 32, 64, 512)
 
 
 def microseconds(product: Callable[[], torch.Tensor], budget_s: float = 0.05) -> float:
@@ -43,16 +45,16 @@ def microseconds(product: Callable[[], torch.Tensor], budget_s: float = 0.05) ->
 
 def contenders(linear: nn.Linear) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """The products of one weight: its quantised kernels and dense bf16/fp32."""
-    compute = kernels.compute_dtype("cpu")
-    dense_bf16 = linear.weight.detach().bfloat16()
+    activations = kernels.weight_only_dtype()
+    dense_bf16, dense_fp32 = linear.weight.detach().bfloat16(), linear.weight.detach().float()
     found: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
         "int8 kernel": Int8Linear(linear).packed,
         "dense bf16": lambda x: x.bfloat16() @ dense_bf16.T,
-        "dense fp32": lambda x: x.float() @ linear.weight.detach().T,
+        "dense fp32": lambda x: (x.float() @ dense_fp32.T).to(activations),
     }
     if int4_supported(linear, 32):
         found["int4 kernel"] = Int4Linear(linear).packed
-    return {name: (lambda x, f=f: f(x.to(compute))) for name, f in found.items()}
+    return {name: (lambda x, f=f: f(x.to(activations))) for name, f in found.items()}
 
 
 def main() -> None:

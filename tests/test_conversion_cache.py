@@ -15,7 +15,9 @@ pytest.importorskip("transformers")
 
 import tformer
 from test_pretrained_gguf import _llama, _write_gguf
+from tformer import kernels
 from tformer.pretrained import gguf_file
+from tformer.quantize import WeightOnlyLinear
 
 
 @pytest.fixture
@@ -128,6 +130,23 @@ def test_a_quantised_load_is_prepared_once_and_memory_mapped_after(
     assert {type(m).__name__ for m in second.modules()} >= {"Int4Linear", "Int8Linear"}
     assert first_tokenizer is not None and second_tokenizer is not None
     assert second_tokenizer.encode("abc<|im_end|>") == first_tokenizer.encode("abc<|im_end|>")
+
+
+@torch.no_grad()
+def test_prepared_dense_copies_come_back_in_their_own_dtype(
+    tmp_path, cache, conversions, monkeypatch
+) -> None:
+    """Where bf16 is emulated the copies for many rows are float32; mapping them back from
+    the entry must not convert them to the weight-only dtype with the rest of the model."""
+    monkeypatch.setattr(kernels, "dense_copy", lambda device: kernels.DenseCopy(4, torch.float32))
+    path = _gguf(tmp_path)
+    first, _ = tformer.load(path, quantize="int4", many_rows=True)
+    second, _ = tformer.load(path, quantize="int4", many_rows=True)
+    assert conversions == [path]
+    copies = [m.dense for m in second.modules() if isinstance(m, WeightOnlyLinear)]
+    assert copies and all(c is not None and c.dtype == torch.float32 for c in copies)
+    ids = torch.randint(0, 64, (1, 9))  # 9 rows: the copies multiply them
+    assert torch.equal(first(ids).logits, second(ids).logits)
 
 
 def test_each_variant_keeps_its_own_entry_until_the_file_changes(

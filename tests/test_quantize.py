@@ -163,19 +163,47 @@ def test_each_float_layer_is_freed_once_replaced() -> None:
     assert len(replaced) > 10 and all(ref() is None for ref in replaced)
 
 
+DENSE_COPIES = [kernels.DenseCopy(8, torch.bfloat16), kernels.DenseCopy(32, torch.float32)]
+
+
+@pytest.mark.parametrize("dense", DENSE_COPIES, ids=["bf16-native", "bf16-emulated"])
 @pytest.mark.parametrize("layer", [Int8Linear, Int4Linear])
-def test_many_rows_copy_holds_the_kernels_own_weights(layer) -> None:
+def test_many_rows_copy_holds_the_kernels_own_weights(layer, dense, monkeypatch) -> None:
     """The dense copy a batched server multiplies many rows by is the quantised weight the
-    kernel uses: the kernel applied to the identity gives W^T, which must equal the copy."""
+    kernel uses: the kernel applied to the identity gives W^T, which must equal the copy.
+    Both CPU classes' copies (bf16 where it is native, float32 where it is emulated)."""
+    monkeypatch.setattr(kernels, "dense_copy", lambda device: dense)
     linear = nn.Linear(64, 32)
     q = layer(linear, many_rows=True)
-    if kernels.dense_rows("cpu") is None:  # emulated bf16: the kernel always runs, no copy
-        assert q.dense is None
-        return
+    assert q.dense.dtype == dense.dtype and q.dense_from_rows == dense.min_rows
     with torch.no_grad():
         kernel_weights = q.packed(torch.eye(64, dtype=q.compute_dtype)).T  # (out, in)
         torch.testing.assert_close(q.dense.float(), kernel_weights.float(), atol=0, rtol=1e-2)
-        x = torch.randn(kernels.DENSE_MIN_ROWS, 64)
+        x = torch.randn(dense.min_rows, 64)
         reference = x @ q.dense.float().T + linear.bias.detach()
-        torch.testing.assert_close(q(x).float(), reference, atol=0.05, rtol=0.02)
+        out = q(x)
+        assert out.dtype == q.compute_dtype
+        torch.testing.assert_close(out.float(), reference, atol=0.05, rtol=0.02)
         assert layer(linear).dense is None  # only when asked for
+
+
+@pytest.mark.parametrize("dense", DENSE_COPIES, ids=["bf16-native", "bf16-emulated"])
+def test_a_many_rows_model_keeps_its_copies_dtype_and_the_kernels_results(
+    dense, monkeypatch
+) -> None:
+    """Converting the rest of a quantised model to the weight-only dtype leaves the dense
+    copies in theirs, keeps tied weights tied, and a prompt long enough for the copies gives
+    the logits the kernels give (the same quantised weights, other rounding)."""
+    monkeypatch.setattr(kernels, "dense_copy", lambda device: dense)
+    model = build_model(ModelConfig.preset("llama-mini", n_layers=2, tie_embeddings=True))
+    kernel_only = quantize_int4(copy.deepcopy(model), keep=("lm_head.proj",))
+    many = quantize_int4(copy.deepcopy(model), keep=("lm_head.proj",), many_rows=True)
+    layers = [m for m in many.modules() if isinstance(m, (Int4Linear, Int8Linear))]
+    assert layers and all(m.dense is not None and m.dense.dtype == dense.dtype for m in layers)
+    assert all(m.scales_and_zeros.dtype == kernels.weight_only_dtype() for m in layers)
+    assert all(p.dtype == kernels.weight_only_dtype() for p in many.parameters())
+    assert many.lm_head.proj.weight is many.decoder.embeddings.tokens.weight  # kept: still tied
+    ids = torch.randint(3, 1000, (1, dense.min_rows))
+    with torch.no_grad():
+        expected, got = kernel_only(ids).logits.float(), many(ids).logits.float()
+    torch.testing.assert_close(got, expected, atol=0.05 * expected.abs().max().item(), rtol=0)

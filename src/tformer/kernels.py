@@ -28,10 +28,11 @@ Rules:
   ATen's (inductor has that micro-kernel for AVX-512 and AMX only).
 * `use_packed_layout`: encoders run position-wise layers on the real tokens only when a
   batch has padding (see `modules/packing.py`).
-* `dense_rows`: weight-only quantised layers asked to serve many rows at once (a batched
-  server) multiply products of at least DENSE_MIN_ROWS rows by a bfloat16 copy of their
-  quantised weights, where bfloat16 is native: the int4/int8 kernels cost grows with every
-  row, a native bf16 product's hardly does.
+* `dense_copy`: weight-only quantised layers asked to serve many rows at once (a batched
+  server, a long prompt) multiply products of many rows by a dense copy of their quantised
+  weights: the int4/int8 kernels' cost grows with every row, a dense product's hardly does.
+  The copy is bfloat16 from 8 rows where bfloat16 is native, float32 from 32 rows where it
+  is emulated.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from torch import Tensor
 SPLIT_MAX_ROWS = 32  # beyond this many rows MKL's own threading takes over
 EXPLICIT_MAX_KEYS = 256  # from 512 keys on the fused kernel wins in bf16 training too
 DENSE_MIN_ROWS = 8  # int4/int8 vs dense bf16 products on SmolLM2's shapes, AMX: equal at ~6
+DENSE_FLOAT32_MIN_ROWS = 32  # vs dense fp32 where bf16 is emulated; AVX2: layers win from 16
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16, AMX; Arm BF16
 _BF16_MIN_SPEEDUP = 0.5  # measured fallback: bf16 at least half as fast as fp32 counts
 _SPLIT_MIN_SPEEDUP = 1.25  # the split must win clearly: a near-tie is noise, not a reason
@@ -225,20 +227,31 @@ def explicit_attention(q: Tensor, key_len: int, *, capped: bool = False) -> bool
     )
 
 
-def dense_rows(device: torch.device | str) -> int | None:
-    """From how many rows a weight-only quantised layer's product should run on a dense copy
-    of its (quantised) weights; None: never, so no copy is worth keeping.
+@dataclass(frozen=True)
+class DenseCopy:
+    """How a weight-only quantised layer multiplies many rows: from `min_rows` rows on, by a
+    copy of its quantised weights in `dtype`."""
 
-    The int4/int8 CPU kernels take about the same time per activation row (249 us for 16
-    rows of a 576 x 1536 weight, 46 us for one), while a native bf16 product of 16 rows
-    costs what one row does (106 us; 4.7 ms vs int8's 12.7 ms for SmolLM2's 576 x 49152
-    output projection); from 8 rows on bf16 wins for every shape. Where bf16 is emulated a
-    bf16 copy is slower than the kernel (AVX2 EPYC, 576 -> 1536 at 64 rows: 7.6 against
-    2.5 ms), so the quantised kernel always runs (a float32 copy would win there from ~8
-    rows, at twice a bf16 copy's bytes; not built). Numbers: docs/performance.md
-    ("Serving", "AVX2"), `python -m benchmarks.quantized_rows`.
+    min_rows: int
+    dtype: torch.dtype
+
+
+def dense_copy(device: torch.device | str) -> DenseCopy:
+    """The dense copy that beats the int4/int8 CPU kernels for products of many rows here.
+
+    The kernels take about the same time per activation row, while a dense product of 16 rows
+    costs little more than one row's. Where bf16 is native the copy is bfloat16, from
+    DENSE_MIN_ROWS rows (Xeon, 576 x 1536: int4 249 us for 16 rows, 46 us for one; bf16 106
+    us for the 16). Where bf16 is emulated a bf16 copy is slower than the kernels (AVX2 EPYC,
+    576 -> 1536 at 64 rows: 7.6 against 2.0 ms int4) and float32 is the fast dense dtype, at
+    twice bf16's bytes: from DENSE_FLOAT32_MIN_ROWS rows, where it wins on the layers' shapes
+    (0.72 against 1.24 ms int4 for 576 -> 1536 at 32 rows; 8.3 against 18.0 ms at 512) and
+    loses a little on the output projection (55 against 48 ms int8; from 64 rows it wins).
+    Numbers: docs/performance.md ("Serving", "AVX2"), `python -m benchmarks.quantized_rows`.
     """
-    return DENSE_MIN_ROWS if bf16_is_fast(device) else None
+    if bf16_is_fast(device):
+        return DenseCopy(DENSE_MIN_ROWS, torch.bfloat16)
+    return DenseCopy(DENSE_FLOAT32_MIN_ROWS, torch.float32)
 
 
 def decode_compile_options(device: torch.device | str) -> dict[str, bool | int]:

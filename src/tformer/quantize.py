@@ -43,14 +43,16 @@ INT4_ROW_MULTIPLE = 16  # the CPU packing needs out_features divisible by this
 class WeightOnlyLinear(nn.Module):
     """What the int8 and int4 layers share: y = x W^T + b in the compute dtype, by the
     layer's packed kernel or, for products of many rows, by a dense copy of the same
-    quantised weights (`many_rows`, see `kernels.dense_rows`): the copy holds the values the
-    kernel multiplies by, so the choice changes only rounding, never the weights."""
+    quantised weights (`many_rows`, see `kernels.dense_copy`): the copy holds the values the
+    kernel multiplies by, so the choice changes only rounding, never the weights. The copy
+    keeps its own dtype (float32 where bf16 is emulated): `to_weight_only_dtype` converts a
+    quantised model's other tensors only."""
 
     in_features: int
     bias: Tensor | None
     dense: Tensor | None
     BUFFERS: tuple[str, ...] = ("bias", "dense")  # optional ones: None unless asked for
-    compute_dtype = kernels.weight_only_dtype()  # activations, scales, bias, dense copy
+    compute_dtype = kernels.weight_only_dtype()  # activations, scales, bias
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
@@ -59,17 +61,20 @@ class WeightOnlyLinear(nn.Module):
         self.dense_from_rows: int | None = None
 
     def keep_dense_copy(self, weights: Callable[[], Tensor], many_rows: bool) -> None:
-        """Keep the dequantised weights (out, in), `weights()`, if many-row products are
-        asked for and are faster with them here."""
-        self.dense_from_rows = kernels.dense_rows("cpu") if many_rows else None
-        dense = None if self.dense_from_rows is None else weights().to(self.compute_dtype)
-        self.register_buffer("dense", dense)
+        """Keep the dequantised weights (out, in), `weights()`, in this CPU's dense dtype
+        (`kernels.dense_copy`) if many-row products are asked for."""
+        copy = kernels.dense_copy("cpu") if many_rows else None
+        self.dense_from_rows = None if copy is None else copy.min_rows
+        self.register_buffer("dense", None if copy is None else weights().to(copy.dtype))
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., in) -> (..., out), computed and returned in the compute dtype."""
         rows = x.reshape(-1, self.in_features).to(self.compute_dtype)  # (N, in)
         many = self.dense_from_rows is not None and rows.shape[0] >= self.dense_from_rows
-        out = rows @ self.dense.T if many and self.dense is not None else self.packed(rows)
+        if many and self.dense is not None:
+            out = (rows.to(self.dense.dtype) @ self.dense.T).to(self.compute_dtype)
+        else:
+            out = self.packed(rows)
         if self.bias is not None:
             out = out + self.bias
         return out.view(*x.shape[:-1], out.shape[-1])  # (N, out) -> (..., out)
@@ -200,9 +205,9 @@ def quantize_int8(
     The feed-forward down projections are kept by default: their inputs (the activated hidden
     units) have the largest outliers, and on SmolLM2-135M quantising them too moved held-out
     perplexity by +1.2% against float32, over our 1% budget; without them it is +0.7%.
-    `many_rows`: the layers will multiply many rows at once (a batched server) and keep a
-    dense copy of their quantised weights for that where it is faster (`kernels.dense_rows`;
-    it costs the compute dtype's bytes per weight on top).
+    `many_rows`: the layers will multiply many rows at once (a batched server, long prompts)
+    and keep a dense copy of their quantised weights for that (`kernels.dense_copy`: bf16,
+    or float32 where bf16 is emulated; its bytes per weight on top).
     """
 
     def make(name: str, linear: nn.Linear) -> nn.Module | None:
@@ -279,7 +284,22 @@ def _replace_linears(
         if replacement is not None:
             parent_name, _, child_name = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child_name, replacement)
-    return model.to(kernels.weight_only_dtype())
+    return to_weight_only_dtype(model)
+
+
+def to_weight_only_dtype(model: nn.Module) -> nn.Module:
+    """Convert the floating-point tensors of `model` (in place) to `kernels.weight_only_dtype`,
+    except the weight-only layers' own: those are made in the dtypes their kernels and dense
+    copies take, which `model.to(dtype)` would overwrite. Tied parameters stay tied (their
+    data is replaced, not the parameter)."""
+    dtype = kernels.weight_only_dtype()
+    for module in model.modules():
+        if isinstance(module, WeightOnlyLinear):
+            continue
+        for tensor in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.to(dtype)
+    return model
 
 
 QUANTISED_LAYERS: dict[str, type[WeightOnlyLinear]] = {

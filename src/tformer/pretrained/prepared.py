@@ -32,7 +32,7 @@ from tformer.checkpoint import (
 )
 from tformer.models import TformerModel
 from tformer.models.empty import empty_model
-from tformer.quantize import quantised_layout, restore_quantised
+from tformer.quantize import quantised_layout, restore_quantised, to_weight_only_dtype
 from tformer.tokenizer import TOKENIZER_FILE, Tokenizer
 
 LAYOUT_FILE = "layout.json"
@@ -41,12 +41,13 @@ TENSORS_FILE = "weights.pt"
 
 def prepared_variant(quantize: str, many_rows: bool) -> str:
     """What prepared weights depend on besides the source file: the scheme, the dense copies
-    for many rows, the weight-only dtype (`kernels.weight_only_dtype`), and the torch build
-    and CPU class that set the int4 kernel's packed layout (its blocks follow the CPU's
-    vector width)."""
+    for many rows and their dtype (`kernels.dense_copy`), the weight-only dtype
+    (`kernels.weight_only_dtype`), and the torch build and CPU class that set the int4
+    kernel's packed layout (its blocks follow the CPU's vector width)."""
     capability = torch.backends.cpu.get_cpu_capability()
     dtype = kernels.weight_only_dtype()
-    return f"{quantize}|many_rows={many_rows}|{dtype}|torch {torch.__version__}|{capability}"
+    dense = kernels.dense_copy("cpu").dtype if many_rows else None
+    return f"{quantize}|dense={dense}|{dtype}|torch {torch.__version__}|{capability}"
 
 
 def save_prepared(directory: Path, model: TformerModel, tokenizer: Tokenizer | None) -> None:
@@ -78,6 +79,6 @@ def open_prepared(directory: Path) -> tuple[TformerModel, Tokenizer | None]:
         raise CheckpointError(
             f"{directory} does not fit its config: empty {left[:4]}, unexpected {unexpected[:4]}"
         )
-    model = model.to(kernels.weight_only_dtype())  # the tables derived from the config
+    model = to_weight_only_dtype(model)  # the tables derived from the config
     has_tokenizer = (directory / TOKENIZER_FILE).is_file()
     return model.eval(), Tokenizer.load(directory) if has_tokenizer else None
