@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tformer import kernels
 from tformer.kernels import EXPLICIT_MAX_KEYS, explicit_attention
 from tformer.modules.attention import MultiHeadAttention
 from tformer.modules.kv_cache import KVCache
@@ -147,7 +148,9 @@ def test_segment_ids_of_wrong_length_are_a_clear_error() -> None:
 
 def test_cpu_bf16_training_on_short_sequences_takes_the_explicit_path(monkeypatch) -> None:
     """The CPU flash kernel's bf16 backward is slow on short sequences, so that case uses the
-    explicit path; its gradients equal float32 SDPA's up to bf16 rounding."""
+    explicit path where bf16 is native; its gradients equal float32 SDPA's up to bf16
+    rounding."""
+    monkeypatch.setattr(kernels, "_cpu_bf16_native", lambda: True)
     q = torch.randn(2, 4, 16, 8, dtype=torch.bfloat16, requires_grad=True)
     assert explicit_attention(q, 16)
     assert not explicit_attention(q.detach(), 16)  # inference
@@ -170,6 +173,37 @@ def test_cpu_bf16_training_on_short_sequences_takes_the_explicit_path(monkeypatc
     fast(x_fast, mask=mask)[0].float().square().sum().backward()
     assert x_ref.grad is not None and x_fast.grad is not None
     torch.testing.assert_close(x_fast.grad.float(), x_ref.grad, atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["bf16-native", "bf16-emulated"])
+def test_bf16_attention_computes_and_caches_in_float32_where_bf16_is_emulated(
+    monkeypatch, native: bool
+) -> None:
+    """A bf16 layer's attention: in bf16 where bf16 is native; in float32 where it is
+    emulated, its cache holding float32 keys and values and its output bf16 again. Either way
+    a prompt and a cached step give the float32 layer's output up to bf16 rounding."""
+    monkeypatch.setattr(kernels, "_cpu_bf16_native", lambda: native)
+    reference = _attention(4, 2)
+    layer = _attention(4, 2).to(torch.bfloat16)
+    layer.load_state_dict(reference.state_dict())
+    x = torch.randn(2, 6, D_MODEL).to(torch.bfloat16).float()  # exact in both dtypes
+    cached, cached_ref = KVCache(n_layers=1), KVCache(n_layers=1)
+    outputs = []
+    for module, cache, inputs in ((layer, cached, x.bfloat16()), (reference, cached_ref, x)):
+        prompt, step = inputs[:, :5], inputs[:, 5:]
+        out = [
+            module(prompt, mask=build_attention_mask(5, 5, causal=True), cache=cache.self_attn[0])[
+                0
+            ]
+        ]
+        cache.advance(5, 2, x.device)
+        mask = build_attention_mask(1, 6, causal=True)  # the last of 6 slots
+        out.append(module(step, mask=mask, cache=cache.self_attn[0])[0])
+        outputs.append(torch.cat(out, dim=1))
+    held = cached.self_attn[0].key
+    assert held is not None and held.dtype == (torch.bfloat16 if native else torch.float32)
+    assert outputs[0].dtype == torch.bfloat16
+    torch.testing.assert_close(outputs[0].float(), outputs[1], atol=0.03, rtol=0.03)
 
 
 def test_kv_cache_appends_in_place_and_reallocates_only_when_doubling() -> None:

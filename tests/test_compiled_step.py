@@ -204,3 +204,19 @@ def test_compiled_decoding_follows_weights_changed_in_place(monkeypatch, package
             for p in model.parameters():
                 p.mul_(-1)
     assert len(compiles) == (2 if packaged else 0)
+
+
+@pytest.mark.slow
+def test_compiled_bf16_decoding_gives_eager_tokens(monkeypatch) -> None:
+    """A bf16 model's compiled step reads the CPU's bf16 support as a constant
+    (`kernels.attention_dtype`: float32 attention and cache where bf16 is emulated), in one
+    graph, and decodes eager decoding's tokens."""
+    monkeypatch.setenv("TFORMER_CACHE_DIR", "off")
+    model = llama().to(torch.bfloat16)
+    eager = generate(model, PROMPTS, MASK, **OPTIONS)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    with torch.inference_mode():
+        tokens = generate(model, PROMPTS, MASK, compile_step=True, **OPTIONS)
+    assert torch.equal(tokens, eager)
+    assert not torch._dynamo.utils.counters["graph_break"]  # one graph: no query traced

@@ -19,6 +19,8 @@ Rules:
   over the threads where that was measured faster, once per process: on the AVX512-BF16
   EPYC MKL's kernel for a product with so few rows runs on one thread and the split is 1.8x
   faster; on the AMX Xeon the split is 0.5-0.7x as fast.
+* `attention_dtype`: attention over bf16 activations computes, and caches keys and values,
+  in float32 on a CPU where bf16 is emulated (its CPU kernels' bf16 GEMMs are 4-6x slower).
 * `explicit_attention`: bfloat16 training on the CPU over short keys runs softmax(QK^T)V
   written out (the CPU flash kernel's bf16 backward is slower there), and so does attention
   with soft-capped scores everywhere (no fused kernel caps them).
@@ -210,12 +212,35 @@ def split_measured_fast(
     return plain / split_s >= _SPLIT_MIN_SPEEDUP
 
 
+def attention_dtype(q: Tensor) -> torch.dtype:
+    """The dtype attention computes in, and a KV cache holds, for queries `q`: float32 for
+    bfloat16 ones on a CPU where bf16 is emulated, else q's own.
+
+    The CPU attention kernels multiply bf16 blocks by bf16 GEMMs, which are emulated there:
+    on the AVX2 EPYC one decoding query over 512 cached keys (SmolLM2's 9 query and 3 kv
+    heads of 64) takes 524 us in bf16 against 91 us in float32, 857 against 158 us over
+    1,024; a bf16 model's attention is then most of a long context's decoding time. Cached
+    keys and values take twice the bytes (SmolLM2-135M: 46 KB a token).
+    """
+    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and not _cpu_bf16_native():
+        return torch.float32
+    return q.dtype
+
+
+@torch.compiler.assume_constant_result
+def _cpu_bf16_native() -> bool:
+    """`cpu_info().native_bf16`, as a constant of compiled code (which must not trace the
+    /proc/cpuinfo query)."""
+    return cpu_info().native_bf16
+
+
 def explicit_attention(q: Tensor, key_len: int, *, capped: bool = False) -> bool:
     """Whether softmax(QK^T)V written out beats SDPA's fused kernel for this call.
 
     Always when the scores are `capped` (soft-capping, tanh(s / cap) * cap): SDPA cannot
     apply it, so the written-out path is the only one. Otherwise only bfloat16 training on
-    the CPU with at most EXPLICIT_MAX_KEYS keys: there the CPU flash-attention kernel's
+    the CPU with at most EXPLICIT_MAX_KEYS keys, where bf16 is native (where it is emulated
+    `attention_dtype` has made the queries float32): there the CPU flash-attention kernel's
     backward pass is slower than two bf16 batched matmuls and a softmax; at longer keys, in float32 and in inference the fused kernel wins. The
     (B, H, T, T) weights it materialises are small at such lengths.
     """

@@ -98,10 +98,13 @@ class MultiHeadAttention(nn.Module):
             q = self.q_norm(q)
         if rotation is not None:
             q = apply_rotary(q, *rotation)
+        dtype, work = q.dtype, kernels.attention_dtype(q)  # work: float32 if bf16 is emulated
+        q = q.to(work)
         if isinstance(cache, CrossAttentionCache) and cache.key is not None:
             k, v = cache.key, cache.value  # encoder keys/values were projected on step one
         else:
             k, v = self._keys_values(x, context, rotation, layout)  # (B, H_kv, S, hd)
+            k, v = k.to(work), v.to(work)  # before caching: the cache holds them as computed
             if isinstance(cache, CrossAttentionCache):
                 cache.key, cache.value = k, v
             elif cache is not None:
@@ -125,7 +128,7 @@ class MultiHeadAttention(nn.Module):
                 enable_gqa=self.n_kv_heads != self.n_heads,
             )
             weights = None
-        out = out.transpose(1, 2).flatten(2)  # (B, T, H * hd)
+        out = out.to(dtype).transpose(1, 2).flatten(2)  # (B, T, H * hd)
         if layout is not None:
             out = layout.pack(out)  # (N, H * hd)
         return self.out_proj(out), (weights if need_weights else None)
