@@ -229,9 +229,9 @@ def attention_dtype(q: Tensor) -> torch.dtype:
 
 @torch.compiler.assume_constant_result
 def _cpu_bf16_native() -> bool:
-    """`cpu_info().native_bf16`, as a constant of compiled code (which must not trace the
+    """`bf16_is_fast("cpu")`, as a constant of compiled code (which must not trace the
     /proc/cpuinfo query)."""
-    return cpu_info().native_bf16
+    return bf16_is_fast("cpu")
 
 
 def explicit_attention(q: Tensor, key_len: int, *, capped: bool = False) -> bool:
@@ -241,8 +241,9 @@ def explicit_attention(q: Tensor, key_len: int, *, capped: bool = False) -> bool
     apply it, so the written-out path is the only one. Otherwise only bfloat16 training on
     the CPU with at most EXPLICIT_MAX_KEYS keys, where bf16 is native (where it is emulated
     `attention_dtype` has made the queries float32): there the CPU flash-attention kernel's
-    backward pass is slower than two bf16 batched matmuls and a softmax; at longer keys, in float32 and in inference the fused kernel wins. The
-    (B, H, T, T) weights it materialises are small at such lengths.
+    backward pass is slower than two bf16 batched matmuls and a softmax; at longer keys, in
+    float32 and in inference the fused kernel wins. The (B, H, T, T) weights it materialises
+    are small at such lengths.
     """
     return capped or (
         q.device.type == "cpu"
