@@ -175,33 +175,45 @@ def test_cpu_bf16_training_on_short_sequences_takes_the_explicit_path(monkeypatc
     torch.testing.assert_close(x_fast.grad.float(), x_ref.grad, atol=0.05, rtol=0.05)
 
 
-@pytest.mark.parametrize("native", [True, False], ids=["bf16-native", "bf16-emulated"])
-def test_bf16_attention_computes_and_caches_in_float32_where_bf16_is_emulated(
-    monkeypatch, native: bool
+@pytest.mark.parametrize(
+    ("native", "amx", "held"),
+    [
+        (True, True, torch.bfloat16),  # Xeon: bf16 with AMX tiles
+        (True, False, torch.float32),  # Zen 5: AVX512-BF16 dot products, no tiles
+        (False, False, torch.float32),  # AVX2: bf16 emulated
+    ],
+    ids=["amx", "bf16-native", "bf16-emulated"],
+)
+def test_bf16_attention_computes_and_caches_in_float32_unless_the_cpu_has_bf16_tiles(
+    monkeypatch, native: bool, amx: bool, held: torch.dtype
 ) -> None:
-    """A bf16 layer's attention: in bf16 where bf16 is native; in float32 where it is
-    emulated, its cache holding float32 keys and values and its output bf16 again. Either way
-    a prompt and a cached step give the float32 layer's output up to bf16 rounding."""
-    monkeypatch.setattr(kernels, "_cpu_bf16_native", lambda: native)
+    """A bf16 layer's attention at inference: in bf16 where bf16 is native with AMX tiles;
+    elsewhere in float32, its cache holding float32 keys and values and its output bf16
+    again. Either way a prompt and a cached step give the float32 layer's output up to bf16
+    rounding. Training keeps bf16 wherever it is native (the explicit path)."""
+    flags = frozenset({"avx512f", "amx_tile"} if amx else {"avx512f"})
+    info = kernels.CPUInfo("test CPU", "AVX512", native, "cpu flags", flags)
+    monkeypatch.setattr(kernels, "cpu_info", lambda: info)
+    trained = torch.zeros(1, 2, 3, 4, dtype=torch.bfloat16, requires_grad=True)
+    assert kernels.attention_dtype(trained) == (torch.bfloat16 if native else torch.float32)
+    assert kernels.attention_dtype(trained.detach().float()) == torch.float32
     reference = _attention(4, 2)
     layer = _attention(4, 2).to(torch.bfloat16)
     layer.load_state_dict(reference.state_dict())
     x = torch.randn(2, 6, D_MODEL).to(torch.bfloat16).float()  # exact in both dtypes
     cached, cached_ref = KVCache(n_layers=1), KVCache(n_layers=1)
     outputs = []
-    for module, cache, inputs in ((layer, cached, x.bfloat16()), (reference, cached_ref, x)):
-        prompt, step = inputs[:, :5], inputs[:, 5:]
-        out = [
-            module(prompt, mask=build_attention_mask(5, 5, causal=True), cache=cache.self_attn[0])[
-                0
-            ]
-        ]
-        cache.advance(5, 2, x.device)
-        mask = build_attention_mask(1, 6, causal=True)  # the last of 6 slots
-        out.append(module(step, mask=mask, cache=cache.self_attn[0])[0])
-        outputs.append(torch.cat(out, dim=1))
-    held = cached.self_attn[0].key
-    assert held is not None and held.dtype == (torch.bfloat16 if native else torch.float32)
+    prompt_mask = build_attention_mask(5, 5, causal=True)
+    step_mask = build_attention_mask(1, 6, causal=True)  # the last of 6 slots
+    with torch.no_grad():
+        for module, cache, inputs in ((layer, cached, x.bfloat16()), (reference, cached_ref, x)):
+            prompt, step = inputs[:, :5], inputs[:, 5:]
+            out = [module(prompt, mask=prompt_mask, cache=cache.self_attn[0])[0]]
+            cache.advance(5, 2, x.device)
+            out.append(module(step, mask=step_mask, cache=cache.self_attn[0])[0])
+            outputs.append(torch.cat(out, dim=1))
+    keys = cached.self_attn[0].key
+    assert keys is not None and keys.dtype == held
     assert outputs[0].dtype == torch.bfloat16
     torch.testing.assert_close(outputs[0].float(), outputs[1], atol=0.03, rtol=0.03)
 

@@ -75,3 +75,22 @@ def test_decode_step_compiles_frozen_everywhere_on_the_cpu_and_autotunes_with_av
     with torch._inductor.config.patch(options):  # every name is one of inductor's options
         assert torch._inductor.config.freezing
     assert kernels.decode_compile_options("meta") == {}
+
+
+@pytest.mark.parametrize(
+    ("native", "flags", "expected"),
+    [
+        (True, {"avx512_bf16", "amx_tile"}, kernels.DenseCopy(8, torch.bfloat16)),  # Xeon
+        (True, {"avx512_bf16"}, kernels.DenseCopy(32, torch.bfloat16)),  # Zen 5
+        (False, {"avx2"}, kernels.DenseCopy(32, torch.float32)),  # AVX2 EPYC
+    ],
+    ids=["amx", "bf16-native", "bf16-emulated"],
+)
+def test_many_row_products_use_a_dense_copy_from_the_rows_where_it_wins_on_each_cpu_class(
+    monkeypatch, native: bool, flags: set[str], expected: kernels.DenseCopy
+) -> None:
+    """bf16 where bf16 is native, float32 where it is emulated; from 8 rows with AMX tiles,
+    from 32 elsewhere (`python -m benchmarks.quantized_rows` on each class)."""
+    info = kernels.CPUInfo("test CPU", "AVX512", native, "cpu flags", frozenset(flags))
+    monkeypatch.setattr(kernels, "cpu_info", lambda: info)
+    assert kernels.dense_copy("cpu") == expected

@@ -51,8 +51,8 @@ from torch import Tensor
 
 SPLIT_MAX_ROWS = 32  # beyond this many rows MKL's own threading takes over
 EXPLICIT_MAX_KEYS = 256  # from 512 keys on the fused kernel wins in bf16 training too
-DENSE_MIN_ROWS = 8  # int4/int8 vs dense bf16 products on SmolLM2's shapes, AMX: equal at ~6
-DENSE_FLOAT32_MIN_ROWS = 32  # vs dense fp32 where bf16 is emulated; AVX2: layers win from 16
+DENSE_AMX_MIN_ROWS = 8  # int4/int8 vs dense bf16 products on SmolLM2's shapes, AMX: equal at ~6
+DENSE_MIN_ROWS = 32  # elsewhere (bf16 dot products on Zen 5, fp32 on AVX2): layers even at 16
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX512-BF16, AMX; Arm BF16
 _BF16_MIN_SPEEDUP = 0.5  # measured fallback: bf16 at least half as fast as fp32 counts
 _SPLIT_MIN_SPEEDUP = 1.25  # the split must win clearly: a near-tie is noise, not a reason
@@ -214,17 +214,22 @@ def split_measured_fast(
 
 def attention_dtype(q: Tensor) -> torch.dtype:
     """The dtype attention computes in, and a KV cache holds, for queries `q`: float32 for
-    bfloat16 ones on a CPU where bf16 is emulated, else q's own.
+    bfloat16 ones on the CPU, except where the CPU's bf16 kernels are the faster ones.
 
-    The CPU attention kernels multiply bf16 blocks by bf16 GEMMs, which are emulated there:
-    on the AVX2 EPYC one decoding query over 512 cached keys (SmolLM2's 9 query and 3 kv
-    heads of 64) takes 524 us in bf16 against 91 us in float32, 857 against 158 us over
-    1,024; a bf16 model's attention is then most of a long context's decoding time. Cached
-    keys and values take twice the bytes (SmolLM2-135M: 46 KB a token).
+    PyTorch's CPU attention multiplies bf16 blocks with small bf16 GEMMs, slow on both
+    classes without AMX tiles that were measured (SmolLM2's 9 query and 3 kv heads of 64, one
+    decoding query): on the AVX2 EPYC, where bf16 is emulated, 524 us in bf16 against 91 us
+    in float32 over 512 cached keys; on the Zen 5 EPYC, where it is native, 267 against 33 us
+    over 512 keys and, for a batch of 8 over 160, 623 against 109 us (a 512-token prompt:
+    5.5 against 4.4 ms a layer). bf16 stays where it is native and either the CPU has AMX
+    (not measured against float32; its kernels are left as they were) or `q` is being trained
+    (its explicit bf16 path, `explicit_attention`, beats float32 SDPA's backward: 44 against
+    48 ms on Zen 5). Cached keys and values take twice the bytes (SmolLM2-135M: 46 KB a token).
     """
-    if q.dtype == torch.bfloat16 and q.device.type == "cpu" and not _cpu_bf16_native():
-        return torch.float32
-    return q.dtype
+    if q.dtype != torch.bfloat16 or q.device.type != "cpu":
+        return q.dtype
+    keep = _cpu_bf16_native() if q.requires_grad else _cpu_bf16_attention_native()
+    return q.dtype if keep else torch.float32
 
 
 @torch.compiler.assume_constant_result
@@ -232,6 +237,13 @@ def _cpu_bf16_native() -> bool:
     """`bf16_is_fast("cpu")`, as a constant of compiled code (which must not trace the
     /proc/cpuinfo query)."""
     return bf16_is_fast("cpu")
+
+
+@torch.compiler.assume_constant_result
+def _cpu_bf16_attention_native() -> bool:
+    """Whether inference attends in bf16 on this CPU (`attention_dtype`), as a constant of
+    compiled code: native bf16 and AMX tiles."""
+    return bf16_is_fast("cpu") and cpu_info().amx
 
 
 def explicit_attention(q: Tensor, key_len: int, *, capped: bool = False) -> bool:
@@ -266,18 +278,21 @@ def dense_copy(device: torch.device | str) -> DenseCopy:
     """The dense copy that beats the int4/int8 CPU kernels for products of many rows here.
 
     The kernels take about the same time per activation row, while a dense product of 16 rows
-    costs little more than one row's. Where bf16 is native the copy is bfloat16, from
-    DENSE_MIN_ROWS rows (Xeon, 576 x 1536: int4 249 us for 16 rows, 46 us for one; bf16 106
-    us for the 16). Where bf16 is emulated a bf16 copy is slower than the kernels (AVX2 EPYC,
-    576 -> 1536 at 64 rows: 7.6 against 2.0 ms int4) and float32 is the fast dense dtype, at
-    twice bf16's bytes: from DENSE_FLOAT32_MIN_ROWS rows, where it wins on the layers' shapes
-    (0.72 against 1.24 ms int4 for 576 -> 1536 at 32 rows; 8.3 against 18.0 ms at 512) and
-    loses a little on the output projection (55 against 48 ms int8; from 64 rows it wins).
-    Numbers: docs/performance.md ("Serving", "AVX2"), `python -m benchmarks.quantized_rows`.
+    costs little more than one row's. The copy is bfloat16 where bf16 is native; where it is
+    emulated a bf16 copy is slower than the kernels (AVX2 EPYC, 576 -> 1536 at 64 rows: 7.6
+    against 2.0 ms int4) and float32 is the fast dense dtype, at twice bf16's bytes. With AMX
+    tiles the copy wins from DENSE_AMX_MIN_ROWS rows (Xeon, 576 -> 1536: int4 146 us for 8
+    rows, bf16 102); elsewhere from DENSE_MIN_ROWS: on the Zen 5 EPYC (AVX512-BF16 dot
+    products, no tiles) int4 takes 54 against bf16's 95 us at 8 rows, 111 against 125 at 16,
+    194 against 174 at 32 and loses on the output projection up to 16 rows (3.1 against 4.1
+    ms); on the AVX2 EPYC float32 wins on the layers' shapes from 32 rows (0.72 against 1.24
+    ms int4 for 576 -> 1536; 8.3 against 18.0 ms at 512) and loses a little on the output
+    projection (55 against 48 ms int8; from 64 rows it wins). Numbers: docs/performance.md
+    ("Serving", "AVX2", "Zen 5"), `python -m benchmarks.quantized_rows`.
     """
-    if bf16_is_fast(device):
-        return DenseCopy(DENSE_MIN_ROWS, torch.bfloat16)
-    return DenseCopy(DENSE_FLOAT32_MIN_ROWS, torch.float32)
+    dtype = torch.bfloat16 if bf16_is_fast(device) else torch.float32
+    tiles = dtype == torch.bfloat16 and torch.device(device).type == "cpu" and cpu_info().amx
+    return DenseCopy(DENSE_AMX_MIN_ROWS if tiles else DENSE_MIN_ROWS, dtype)
 
 
 def decode_compile_options(device: torch.device | str) -> dict[str, bool | int]:
