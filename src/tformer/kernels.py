@@ -216,8 +216,8 @@ def attention_dtype(q: Tensor) -> torch.dtype:
     """The dtype attention computes in, and a KV cache holds, for queries `q`: float32 for
     bfloat16 ones on the CPU, except where the CPU's bf16 kernels are the faster ones.
 
-    PyTorch's CPU attention multiplies bf16 blocks with small bf16 GEMMs, slow on both
-    classes without AMX tiles that were measured (SmolLM2's 9 query and 3 kv heads of 64, one
+    PyTorch's CPU attention multiplies bf16 blocks with small bf16 GEMMs, slow on the two
+    measured CPU classes that lack AMX tiles (SmolLM2's 9 query and 3 kv heads of 64, one
     decoding query): on the AVX2 EPYC, where bf16 is emulated, 524 us in bf16 against 91 us
     in float32 over 512 cached keys; on the Zen 5 EPYC, where it is native, 267 against 33 us
     over 512 keys and, for a batch of 8 over 160, 623 against 109 us (a 512-token prompt:
