@@ -184,19 +184,22 @@ def test_cpu_bf16_training_on_short_sequences_takes_the_explicit_path(monkeypatc
     ],
     ids=["amx", "bf16-native", "bf16-emulated"],
 )
-def test_bf16_attention_computes_and_caches_in_float32_unless_the_cpu_has_bf16_tiles(
+def test_bf16_cached_attention_computes_and_caches_in_float32_unless_the_cpu_has_bf16_tiles(
     monkeypatch, native: bool, amx: bool, held: torch.dtype
 ) -> None:
-    """A bf16 layer's attention at inference: in bf16 where bf16 is native with AMX tiles;
-    elsewhere in float32, its cache holding float32 keys and values and its output bf16
-    again. Either way a prompt and a cached step give the float32 layer's output up to bf16
-    rounding. Training keeps bf16 wherever it is native (the explicit path)."""
+    """A bf16 layer's attention over a KV cache (a prompt, then a decoding step): in bf16
+    where bf16 is native with AMX tiles; elsewhere in float32, its cache holding float32 keys
+    and values and its output bf16 again. Either way the output is the float32 layer's up to
+    bf16 rounding. Attention without a cache (encoders, training) keeps bf16 wherever bf16 is
+    native."""
     flags = frozenset({"avx512f", "amx_tile"} if amx else {"avx512f"})
     info = kernels.CPUInfo("test CPU", "AVX512", native, "cpu flags", flags)
     monkeypatch.setattr(kernels, "cpu_info", lambda: info)
-    trained = torch.zeros(1, 2, 3, 4, dtype=torch.bfloat16, requires_grad=True)
-    assert kernels.attention_dtype(trained) == (torch.bfloat16 if native else torch.float32)
-    assert kernels.attention_dtype(trained.detach().float()) == torch.float32
+    q = torch.zeros(1, 2, 3, 4, dtype=torch.bfloat16)
+    uncached = torch.bfloat16 if native else torch.float32
+    assert kernels.attention_dtype(q, cached=False) == uncached
+    assert kernels.attention_dtype(q, cached=True) == held
+    assert kernels.attention_dtype(q.float(), cached=True) == torch.float32
     reference = _attention(4, 2)
     layer = _attention(4, 2).to(torch.bfloat16)
     layer.load_state_dict(reference.state_dict())
@@ -214,6 +217,18 @@ def test_bf16_attention_computes_and_caches_in_float32_unless_the_cpu_has_bf16_t
             outputs.append(torch.cat(out, dim=1))
     keys = cached.self_attn[0].key
     assert keys is not None and keys.dtype == held
+
+    seen: list[torch.dtype] = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def recording_sdpa(query, *args, **kwargs):
+        seen.append(query.dtype)
+        return sdpa(query, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording_sdpa)
+    with torch.no_grad():
+        layer(x.bfloat16(), mask=build_attention_mask(6, 6, causal=True))  # no cache
+    assert seen == [uncached]
     assert outputs[0].dtype == torch.bfloat16
     torch.testing.assert_close(outputs[0].float(), outputs[1], atol=0.03, rtol=0.03)
 

@@ -212,24 +212,27 @@ def split_measured_fast(
     return plain / split_s >= _SPLIT_MIN_SPEEDUP
 
 
-def attention_dtype(q: Tensor) -> torch.dtype:
-    """The dtype attention computes in, and a KV cache holds, for queries `q`: float32 for
-    bfloat16 ones on the CPU, except where the CPU's bf16 kernels are the faster ones.
+def attention_dtype(q: Tensor, *, cached: bool) -> torch.dtype:
+    """The dtype attention computes in, and a KV cache holds, for queries `q` of a call that
+    reads a KV cache (`cached`: decoding and its prompt) or not (encoders, training): float32
+    for bfloat16 ones on a CPU where bf16 is emulated, and for cached calls on one without
+    AMX tiles; else q's own.
 
-    PyTorch's CPU attention multiplies bf16 blocks with small bf16 GEMMs, slow on the two
-    measured CPU classes that lack AMX tiles (SmolLM2's 9 query and 3 kv heads of 64, one
-    decoding query): on the AVX2 EPYC, where bf16 is emulated, 524 us in bf16 against 91 us
-    in float32 over 512 cached keys; on the Zen 5 EPYC, where it is native, 267 against 33 us
-    over 512 keys and, for a batch of 8 over 160, 623 against 109 us (a 512-token prompt:
-    5.5 against 4.4 ms a layer). bf16 stays where it is native and either the CPU has AMX
-    (not measured against float32; its kernels are left as they were) or `q` is being trained
-    (its explicit bf16 path, `explicit_attention`, beats float32 SDPA's backward: 44 against
-    48 ms on Zen 5). Cached keys and values take twice the bytes (SmolLM2-135M: 46 KB a token).
+    PyTorch's CPU attention multiplies bf16 blocks with small bf16 GEMMs. Where bf16 is
+    emulated that is slow for every call (AVX2 EPYC: one decoding query over 512 cached keys,
+    SmolLM2's 9 query and 3 kv heads of 64, 524 us in bf16 against 91 us in float32). Where it
+    is native without AMX (Zen 5 EPYC) it is slow for decoding queries (267 against 33 us over
+    512 keys; a batch of 8 over 160: 623 against 109 us) and for a prompt (512
+    tokens: 5.5 against 4.4 ms a layer), but faster for an encoder batch (MiniLM, 32
+    sentences: 591 against 521 sentences/s with float32 attention) and, through the explicit
+    path (`explicit_attention`), for training. With AMX bf16 is kept (not measured against
+    float32). Cached keys and values in float32 take twice the bytes (SmolLM2-135M: 46 KB a
+    token).
     """
     if q.dtype != torch.bfloat16 or q.device.type != "cpu":
         return q.dtype
-    keep = _cpu_bf16_native() if q.requires_grad else _cpu_bf16_attention_native()
-    return q.dtype if keep else torch.float32
+    native = _cpu_bf16_decoding_native() if cached else _cpu_bf16_native()
+    return q.dtype if native else torch.float32
 
 
 @torch.compiler.assume_constant_result
@@ -240,8 +243,8 @@ def _cpu_bf16_native() -> bool:
 
 
 @torch.compiler.assume_constant_result
-def _cpu_bf16_attention_native() -> bool:
-    """Whether inference attends in bf16 on this CPU (`attention_dtype`), as a constant of
+def _cpu_bf16_decoding_native() -> bool:
+    """Whether cached attention stays bf16 on this CPU (`attention_dtype`), as a constant of
     compiled code: native bf16 and AMX tiles."""
     return bf16_is_fast("cpu") and cpu_info().amx
 

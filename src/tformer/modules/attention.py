@@ -98,7 +98,8 @@ class MultiHeadAttention(nn.Module):
             q = self.q_norm(q)
         if rotation is not None:
             q = apply_rotary(q, *rotation)
-        dtype, work = q.dtype, kernels.attention_dtype(q)  # work: float32 for bf16 on most CPUs
+        # work: float32 for bf16 where the CPU's bf16 attention is slow (always for a cache's)
+        dtype, work = q.dtype, kernels.attention_dtype(q, cached=cache is not None)
         q = q.to(work)
         if isinstance(cache, CrossAttentionCache) and cache.key is not None:
             k, v = cache.key, cache.value  # encoder keys/values were projected on step one
