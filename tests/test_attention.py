@@ -217,6 +217,8 @@ def test_bf16_cached_attention_computes_and_caches_in_float32_unless_the_cpu_has
             outputs.append(torch.cat(out, dim=1))
     keys = cached.self_attn[0].key
     assert keys is not None and keys.dtype == held
+    assert outputs[0].dtype == torch.bfloat16
+    torch.testing.assert_close(outputs[0].float(), outputs[1], atol=0.03, rtol=0.03)
 
     seen: list[torch.dtype] = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
@@ -229,8 +231,6 @@ def test_bf16_cached_attention_computes_and_caches_in_float32_unless_the_cpu_has
     with torch.no_grad():
         layer(x.bfloat16(), mask=build_attention_mask(6, 6, causal=True))  # no cache
     assert seen == [uncached]
-    assert outputs[0].dtype == torch.bfloat16
-    torch.testing.assert_close(outputs[0].float(), outputs[1], atol=0.03, rtol=0.03)
 
 
 def test_kv_cache_appends_in_place_and_reallocates_only_when_doubling() -> None:

@@ -98,7 +98,7 @@ class MultiHeadAttention(nn.Module):
             q = self.q_norm(q)
         if rotation is not None:
             q = apply_rotary(q, *rotation)
-        # work: float32 for bf16 where the CPU's bf16 attention is slow (always for a cache's)
+        # work: float32 for bf16 where the CPU's bf16 attention is the slower (see kernels)
         dtype, work = q.dtype, kernels.attention_dtype(q, cached=cache is not None)
         q = q.to(work)
         if isinstance(cache, CrossAttentionCache) and cache.key is not None:
